@@ -1,0 +1,39 @@
+# Everything installs from pyproject.toml into .venv; nothing relies on the machine's own packages.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit soak bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/galaxy-actors demo --devices 8 --flaky 0.25 --duration 20
+
+lint: setup
+	$(BIN)/ruff check galaxy_actors tests benchmarks
+	$(BIN)/ruff format --check galaxy_actors tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy galaxy_actors
+
+unit: setup
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+soak: setup
+	GALAXY_ACTORS_SCENARIOS=10000 $(BIN)/pytest -q tests/test_properties.py -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,114 @@
+"""Every error galaxy_actors raises, with one common base.
+
+Task outcomes that are not results are exceptions here too, so that `await handle.result()`
+either returns an `ExecutionResult` or raises one of the `TaskError` subclasses. Where a
+reference user would have caught a builtin (``TimeoutError``, ``ConnectionError``,
+``KeyError``, ``ValueError``), the error also derives from it, so ported code keeps working.
+"""
+
+from __future__ import annotations
+
+
+class GalaxyActorsError(Exception):
+    """Base class of every error raised by galaxy_actors."""
+
+
+class ConfigurationError(GalaxyActorsError, ValueError):
+    """A wrong argument at a call site: negative delay, invalid URL, bad option value."""
+
+
+class InvalidServerURL(ConfigurationError):
+    """A device's ``server_url`` is not a ``ws://`` or ``wss://`` URL with a host."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(f"invalid server_url {url!r}: {why}")
+        self.url = url
+
+
+class DuplicateDevice(GalaxyActorsError, ValueError):
+    """A device with this id is already registered."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id!r} is already registered")
+        self.device_id = device_id
+
+
+class DuplicateTaskId(GalaxyActorsError, ValueError):
+    """A task with this id is still live in this supervisor.
+
+    The AIP ``session_id`` is built from the task id, so two live tasks with one id would
+    collide on a real agent server; the second is refused at the call site.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task id {task_id!r} is already live in this supervisor")
+        self.task_id = task_id
+
+
+class ProtocolError(GalaxyActorsError):
+    """A frame that is not valid AIP. ``raw`` holds the text exactly as received."""
+
+    def __init__(self, message: str, raw: str | bytes) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class SupervisorClosed(GalaxyActorsError, RuntimeError):
+    """The supervisor is shutting down or closed and accepts no more work."""
+
+
+# --------------------------------------------------------------------------- task outcomes
+
+
+class TaskError(GalaxyActorsError):
+    """A task ended without a result from the device. Carries the task and device ids."""
+
+    def __init__(self, message: str, *, task_id: str, device_id: str | None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.device_id = device_id
+
+
+class UnknownDevice(TaskError, KeyError):
+    """No device with this id is registered."""
+
+    def __init__(self, device_id: str, *, task_id: str = "") -> None:
+        super().__init__(f"no device {device_id!r} is registered", task_id=task_id,
+                         device_id=device_id)
+
+    def __str__(self) -> str:
+        # KeyError's __str__ would show the message in quotes.
+        return str(self.args[0])
+
+
+class DeviceUnavailable(TaskError):
+    """The device cannot take tasks: disconnected, gave up reconnecting, being removed,
+    or no registered device has the required capabilities."""
+
+
+class DeviceDisconnected(TaskError, ConnectionError):
+    """The connection died while the task was on the device (at-most-once delivery)."""
+
+    def __init__(self, message: str, *, task_id: str, device_id: str | None,
+                 reason: str) -> None:
+        super().__init__(message, task_id=task_id, device_id=device_id)
+        self.reason = reason
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """No TASK_END arrived within the task's timeout. The device reconnects."""
+
+
+class TaskCancelled(TaskError):
+    """The task was withdrawn before it ran: cancelled by its caller, by a disconnect,
+    or by shutdown."""
+
+
+class TaskRejected(TaskError):
+    """The agent server refused the task with an ``error`` frame; ``server_error`` holds
+    its text."""
+
+    def __init__(self, message: str, *, task_id: str, device_id: str | None,
+                 server_error: str) -> None:
+        super().__init__(message, task_id=task_id, device_id=device_id)
+        self.server_error = server_error

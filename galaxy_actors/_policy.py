@@ -1,0 +1,226 @@
+"""The restart policy: when a failed device reconnects, and when it gives up.
+
+Rules of this file:
+- Sans-IO. The policy holds no clock, no I/O and no randomness of its own: the time and a
+  random source are passed in, the history of a device's restarts is a value passed in and
+  handed back. The device actor is the only place where decisions meet Trio's clock.
+- Defaults reproduce the reference DeviceManager exactly: before reconnection attempt n
+  (n = 0, 1, ...) wait ``reconnect_delay * 2**n`` (5, 10, 20, 40, 80 s), make at most
+  ``max_retries`` attempts, and count from 0 again after a successful reconnection.
+- Everything beyond the reference is off by default: a cap on the delay, jitter, resetting
+  the count only after the connection stayed up ``reset_after`` seconds, an OTP-style
+  intensity limit, and a per-reason hook.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "Decision",
+    "FailureReason",
+    "GiveUp",
+    "Jitter",
+    "RandomSource",
+    "Restart",
+    "RestartHistory",
+    "RestartPolicy",
+]
+
+
+class FailureReason(enum.StrEnum):
+    """Why a connection (a Session) ended against our will."""
+
+    CONNECT_FAILED = "connect_failed"
+    REGISTRATION_REJECTED = "registration_rejected"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    CONNECTION_CLOSED = "connection_closed"
+    PROTOCOL_ERROR = "protocol_error"
+    TASK_TIMEOUT = "task_timeout"
+
+
+class Jitter(enum.StrEnum):
+    NONE = "none"
+    FULL = "full"  # uniform in [0, d]
+    EQUAL = "equal"  # d/2 + uniform in [0, d/2]
+    DECORRELATED = "decorrelated"  # uniform in [base, 3 * previous], capped
+
+
+class RandomSource(Protocol):
+    """Anything with ``random() -> float`` in [0, 1): `random.Random`, or a test's stub."""
+
+    def random(self) -> float: ...
+
+
+@attrs.frozen
+class Restart:
+    """Reconnect after ``delay`` seconds."""
+
+    delay: float
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.delay >= 0 and math.isfinite(self.delay)):
+            raise ConfigurationError(f"Restart delay must be finite and >= 0, got {self.delay}")
+
+
+@attrs.frozen
+class GiveUp:
+    """Stop reconnecting; the device stays FAILED. ``why`` says so in words."""
+
+    why: str
+
+
+Decision = Restart | GiveUp
+
+# A per-reason hook: given the failure reason and the number of reconnection attempts
+# already made since the last success, return a Decision to override the default, or None
+# to use the backoff. Example: restart at once after a heartbeat timeout, never after a
+# protocol error.
+ReasonHook = Callable[[FailureReason, int], Decision | None]
+
+
+@attrs.frozen
+class RestartHistory:
+    """What the policy needs to remember about one device, as a value.
+
+    ``attempts`` is the reference's ``connection_attempts``: reconnection attempts made since
+    the last success (or the last reset).
+    """
+
+    attempts: int = 0
+    restart_times: tuple[float, ...] = ()
+    last_delay: float | None = None
+    up_since: float | None = None
+
+
+def _non_negative(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
+    def check(_instance: object, _attribute: attrs.Attribute[float], value: float) -> None:
+        if not (value >= 0 and math.isfinite(value)):
+            raise ConfigurationError(f"{name} must be finite and >= 0, got {value!r}")
+
+    return check
+
+
+def _optional_positive(_instance: object, attribute: attrs.Attribute[float | None],
+                       value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{attribute.name} must be > 0 or None, got {value!r}")
+
+
+def _check_max_retries(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"max_retries must be an int >= 0, got {value!r}")
+
+
+def _check_intensity(_instance: object, _attribute: attrs.Attribute[tuple[int, float] | None],
+                     value: tuple[int, float] | None) -> None:
+    if value is None:
+        return
+    restarts, period = value
+    if restarts < 1 or not (period > 0 and math.isfinite(period)):
+        raise ConfigurationError(
+            f"intensity must be (restarts >= 1, period > 0 seconds), got {value!r}")
+
+
+@attrs.frozen
+class RestartPolicy:
+    """When to reconnect a failed device. A plain value: share one among many devices.
+
+    >>> policy = RestartPolicy()
+    >>> [policy.backoff(n) for n in range(5)]
+    [5.0, 10.0, 20.0, 40.0, 80.0]
+
+    Arguments:
+        reconnect_delay: delay before the first reconnection attempt; it doubles each time.
+        max_retries: attempts before giving up (a device's own ``max_retries`` overrides it).
+        max_delay: cap on any delay, None for no cap.
+        jitter: spread the delays so a fleet does not reconnect in lock step.
+        reset_after: None resets the attempt count on every successful reconnection (the
+            reference); a number resets it only once a connection stayed up that long.
+        intensity: ``(R, T)``: give up when R restarts already happened within T seconds.
+        per_reason: a hook that may decide differently for some failure reasons.
+    """
+
+    reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))
+    max_retries: int = attrs.field(default=5, validator=_check_max_retries)
+    max_delay: float | None = attrs.field(default=None, validator=_optional_positive)
+    jitter: Jitter = attrs.field(default=Jitter.NONE, converter=Jitter)
+    reset_after: float | None = attrs.field(default=None, validator=_optional_positive)
+    intensity: tuple[int, float] | None = attrs.field(default=None, validator=_check_intensity)
+    per_reason: ReasonHook | None = attrs.field(default=None, eq=False)
+
+    def backoff(self, attempt: int) -> float:
+        """The delay before attempt ``attempt`` without jitter: the cap applied."""
+        delay = self.reconnect_delay * 2.0**attempt
+        return delay if self.max_delay is None else min(delay, self.max_delay)
+
+    def delay_bounds(self, attempt: int, previous: float | None) -> tuple[float, float]:
+        """The closed interval the jittered delay of ``attempt`` falls in."""
+        base = self.backoff(attempt)
+        if self.jitter is Jitter.NONE:
+            return base, base
+        if self.jitter is Jitter.FULL:
+            return 0.0, base
+        if self.jitter is Jitter.EQUAL:
+            return base / 2, base
+        low = self.reconnect_delay
+        high = max(low, 3 * (previous if previous is not None else low))
+        if self.max_delay is not None:
+            low, high = min(low, self.max_delay), min(high, self.max_delay)
+        return low, high
+
+    def delay(self, attempt: int, rng: RandomSource, previous: float | None = None) -> float:
+        low, high = self.delay_bounds(attempt, previous)
+        if low == high:
+            return low
+        return low + (high - low) * rng.random()
+
+    def decide(self, history: RestartHistory, reason: FailureReason, now: float,
+               rng: RandomSource) -> Decision:
+        """Decide after a failure. Pure: ``history`` is not changed (see `record`)."""
+        attempts = self.effective_attempts(history, now)
+        if self.per_reason is not None:
+            override = self.per_reason(reason, attempts)
+            if override is not None:
+                return override
+        if attempts >= self.max_retries:
+            return GiveUp(f"exceeded max retries ({self.max_retries})")
+        if self.intensity is not None:
+            limit, period = self.intensity
+            recent = sum(1 for t in history.restart_times if now - t < period)
+            if recent >= limit:
+                return GiveUp(f"more than {limit} restarts within {period:g} s")
+        return Restart(self.delay(attempts, rng, history.last_delay))
+
+    def effective_attempts(self, history: RestartHistory, now: float) -> int:
+        """The attempt count as of ``now``: zero if the last connection stayed up for
+        ``reset_after`` seconds."""
+        if (self.reset_after is not None and history.up_since is not None
+                and now - history.up_since >= self.reset_after):
+            return 0
+        return history.attempts
+
+    def record(self, history: RestartHistory, decision: Decision, now: float) -> RestartHistory:
+        """The history after ``decision`` was taken at ``now`` (a failure)."""
+        attempts = self.effective_attempts(history, now)
+        if isinstance(decision, GiveUp):
+            return attrs.evolve(history, attempts=attempts, up_since=None)
+        times = history.restart_times
+        if self.intensity is not None:
+            period = self.intensity[1]
+            times = (*(t for t in times if now - t < period), now)
+        return RestartHistory(attempts=attempts + 1, restart_times=times,
+                              last_delay=decision.delay, up_since=None)
+
+    def connected(self, history: RestartHistory, now: float) -> RestartHistory:
+        """The history after a connection came up at ``now``."""
+        if self.reset_after is None:
+            return attrs.evolve(history, attempts=0, last_delay=None, up_since=now)
+        return attrs.evolve(history, up_since=now)

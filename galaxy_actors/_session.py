@@ -1,0 +1,378 @@
+"""A Session: one connection attempt of one device, from handshake to its end.
+
+Theory of operation. A Session runs in its device actor's task, inside a cancel scope that
+is the Session's life: any failure records a reason and cancels that scope, so the whole
+connection (trio-websocket's reader included, which lives in the connector's nursery inside
+the scope) dies as a unit and nothing half-dead survives it.
+
+The reader, heartbeat and executor of DESIGN.md are roles of one loop, not three tasks (each
+task costs a device 2-3 KB and each hand-off a scheduler pass, see TRIO-NOTES.md):
+
+- the loop always drains the connection and routes each frame inline (no slow consumer can
+  stall trio-websocket's reader);
+- it sends heartbeats on a deadline and fails the Session when no frame at all arrived
+  within ``heartbeat_timeout`` of the oldest unanswered heartbeat (AIP.md: answers cannot be
+  correlated, any inbound frame proves liveness);
+- it dispatches the next queued task when the device becomes free.
+
+When the device is idle and its queue empty, the caller's own task sends the TASK frame
+(`send_task`), with no hand-off, and the loop wakes exactly that caller when TASK_END
+arrives. The caller lowers the loop's receive deadline to the task's deadline, so a task
+timeout is noticed on time without waking the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import TYPE_CHECKING, NoReturn
+
+import trio
+
+from ._aip import (
+    ServerMessage,
+    ServerMessageType,
+    WireStatus,
+    decode_server,
+    device_info_from,
+    session_id_for,
+)
+from ._errors import DeviceDisconnected, ProtocolError, TaskRejected, TaskTimeout
+from ._policy import FailureReason
+from ._status import DeviceStatus
+from ._task import Delivery, ExecutionResult, ResultStatus, TaskHandle
+from ._transport import CLOSE_MESSAGE_TOO_BIG, ConnectFailed, Transport, TransportClosed
+
+if TYPE_CHECKING:
+    from ._device import DeviceActor
+
+logger = logging.getLogger("galaxy_actors.session")
+
+_HEARTBEAT = ServerMessageType.HEARTBEAT
+_TASK_END = ServerMessageType.TASK_END
+_ERROR = ServerMessageType.ERROR
+_INFO = ServerMessageType.DEVICE_INFO_RESPONSE
+_FAILED_STATUSES = frozenset({WireStatus.FAILED, WireStatus.ERROR})
+
+
+class Session:
+    """One connection of one device. Created and run by `DeviceActor`."""
+
+    __slots__ = (
+        "_hb_next", "_hb_oldest", "_in_flight_sid", "_phase_deadline", "_recv_scope",
+        "actor", "failure", "in_flight", "intentional", "ready", "scope", "stop_deadline",
+        "stopping", "transport",
+    )
+
+    def __init__(self, actor: DeviceActor) -> None:
+        self.actor = actor
+        self.scope = trio.CancelScope()
+        self.transport: Transport | None = None
+        self.failure: tuple[FailureReason, str] | None = None
+        self.intentional = False
+        self.ready = False
+        self.stopping = False
+        self.stop_deadline = math.inf
+        self.in_flight: TaskHandle | None = None
+        self._in_flight_sid = ""
+        self._recv_scope: trio.CancelScope | None = None
+        self._hb_next = math.inf
+        self._hb_oldest: float | None = None
+        self._phase_deadline = math.inf
+
+    # ----------------------------------------------------------------- control from outside
+
+    def fail(self, reason: FailureReason, detail: str) -> None:
+        """End the Session because of ``reason``. The first ending recorded wins."""
+        if self.failure is None and not self.intentional:
+            self.failure = (reason, detail)
+        self.scope.cancel()
+
+    def stop(self, grace: float) -> None:
+        """End the Session on purpose: at once if no task runs, else once it ends or after
+        ``grace`` seconds, whichever is first. No queued task is dispatched any more."""
+        if not self.ready:
+            if self.failure is None:
+                self.intentional = True
+            self.scope.cancel()
+            return
+        self.stopping = True
+        self.stop_deadline = min(self.stop_deadline, trio.current_time() + grace)
+        self._wake()
+
+    def can_send_now(self) -> bool:
+        return self.ready and self.in_flight is None and not self.stopping
+
+    def _wake(self) -> None:
+        if self._recv_scope is not None:
+            self._recv_scope.deadline = -math.inf
+
+    # ----------------------------------------------------------------------------- the run
+
+    async def run(self) -> None:
+        """Connect, register, fetch device info, then serve until the Session ends. Runs
+        inside ``self.scope``; every ending is recorded in ``failure``/``intentional``."""
+        actor = self.actor
+        limiter = actor.owner.handshake_limiter
+        if limiter is not None:
+            await limiter.acquire_on_behalf_of(self)
+        try:
+            async with actor.owner.connector.open(actor.profile.server_url) as transport:
+                self.transport = transport
+                await self._register()
+                if limiter is not None:
+                    limiter.release_on_behalf_of(self)
+                    limiter = None
+                await self._fetch_device_info()
+                await self._serve()
+        except ConnectFailed as exc:
+            self.fail(FailureReason.CONNECT_FAILED, str(exc))
+        finally:
+            if limiter is not None:
+                limiter.release_on_behalf_of(self)
+
+    async def _abort(self, reason: FailureReason, detail: str) -> NoReturn:
+        self.fail(reason, detail)
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the Session's scope is cancelled
+        raise AssertionError("unreachable: the session scope was cancelled")
+
+    async def _register(self) -> None:
+        actor = self.actor
+        settings = actor.settings
+        self._phase_deadline = trio.current_time() + settings.registration_timeout
+        await self._send(actor.frames.register())
+        while True:
+            message = await self._next_frame()
+            if message is None:
+                await self._abort(
+                    FailureReason.CONNECT_FAILED,
+                    f"no answer to REGISTER within {settings.registration_timeout:g} s")
+            if message.type is _HEARTBEAT and message.status is WireStatus.OK:
+                break
+            if message.type is _ERROR:
+                # The server closes the socket right after this frame (TRIO-NOTES, pitfall
+                # 7): fail on the frame, so the reason reads as a rejection.
+                await self._abort(FailureReason.REGISTRATION_REJECTED,
+                                  message.error or "registration rejected")
+            actor.bad_frame("unexpected", f"{message.type} frame before registration")
+        now = trio.current_time()
+        actor.profile.last_heartbeat = now
+        actor.set_status(DeviceStatus.CONNECTED)
+        self._hb_next = now  # the first heartbeat goes out right after the connection is up
+
+    async def _fetch_device_info(self) -> None:
+        actor = self.actor
+        settings = actor.settings
+        await self._heartbeat_if_due()
+        request_id = uuid.uuid4().hex
+        self._phase_deadline = trio.current_time() + settings.device_info_timeout
+        await self._send(actor.frames.device_info_request(request_id))
+        info = None
+        while True:
+            message = await self._next_frame()
+            if message is None:
+                logger.warning("device %s: no device info within %g s", actor.device_id,
+                               settings.device_info_timeout,
+                               extra={"device_id": actor.device_id})
+                break
+            if message.type is _INFO and message.response_id == request_id:
+                info = device_info_from(message)
+                break
+            if message.type is _ERROR:
+                # Authorization failures come back as an error frame without request_id.
+                actor.bad_frame("error_frame", f"device info refused: {message.error}")
+                break
+            self._route(message)
+        self._phase_deadline = math.inf
+        actor.connected(info)
+        self.ready = True
+
+    async def _serve(self) -> None:
+        actor = self.actor
+        mailbox = actor.mailbox
+        while True:
+            if self.in_flight is None:
+                if self.stopping:
+                    return
+                task = mailbox.pop()
+                if task is not None:
+                    await self.send_task(task)
+                    continue
+            message = await self._next_frame()
+            if message is not None:
+                self._route(message)
+            elif self.stopping:
+                task = self.in_flight
+                if task is not None:
+                    self.in_flight = None
+                    actor.task_cancelled(task, "device disconnected before the task ended")
+                return
+
+    # ------------------------------------------------------------------------ receiving
+
+    async def _heartbeat_if_due(self) -> None:
+        now = trio.current_time()
+        if now >= self._hb_next:
+            await self._send(self.actor.frames.heartbeat())
+            if self._hb_oldest is None:
+                self._hb_oldest = now
+            self._hb_next = now + self.actor.settings.heartbeat_interval
+
+    def _deadline(self) -> float:
+        deadline = min(self._hb_next, self._phase_deadline, self.stop_deadline)
+        if self._hb_oldest is not None:
+            deadline = min(deadline, self._hb_oldest + self.actor.settings.heartbeat_timeout)
+        task = self.in_flight
+        if task is not None:
+            deadline = min(deadline, task._deadline)
+        return deadline
+
+    async def _next_frame(self) -> ServerMessage | None:
+        """The next valid frame, or None once the phase or stop deadline passed (or a stop
+        was asked for). Sends heartbeats when due; aborts the Session on a heartbeat or task
+        timeout, a closed connection or a binary frame; drops bad text frames."""
+        transport = self.transport
+        assert transport is not None
+        actor = self.actor
+        while True:
+            if self.stopping and self.in_flight is None:
+                return None
+            await self._heartbeat_if_due()
+            with trio.move_on_at(self._deadline()) as scope:
+                self._recv_scope = scope
+                try:
+                    raw = await transport.receive()
+                except TransportClosed as exc:
+                    self._recv_scope = None
+                    reason = (FailureReason.PROTOCOL_ERROR if exc.code == CLOSE_MESSAGE_TOO_BIG
+                              else FailureReason.CONNECTION_CLOSED)
+                    await self._abort(reason, str(exc))
+            self._recv_scope = None
+            now = trio.current_time()
+            if scope.cancelled_caught:
+                await self._check_timeouts(now)
+                if now >= self._phase_deadline or now >= self.stop_deadline or (
+                        self.stopping and self.in_flight is None):
+                    return None
+                continue
+            self._hb_oldest = None
+            actor.profile.last_heartbeat = now
+            try:
+                return decode_server(raw)
+            except ProtocolError as exc:
+                if isinstance(raw, bytes):
+                    await self._abort(FailureReason.PROTOCOL_ERROR, str(exc))
+                actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
+
+    async def _check_timeouts(self, now: float) -> None:
+        settings = self.actor.settings
+        if self._hb_oldest is not None and now >= self._hb_oldest + settings.heartbeat_timeout:
+            await self._abort(FailureReason.HEARTBEAT_TIMEOUT,
+                              f"no frame within {settings.heartbeat_timeout:g} s of a heartbeat")
+        task = self.in_flight
+        if task is not None and now >= task._deadline:
+            self.in_flight = None
+            error = TaskTimeout(f"task {task.task_id!r} got no TASK_END within "
+                                f"{task.timeout:g} s", task_id=task.task_id,
+                                device_id=self.actor.device_id)
+            self.actor.task_ended(task, error)
+            await self._abort(FailureReason.TASK_TIMEOUT, f"task {task.task_id!r} timed out")
+
+    def _route(self, message: ServerMessage) -> None:
+        """Handle one frame outside the connect sequence. Never raises, never waits."""
+        actor = self.actor
+        kind = message.type
+        sid = message.session_id
+        task = self.in_flight
+        if kind is _HEARTBEAT:
+            if sid is None:
+                return  # a heartbeat answer: liveness only
+            if task is not None and sid == self._in_flight_sid:
+                task._mark_accepted(trio.current_time())
+                return
+            actor.foreign_session(sid, "acknowledgement")
+        elif kind is _TASK_END:
+            if task is not None and sid == self._in_flight_sid:
+                self.in_flight = None
+                status = (ResultStatus.FAILED if message.status in _FAILED_STATUSES
+                          else ResultStatus.COMPLETED)
+                now = trio.current_time()
+                actor.task_ended(task, ExecutionResult(
+                    task.task_id, actor.device_id, status, message.result, message.error,
+                    task.timings(now)), now)
+                return
+            actor.foreign_session(sid, "task_end")
+        elif kind is _ERROR:
+            if task is not None and task._accepted_at is None:
+                # A refused task gets an error frame without its session_id (AIP.md, flow 4).
+                self.in_flight = None
+                text = message.error or "task refused by the server"
+                actor.task_ended(task, TaskRejected(
+                    f"task {task.task_id!r} refused by device {actor.device_id!r}: {text}",
+                    task_id=task.task_id, device_id=actor.device_id, server_error=text))
+                return
+            actor.bad_frame("error_frame", message.error or "error frame without text")
+        elif kind is _INFO:
+            actor.bad_frame("unexpected", "device_info_response nobody waits for")
+        else:
+            actor.bad_frame("unexpected", f"{kind} frame sent to a constellation client")
+
+    # -------------------------------------------------------------------------- sending
+
+    async def send_task(self, task: TaskHandle) -> None:
+        """Put ``task`` on the device. Called by the loop, or directly by the submitting
+        task when the device is idle and its queue empty (no hand-off)."""
+        actor = self.actor
+        now = trio.current_time()
+        self.in_flight = task
+        self._in_flight_sid = session_id_for(actor.settings.task_name, task.task_id)
+        task._mark_sent(now)
+        actor.task_started(task)
+        recv_scope = self._recv_scope
+        if recv_scope is not None and task._deadline < recv_scope.deadline:
+            recv_scope.deadline = task._deadline
+        # Shielded: a caller cancelled half-way through a frame would corrupt the connection
+        # for every later task. Bounded: a peer that stopped reading fails the Session.
+        await self._send(actor.frames.task(task.task_id, task.description, task.data_json),
+                         shield=True)
+
+    async def _send(self, frame: str, *, shield: bool = False) -> None:
+        transport = self.transport
+        assert transport is not None
+        limit = self.actor.settings.send_timeout
+        try:
+            with trio.CancelScope(shield=shield,
+                                  deadline=trio.current_time() + limit) as scope:
+                await transport.send(frame)
+        except TransportClosed as exc:
+            self.fail(FailureReason.CONNECTION_CLOSED, str(exc))
+            return
+        if scope.cancelled_caught:
+            self.fail(FailureReason.CONNECTION_CLOSED, f"send stalled for {limit:g} s")
+
+    # --------------------------------------------------------------------------- ending
+
+    def settle_in_flight(self) -> None:
+        """After the Session ended: give the task that was on the device its outcome, or put
+        it back at the head of the queue (at-least-once delivery)."""
+        task = self.in_flight
+        self.in_flight = None
+        if task is None or task.done:
+            return
+        actor = self.actor
+        if self.failure is None:
+            actor.task_cancelled(task, "device disconnected before the task ended")
+            return
+        reason, detail = self.failure
+        if task.delivery is Delivery.AT_LEAST_ONCE and not task.abandoned:
+            task._requeue()
+            actor.mailbox.push_front(task)
+            return
+        actor.task_ended(task, DeviceDisconnected(
+            f"device {actor.device_id!r} lost its connection during task {task.task_id!r}: "
+            f"{reason}: {detail}", task_id=task.task_id, device_id=actor.device_id,
+            reason=str(reason)))
+
+
+__all__ = ["Session"]

@@ -1,0 +1,476 @@
+"""The supervisor: owns the device actors, the registry, the restart policy and routing.
+
+Theory of operation. `open_supervisor` opens a nursery; every device actor is a task in it,
+and nothing the supervisor starts outlives the ``async with`` block. When a device's Session
+fails, its actor asks the supervisor (`decide`), which consults the restart policy with the
+device's history, publishes the failure and the decision, and hands back the delay or the
+give-up; the actor sleeps the delay on Trio's clock. The decision is a synchronous call into
+the supervisor in the failing actor's task: a hand-off to a supervisor task would cost a
+scheduler pass and buy nothing, since deciding never waits.
+
+Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
+parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
+closed with a close frame); then whatever is left is cancelled. Every task submitted has its
+outcome by the time the block has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from ._device import ActorSettings, DeviceActor, DeviceStats
+from ._errors import (
+    ConfigurationError,
+    DeviceUnavailable,
+    DuplicateTaskId,
+    SupervisorClosed,
+    TaskCancelled,
+    UnknownDevice,
+)
+from ._events import (
+    ConnectionFailed,
+    DeviceAdded,
+    DeviceRemoved,
+    EventHub,
+    GaveUp,
+    RestartScheduled,
+    Subscription,
+)
+from ._policy import Decision, FailureReason, GiveUp, RandomSource, RestartPolicy
+from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
+from ._status import DeviceStatus
+from ._task import Delivery, ExecutionResult, TaskHandle
+from ._transport import Connector, WebSocketConnector, validate_server_url
+
+__all__ = ["Supervisor", "open_supervisor"]
+
+logger = logging.getLogger("galaxy_actors.supervisor")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    ok = value >= 0 if allow_zero else value > 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok or not (
+            math.isfinite(value)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+class Supervisor:
+    """Keeps a fleet of devices connected and busy. Make one with `open_supervisor`."""
+
+    def __init__(
+        self,
+        *,
+        task_name: str,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        registration_timeout: float,
+        device_info_timeout: float,
+        send_timeout: float,
+        disconnect_grace: float,
+        shutdown_grace: float,
+        policy: RestartPolicy,
+        connector: Connector,
+        max_concurrent_connections: int | None,
+        rng: RandomSource,
+    ) -> None:
+        if not isinstance(task_name, str) or not task_name or "@" in task_name:
+            raise ConfigurationError(f"task_name must be a non-empty string without '@', "
+                                     f"got {task_name!r}")
+        if max_concurrent_connections is not None and (
+                isinstance(max_concurrent_connections, bool)
+                or not isinstance(max_concurrent_connections, int)
+                or max_concurrent_connections < 1):
+            raise ConfigurationError("max_concurrent_connections must be an int >= 1 or None, "
+                                     f"got {max_concurrent_connections!r}")
+        self.settings = ActorSettings(
+            task_name=task_name,
+            heartbeat_interval=_positive("heartbeat_interval", heartbeat_interval),
+            heartbeat_timeout=_positive("heartbeat_timeout", heartbeat_timeout),
+            registration_timeout=_positive("registration_timeout", registration_timeout),
+            device_info_timeout=_positive("device_info_timeout", device_info_timeout),
+            send_timeout=_positive("send_timeout", send_timeout),
+            disconnect_grace=_positive("disconnect_grace", disconnect_grace, allow_zero=True),
+        )
+        self.shutdown_grace = _positive("shutdown_grace", shutdown_grace, allow_zero=True)
+        self.policy = policy
+        self.connector = connector
+        self.handshake_limiter = (None if max_concurrent_connections is None
+                                  else trio.CapacityLimiter(max_concurrent_connections))
+        self.events = EventHub()
+        self.registry = DeviceRegistry()
+        self._rng = rng
+        self._actors: dict[str, DeviceActor] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._live: dict[str, TaskHandle] = {}
+        self._session_prefix = f"{task_name}@"
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+
+    # ---------------------------------------------------------------------------- devices
+
+    def add_device(
+        self,
+        device_id: str,
+        server_url: str,
+        os: str = "unknown",
+        *,
+        capabilities: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        max_retries: int | None = None,
+        connect: bool = True,
+    ) -> AgentProfile:
+        """Register a device and start its actor; with ``connect`` (the default) it connects
+        in the background. Raises `DuplicateDevice`, `InvalidServerURL`,
+        `ConfigurationError`, `SupervisorClosed`."""
+        nursery = self._require_open()
+        if not isinstance(device_id, str) or not device_id:
+            raise ConfigurationError(f"device_id must be a non-empty string, got {device_id!r}")
+        validate_server_url(server_url)
+        if isinstance(capabilities, str):
+            raise ConfigurationError("capabilities must be a collection of strings, not a str")
+        policy = self.policy
+        if max_retries is not None and max_retries != policy.max_retries:
+            policy = attrs.evolve(policy, max_retries=max_retries)
+        profile = AgentProfile(
+            device_id=device_id, server_url=server_url, os=os,
+            capabilities=list(capabilities or ()), metadata=dict(metadata or {}),
+            max_retries=policy.max_retries)
+        self.registry.add(profile)
+        actor = DeviceActor(profile, self, policy)
+        self._actors[device_id] = actor
+        scope = trio.CancelScope()
+        self._scopes[device_id] = scope
+        if connect:
+            actor.want_connection()
+        nursery.start_soon(self._run_actor, actor, scope, name=f"device:{device_id}")
+        if self.events:
+            self.events.publish(DeviceAdded(device_id, trio.current_time()))
+        return profile
+
+    async def _run_actor(self, actor: DeviceActor, scope: trio.CancelScope) -> None:
+        with scope:
+            await actor.run()
+
+    async def remove_device(self, device_id: str, *, force: bool = False) -> None:
+        """Disconnect (gracefully unless ``force``), stop the actor and forget the device."""
+        actor = self._actor(device_id)
+        await actor.disconnect(force=force)
+        actor.cancel()
+        self._scopes.pop(device_id).cancel()
+        del self._actors[device_id]
+        self.registry.remove(device_id)
+        if self.events:
+            self.events.publish(DeviceRemoved(device_id, trio.current_time()))
+
+    async def connect(self, device_id: str) -> bool:
+        """Connect ``device_id`` now and wait for the attempt's outcome: True when the device
+        is idle, False when the attempt failed (it then retries per the policy)."""
+        self._require_open()
+        return await self._actor(device_id).connect()
+
+    async def disconnect(self, device_id: str, *, force: bool = False,
+                         grace: float | None = None) -> None:
+        """Disconnect ``device_id``: queued tasks end with `TaskCancelled`; the running task
+        may finish within ``grace`` seconds (default ``disconnect_grace``) unless ``force``;
+        the connection closes with a close frame; the device stays DISCONNECTED."""
+        if grace is not None:
+            _positive("grace", grace, allow_zero=True)
+        await self._actor(device_id).disconnect(force=force, grace=grace)
+
+    def _actor(self, device_id: str) -> DeviceActor:
+        try:
+            return self._actors[device_id]
+        except KeyError:
+            raise UnknownDevice(device_id) from None
+
+    def stats(self, device_id: str) -> DeviceStats:
+        return self._actor(device_id).stats
+
+    def snapshot(self, device_id: str) -> DeviceSnapshot:
+        actor = self._actor(device_id)
+        return actor.profile.snapshot(actor.queue_depth)
+
+    def snapshots(self) -> list[DeviceSnapshot]:
+        return [a.profile.snapshot(a.queue_depth) for a in self._actors.values()]
+
+    def queue_depth_by_priority(self, device_id: str) -> dict[int, int]:
+        return self._actor(device_id).mailbox.depth_by_priority()
+
+    async def wait_for_status(self, device_id: str, *statuses: DeviceStatus) -> None:
+        """Wait until ``device_id`` is in one of ``statuses``."""
+        actor = self._actor(device_id)
+        while actor.profile.status not in statuses:
+            await actor.wait_changed()
+
+    @property
+    def device_ids(self) -> list[str]:
+        return list(self._actors)
+
+    # ------------------------------------------------------------------------ decisions
+
+    def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
+        """Called by a failed device actor: restart after a delay, or give up."""
+        now = trio.current_time()
+        if self._closing or actor.removed or not actor.wanted:
+            return GiveUp("supervisor closing or device being disconnected")
+        decision = actor.policy.decide(actor.history, reason, now, self._rng)
+        actor.history = actor.policy.record(actor.history, decision, now)
+        profile = actor.profile
+        events = self.events
+        if events:
+            events.publish(ConnectionFailed(actor.device_id, str(reason), detail, now))
+        if isinstance(decision, GiveUp):
+            logger.error("device %s: giving up: %s", actor.device_id, decision.why,
+                         extra={"device_id": actor.device_id})
+            if events:
+                events.publish(GaveUp(actor.device_id, decision.why, now))
+        else:
+            logger.info("device %s: reconnecting in %g s (attempt %d/%d)", actor.device_id,
+                        decision.delay, actor.history.attempts, profile.max_retries,
+                        extra={"device_id": actor.device_id})
+            if events:
+                events.publish(RestartScheduled(actor.device_id, actor.history.attempts,
+                                                profile.max_retries, decision.delay, now))
+        return decision
+
+    def device_of_session(self, session_id: str) -> str | None:
+        if not session_id.startswith(self._session_prefix):
+            return None
+        task = self._live.get(session_id[len(self._session_prefix):])
+        return None if task is None else task.device_id
+
+    # ---------------------------------------------------------------------------- tasks
+
+    async def submit(
+        self,
+        description: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        device_id: str | None = None,
+        capabilities: Collection[str] | None = None,
+        task_id: str | None = None,
+        timeout: float = 1000.0,
+        delivery: Delivery | str = Delivery.AT_MOST_ONCE,
+        priority: int = 0,
+    ) -> TaskHandle:
+        """Submit a task to ``device_id``, or to the best device with ``capabilities`` (idle
+        first, then the fewest tasks ahead of it). Returns once the task is sent or queued;
+        await ``handle.result()`` for its outcome.
+
+        Raises at once, and the task does not exist, on: `UnknownDevice`,
+        `DeviceUnavailable` (disconnected, gave up, or no device has the capabilities),
+        `DuplicateTaskId`, `SupervisorClosed`, `ConfigurationError` (bad argument, or data
+        that is not JSON-serialisable).
+        """
+        self._require_open()
+        if not isinstance(description, str):
+            raise ConfigurationError(f"task description must be a string, got {description!r}")
+        timeout = _positive("timeout", timeout)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an int, got {priority!r}")
+        try:
+            delivery = Delivery(delivery)
+        except ValueError:
+            raise ConfigurationError(f"unknown delivery {delivery!r}") from None
+        if task_id is None:
+            task_id = uuid.uuid4().hex
+        elif not isinstance(task_id, str) or not task_id:
+            raise ConfigurationError(f"task_id must be a non-empty string, got {task_id!r}")
+        if task_id in self._live:
+            raise DuplicateTaskId(task_id)
+        try:
+            data_json = json.dumps({} if data is None else data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"task data is not JSON-serialisable: {exc}") from None
+        if device_id is not None:
+            actor = self._actors.get(device_id)
+            if actor is None:
+                raise UnknownDevice(device_id, task_id=task_id)
+        else:
+            actor = self._route(capabilities or (), priority, task_id)
+        task = TaskHandle(task_id, description, data_json, timeout=timeout, delivery=delivery,
+                          priority=priority, submitted_at=trio.current_time(),
+                          on_done=self._forget)
+        self._live[task_id] = task
+        try:
+            await actor.accept(task)
+        except BaseException:
+            del self._live[task_id]
+            raise
+        return task
+
+    def _forget(self, task: TaskHandle) -> None:
+        if self._live.get(task.task_id) is task:
+            del self._live[task.task_id]
+
+    def _route(self, capabilities: Collection[str], priority: int, task_id: str) -> DeviceActor:
+        if isinstance(capabilities, str):
+            raise ConfigurationError("capabilities must be a collection of strings, not a str")
+        need = set(capabilities)
+        best: DeviceActor | None = None
+        best_key: tuple[int, int] | None = None
+        for actor in self._actors.values():
+            if not actor.accepting or not need.issubset(actor.profile.capabilities):
+                continue
+            status = actor.profile.status
+            load = actor.load_before(priority)
+            if status is DeviceStatus.IDLE and load == 0:
+                return actor  # idle and nothing queued: nobody beats it
+            rank = 1 if status in (DeviceStatus.IDLE, DeviceStatus.BUSY) else 2
+            key = (rank, load)
+            if best_key is None or key < best_key:
+                best, best_key = actor, key
+        if best is None:
+            wanted = ", ".join(sorted(need)) or "(none)"
+            raise DeviceUnavailable(f"no connected or reconnecting device has capabilities "
+                                    f"{wanted}", task_id=task_id, device_id=None)
+        return best
+
+    async def run_task(
+        self,
+        description: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        device_id: str | None = None,
+        capabilities: Collection[str] | None = None,
+        task_id: str | None = None,
+        timeout: float = 1000.0,
+        delivery: Delivery | str = Delivery.AT_MOST_ONCE,
+        priority: int = 0,
+    ) -> ExecutionResult:
+        """Submit a task and wait for its result; raises its `TaskError` otherwise.
+
+        If the caller is cancelled while waiting, a queued task is withdrawn (it will not
+        run) and a running one ends with `TaskCancelled` (the device finishes it, and its
+        result is dropped)."""
+        task = await self.submit(description, data, device_id=device_id,
+                                 capabilities=capabilities, task_id=task_id, timeout=timeout,
+                                 delivery=delivery, priority=priority)
+        try:
+            return await task.result()
+        except trio.Cancelled:
+            self.cancel_task(task, "its caller was cancelled")
+            raise
+
+    def cancel_task(self, task: TaskHandle, why: str = "cancelled by the user") -> None:
+        """Withdraw ``task`` if queued; if already on the device, end it with
+        `TaskCancelled` now and drop its result when it comes."""
+        if task.done:
+            return
+        actor = self._actors.get(task.device_id or "")
+        if actor is not None:
+            actor.abandon(task, why)
+        else:
+            task.abandoned = True
+            task._resolve(TaskCancelled(f"task {task.task_id!r} cancelled: {why}",
+                                        task_id=task.task_id, device_id=task.device_id),
+                          trio.current_time())
+
+    # --------------------------------------------------------------------------- events
+
+    def subscribe(self, buffer: float = 1000) -> contextlib.AbstractContextManager[Subscription]:
+        """Receive lifecycle events: ``with sup.subscribe() as events: async for e in events``.
+
+        A subscriber that falls more than ``buffer`` events behind misses events (counted in
+        ``subscription.dropped``); it never slows a device down."""
+        return self.events.subscribe(buffer)
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def _require_open(self) -> trio.Nursery:
+        if self._closing or self._nursery is None:
+            raise SupervisorClosed("the supervisor is closed or shutting down")
+        return self._nursery
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        actors = list(self._actors.values())
+        # Shielded: shutdown must complete even when the block was left by cancellation;
+        # bounded: grace for running tasks plus time for close handshakes.
+        with trio.CancelScope(shield=True,
+                              deadline=trio.current_time() + self.shutdown_grace + 5.0):
+            async with trio.open_nursery() as nursery:
+                for actor in actors:
+                    nursery.start_soon(self._stop_actor, actor)
+
+    async def _stop_actor(self, actor: DeviceActor) -> None:
+        await actor.disconnect(grace=self.shutdown_grace)
+        actor.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_supervisor(
+    *,
+    task_name: str = "galaxy",
+    heartbeat_interval: float = 30.0,
+    heartbeat_timeout: float = 10.0,
+    registration_timeout: float = 30.0,
+    device_info_timeout: float = 10.0,
+    send_timeout: float = 10.0,
+    disconnect_grace: float = 30.0,
+    shutdown_grace: float = 5.0,
+    policy: RestartPolicy | None = None,
+    connector: Connector | None = None,
+    max_concurrent_connections: int | None = None,
+    rng: RandomSource | None = None,
+) -> AsyncIterator[Supervisor]:
+    """Run a supervisor for the duration of the block.
+
+    >>> async with open_supervisor(task_name="lab") as sup:          # doctest: +SKIP
+    ...     sup.add_device("pc-1", "ws://10.0.0.5:5000/ws", "Windows", capabilities=["web"])
+    ...     result = await sup.run_task("Open the browser", capabilities=["web"])
+
+    Arguments:
+        task_name: this constellation's name; part of every frame's identity.
+        heartbeat_interval: seconds between heartbeats.
+        heartbeat_timeout: a connection with no frame within this long of a heartbeat is dead.
+        registration_timeout / device_info_timeout: how long to wait for those answers.
+        send_timeout: a frame that cannot be written within this long fails the connection.
+        disconnect_grace: how long a running task may finish on a graceful disconnect.
+        shutdown_grace: the same when the block is left.
+        policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
+        connector: how to reach agents (default: trio-websocket); tests pass a
+            `MemoryNetwork` connector.
+        max_concurrent_connections: at most this many handshakes at once (None: no limit).
+        rng: random source for jitter (default: a fresh `random.Random()`).
+    """
+    supervisor = Supervisor(
+        task_name=task_name, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, registration_timeout=registration_timeout,
+        device_info_timeout=device_info_timeout, send_timeout=send_timeout,
+        disconnect_grace=disconnect_grace, shutdown_grace=shutdown_grace,
+        policy=policy or RestartPolicy(),
+        connector=connector or WebSocketConnector(),
+        max_concurrent_connections=max_concurrent_connections,
+        rng=rng or random.Random(),
+    )
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        supervisor._nursery = nursery
+        try:
+            yield supervisor
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            # Re-raised below, outside the nursery, so the caller sees its own exception
+            # rather than an ExceptionGroup wrapping it.
+            body_error = exc
+        finally:
+            await supervisor._shutdown()
+            supervisor.events.close()
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
+

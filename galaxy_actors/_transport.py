@@ -1,0 +1,350 @@
+"""Transports: how frames move between a device actor and an agent server.
+
+A `Transport` sends and receives whole frames and closes with a close frame. A `Connector`
+opens one, as an async context manager that owns whatever background task the transport
+needs (trio-websocket's reader), so the connection and everything it started live and die
+inside the Session that opened it.
+
+Two implementations: `WebSocketConnector` (trio-websocket, for real agent servers) and
+`MemoryNetwork` (in-memory, for tests on ``MockClock``: no sockets, exact virtual time).
+Errors are translated at this edge into `TransportClosed` and `ConnectFailed`, so nothing
+above it knows trio-websocket's exception types, and nothing crosses a nursery as an
+exception group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from ._errors import GalaxyActorsError, InvalidServerURL
+
+__all__ = [
+    "ConnectFailed",
+    "Connector",
+    "MemoryNetwork",
+    "MemoryServerConnection",
+    "Transport",
+    "TransportClosed",
+    "WebSocketConnector",
+    "validate_server_url",
+]
+
+# Close codes of RFC 6455 that mean something to a session.
+CLOSE_NORMAL = 1000
+CLOSE_MESSAGE_TOO_BIG = 1009
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+
+class TransportClosed(GalaxyActorsError):
+    """The connection is closed. ``code`` is the WebSocket close code when one is known."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConnectFailed(GalaxyActorsError):
+    """The connection could not be opened: refused, timed out, or the handshake rejected
+    (``status_code`` then holds the HTTP status, e.g. 403 without a valid token)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class Transport(Protocol):
+    async def send(self, frame: str) -> None:
+        """Send one text frame. Raises `TransportClosed`."""
+
+    async def receive(self) -> str | bytes:
+        """The next frame (bytes for a binary frame). Raises `TransportClosed`."""
+
+    async def aclose(self) -> None:
+        """Close with a close frame and wait for the peer's. Callers bound it in time."""
+
+
+class Connector(Protocol):
+    def open(self, url: str) -> contextlib.AbstractAsyncContextManager[Transport]:
+        """Open a connection to ``url``; it is closed when the block ends. Entering raises
+        `ConnectFailed`; the block's own exceptions pass through unchanged."""
+
+
+def validate_server_url(url: str) -> str:
+    """Check that ``url`` is a WebSocket URL a connector can open; return it unchanged
+    (query string included: real servers authenticate with ``?token=``)."""
+    if not isinstance(url, str):
+        raise InvalidServerURL(repr(url), "must be a string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidServerURL(url, str(exc)) from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidServerURL(url, "scheme must be ws:// or wss://")
+    if not parts.hostname:
+        raise InvalidServerURL(url, "no host")
+    if port == 0:
+        raise InvalidServerURL(url, "port 0")
+    return url
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+
+@attrs.define(eq=False)
+class _WebSocketTransport:
+    _ws: trio_websocket.WebSocketConnection
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self._ws.send_message(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            message: str | bytes = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+        return message
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
+    reason = exc.reason
+    code = getattr(reason, "code", None)
+    text = getattr(reason, "reason", None)
+    detail = f"code {code}" + (f": {text}" if text else "")
+    return TransportClosed(f"connection closed ({detail})", code)
+
+
+@attrs.frozen
+class WebSocketConnector:
+    """Opens trio-websocket connections.
+
+    Arguments:
+        connect_timeout: bound on TCP connect plus the opening handshake.
+        close_timeout: bound on the closing handshake; the socket is closed after it
+            whatever the peer does.
+        max_frame_size: a larger inbound frame closes the connection (code 1009).
+        message_queue_size: frames trio-websocket buffers before it stops reading.
+    """
+
+    connect_timeout: float = 10.0
+    close_timeout: float = 2.0
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    message_queue_size: int = 8
+
+    @contextlib.asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Transport]:
+        failure: ConnectFailed | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = None
+                with trio.move_on_after(self.connect_timeout):
+                    try:
+                        ws = await trio_websocket.connect_websocket_url(
+                            nursery, url, message_queue_size=self.message_queue_size,
+                            max_message_size=self.max_frame_size)
+                    except (OSError, trio_websocket.HandshakeError) as exc:
+                        failure = ConnectFailed(_describe_connect_error(exc),
+                                                getattr(exc, "status_code", None))
+                if ws is None:
+                    failure = failure or ConnectFailed(
+                        f"no handshake within {self.connect_timeout:g} s")
+                    nursery.cancel_scope.cancel()
+                else:
+                    try:
+                        yield _WebSocketTransport(ws)
+                    finally:
+                        await _close_bounded(ws, self.close_timeout)
+                        nursery.cancel_scope.cancel()
+        except* trio_websocket.ConnectionRejected as group:
+            # A refused handshake is raised by trio-websocket's reader task, inside our
+            # nursery, not by the connect call (see TRIO-NOTES, pitfall 1).
+            rejected = group.exceptions[0]
+            status = getattr(rejected, "status_code", None)
+            failure = ConnectFailed(f"handshake rejected: HTTP {status}", status)
+        except* (OSError, trio_websocket.HandshakeError) as group:
+            failure = ConnectFailed(_describe_connect_error(group.exceptions[0]))
+        if failure is not None:
+            raise failure
+
+
+async def _close_bounded(ws: trio_websocket.WebSocketConnection, limit: float) -> None:
+    # aclose() waits for the peer's close frame with no timeout and sends nothing from an
+    # already-cancelled scope (TRIO-NOTES, pitfall 3): shield it, and bound it.
+    with (
+        trio.CancelScope(shield=True, deadline=trio.current_time() + limit),
+        contextlib.suppress(trio_websocket.ConnectionClosed, trio.BrokenResourceError,
+                            trio.ClosedResourceError, OSError),
+    ):
+        await ws.aclose()
+
+
+def _describe_connect_error(exc: BaseException) -> str:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"handshake rejected: HTTP {exc.status_code}"
+    if isinstance(exc, OSError):
+        return f"connection failed: {exc.strerror or exc}"
+    return f"handshake failed: {exc!r}"
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+class _Pipe:
+    """One direction of an in-memory connection."""
+
+    __slots__ = ("receive", "send")
+
+    def __init__(self, size: float) -> None:
+        self.send, self.receive = trio.open_memory_channel[str | bytes](size)
+
+
+@attrs.define(eq=False)
+class _MemoryEnd:
+    """One end of an in-memory connection: it reads one pipe and writes the other."""
+
+    _incoming: _Pipe
+    _outgoing: _Pipe
+    _state: _CloseState
+    _max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+
+    async def send(self, frame: str | bytes) -> None:
+        if self._state.code is not None:
+            raise TransportClosed("connection closed", self._state.code)
+        if len(frame) > self._max_frame_size:
+            # What trio-websocket does at the receiving end of an oversized frame.
+            await self.close(CLOSE_MESSAGE_TOO_BIG)
+            return
+        try:
+            self._outgoing.send.send_nowait(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportClosed("connection closed", self._state.code) from None
+        await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._incoming.receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise TransportClosed(f"connection closed (code {self._state.code})",
+                                  self._state.code) from None
+
+    async def close(self, code: int = CLOSE_NORMAL) -> None:
+        """Close both directions; frames already sent may still be read by the peer."""
+        if self._state.code is None:
+            self._state.code = code
+        self._outgoing.send.close()
+        self._incoming.send.close()
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await self.close(CLOSE_NORMAL)
+
+
+@attrs.define
+class _CloseState:
+    code: int | None = None
+
+
+@attrs.define(eq=False)
+class MemoryServerConnection(_MemoryEnd):
+    """The server's end of an in-memory connection, handed to a `MemoryNetwork` handler.
+
+    ``path`` and ``query`` are those of the URL the client opened. ``close(code)`` closes
+    with a given close code, as a WebSocket server would."""
+
+    path: str = "/"
+    query: str = ""
+
+
+Handler = Callable[[MemoryServerConnection], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class _Endpoint:
+    handler: Handler
+    nursery: trio.Nursery
+    # Returns an HTTP status to refuse the handshake with, or None to accept.
+    check: Callable[[str], int | None] | None = None
+
+
+@attrs.define(eq=False)
+class MemoryNetwork:
+    """An in-memory stand-in for the network: servers listen on URLs, clients open them.
+
+    Each accepted connection runs ``handler(connection)`` in the nursery the server gave
+    at `listen`. No sockets, no real time: usable under ``MockClock``.
+
+    >>> network = MemoryNetwork()            # doctest: +SKIP
+    >>> network.listen("ws://agent-1/", handler, nursery)
+    >>> supervisor = open_supervisor(connector=network.connector())
+    """
+
+    _endpoints: dict[str, _Endpoint] = attrs.field(factory=dict)
+    handshake_delay: float = 0.0
+    buffer: float = math.inf
+
+    def listen(self, url: str, handler: Handler, nursery: trio.Nursery,
+               check: Callable[[str], int | None] | None = None) -> None:
+        """Serve ``url`` (scheme, host and path; the query string is ignored)."""
+        self._endpoints[_address(url)] = _Endpoint(handler, nursery, check)
+
+    def unlisten(self, url: str) -> None:
+        self._endpoints.pop(_address(url), None)
+
+    def connector(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> MemoryConnector:
+        return MemoryConnector(self, max_frame_size)
+
+    def _find(self, url: str) -> _Endpoint | None:
+        return self._endpoints.get(_address(url))
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+
+
+@attrs.frozen
+class MemoryConnector:
+    """A `Connector` over a `MemoryNetwork`."""
+
+    network: MemoryNetwork
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+
+    @contextlib.asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Transport]:
+        if self.network.handshake_delay:
+            await trio.sleep(self.network.handshake_delay)
+        else:
+            await trio.lowlevel.checkpoint()
+        endpoint = self.network._find(url)
+        if endpoint is None:
+            raise ConnectFailed("connection failed: Connection refused")
+        parts = urlsplit(url)
+        if endpoint.check is not None:
+            status = endpoint.check(parts.query)
+            if status is not None:
+                raise ConnectFailed(f"handshake rejected: HTTP {status}", status)
+        to_server, to_client = _Pipe(self.network.buffer), _Pipe(self.network.buffer)
+        state = _CloseState()
+        # A frame's size is checked against the limit of the end that receives it.
+        client = _MemoryEnd(to_client, to_server, state)
+        server = MemoryServerConnection(to_server, to_client, state, self.max_frame_size,
+                                        path=parts.path or "/", query=parts.query)
+        endpoint.nursery.start_soon(endpoint.handler, server)
+        try:
+            yield client
+        finally:
+            await client.aclose()

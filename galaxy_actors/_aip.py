@@ -76,8 +76,11 @@ class ClientType(enum.StrEnum):
 
 
 # The capabilities a constellation announces in REGISTER, as the reference client does.
-CONSTELLATION_CAPABILITIES: Final = ("task_distribution", "session_management",
-                                     "device_coordination")
+CONSTELLATION_CAPABILITIES: Final = (
+    "task_distribution",
+    "session_management",
+    "device_coordination",
+)
 PROTOCOL_VERSION: Final = "2.0"
 
 
@@ -139,12 +142,32 @@ _CLIENT_FIELDS: Final = tuple(f.name for f in attrs.fields(ClientMessage))
 _SERVER_FIELDS: Final = tuple(f.name for f in attrs.fields(ServerMessage))
 
 # Fields whose value, when present and not null, must be a string / an object.
-_CLIENT_STR_FIELDS: Final = frozenset({"session_id", "task_name", "client_id", "target_id",
-                                       "request", "timestamp", "request_id",
-                                       "prev_response_id", "error"})
-_SERVER_STR_FIELDS: Final = frozenset({"user_request", "agent_name", "process_name",
-                                       "root_name", "error", "session_id", "task_name",
-                                       "timestamp", "response_id"})
+_CLIENT_STR_FIELDS: Final = frozenset(
+    {
+        "session_id",
+        "task_name",
+        "client_id",
+        "target_id",
+        "request",
+        "timestamp",
+        "request_id",
+        "prev_response_id",
+        "error",
+    }
+)
+_SERVER_STR_FIELDS: Final = frozenset(
+    {
+        "user_request",
+        "agent_name",
+        "process_name",
+        "root_name",
+        "error",
+        "session_id",
+        "task_name",
+        "timestamp",
+        "response_id",
+    }
+)
 
 
 def _load_object(text: str | bytes) -> dict[str, Any]:
@@ -177,7 +200,8 @@ def _check_strings(obj: Mapping[str, Any], names: frozenset[str], raw: str) -> N
         value = obj.get(name)
         if value is not None and not isinstance(value, str):
             raise ProtocolError(
-                f"field {name!r} must be a string or null, got {type(value).__name__}", raw)
+                f"field {name!r} must be a string or null, got {type(value).__name__}", raw
+            )
 
 
 def decode_server(text: str | bytes) -> ServerMessage:
@@ -188,12 +212,19 @@ def decode_server(text: str | bytes) -> ServerMessage:
     status = _enum_field(obj, "status", WireStatus, raw)
     _check_strings(obj, _SERVER_STR_FIELDS, raw)
     return ServerMessage(
-        type=type_, status=status,
-        user_request=obj.get("user_request"), agent_name=obj.get("agent_name"),
-        process_name=obj.get("process_name"), root_name=obj.get("root_name"),
-        actions=obj.get("actions"), messages=obj.get("messages"), error=obj.get("error"),
-        session_id=obj.get("session_id"), task_name=obj.get("task_name"),
-        timestamp=obj.get("timestamp"), response_id=obj.get("response_id"),
+        type=type_,
+        status=status,
+        user_request=obj.get("user_request"),
+        agent_name=obj.get("agent_name"),
+        process_name=obj.get("process_name"),
+        root_name=obj.get("root_name"),
+        actions=obj.get("actions"),
+        messages=obj.get("messages"),
+        error=obj.get("error"),
+        session_id=obj.get("session_id"),
+        task_name=obj.get("task_name"),
+        timestamp=obj.get("timestamp"),
+        response_id=obj.get("response_id"),
         result=obj.get("result"),
     )
 
@@ -212,12 +243,19 @@ def decode_client(text: str | bytes) -> ClientMessage:
     if metadata is not None and not isinstance(metadata, dict):
         raise ProtocolError("field 'metadata' must be an object or null", raw)
     return ClientMessage(
-        type=type_, status=status, client_type=client_type,
-        session_id=obj.get("session_id"), task_name=obj.get("task_name"),
-        client_id=obj.get("client_id"), target_id=obj.get("target_id"),
-        request=obj.get("request"), action_results=obj.get("action_results"),
-        timestamp=obj.get("timestamp"), request_id=obj.get("request_id"),
-        prev_response_id=obj.get("prev_response_id"), error=obj.get("error"),
+        type=type_,
+        status=status,
+        client_type=client_type,
+        session_id=obj.get("session_id"),
+        task_name=obj.get("task_name"),
+        client_id=obj.get("client_id"),
+        target_id=obj.get("target_id"),
+        request=obj.get("request"),
+        action_results=obj.get("action_results"),
+        timestamp=obj.get("timestamp"),
+        request_id=obj.get("request_id"),
+        prev_response_id=obj.get("prev_response_id"),
+        error=obj.get("error"),
         metadata=metadata,
     )
 
@@ -254,51 +292,74 @@ class FrameBuilder:
 
     __slots__ = ("_client_id", "_device_id", "_now", "_task_name")
 
-    def __init__(self, task_name: str, device_id: str,
-                 now: Callable[[], str] = utc_timestamp) -> None:
+    def __init__(
+        self, task_name: str, device_id: str, now: Callable[[], str] = utc_timestamp
+    ) -> None:
         self._task_name = task_name
         self._device_id = device_id
         self._client_id = client_id_for(task_name, device_id)
         self._now = now
 
     def register(self) -> str:
-        return json.dumps({
-            "type": "register", "status": "ok", "client_type": "constellation",
-            "client_id": self._client_id, "target_id": self._device_id,
-            "timestamp": self._now(),
-            "metadata": {
-                "type": "constellation_client", "task_name": self._task_name,
-                "targeted_device_id": self._device_id,
-                "capabilities": list(CONSTELLATION_CAPABILITIES),
-                "version": PROTOCOL_VERSION,
-            },
-        })
+        return json.dumps(
+            {
+                "type": "register",
+                "status": "ok",
+                "client_type": "constellation",
+                "client_id": self._client_id,
+                "target_id": self._device_id,
+                "timestamp": self._now(),
+                "metadata": {
+                    "type": "constellation_client",
+                    "task_name": self._task_name,
+                    "targeted_device_id": self._device_id,
+                    "capabilities": list(CONSTELLATION_CAPABILITIES),
+                    "version": PROTOCOL_VERSION,
+                },
+            }
+        )
 
     def heartbeat(self) -> str:
-        return json.dumps({
-            "type": "heartbeat", "status": "ok", "client_type": "constellation",
-            "client_id": self._client_id, "timestamp": self._now(),
-            "metadata": {"device_id": self._device_id},
-        })
+        return json.dumps(
+            {
+                "type": "heartbeat",
+                "status": "ok",
+                "client_type": "constellation",
+                "client_id": self._client_id,
+                "timestamp": self._now(),
+                "metadata": {"device_id": self._device_id},
+            }
+        )
 
     def device_info_request(self, request_id: str) -> str:
-        return json.dumps({
-            "type": "device_info_request", "status": "ok", "client_type": "constellation",
-            "client_id": self._client_id, "target_id": self._device_id,
-            "request_id": request_id, "timestamp": self._now(),
-        })
+        return json.dumps(
+            {
+                "type": "device_info_request",
+                "status": "ok",
+                "client_type": "constellation",
+                "client_id": self._client_id,
+                "target_id": self._device_id,
+                "request_id": request_id,
+                "timestamp": self._now(),
+            }
+        )
 
     def task(self, task_id: str, description: str, task_data_json: str) -> str:
         """A TASK frame. ``task_data_json`` is the task data already encoded (it is encoded
         once, at submission, where an unserialisable value can still be refused)."""
-        head = json.dumps({
-            "type": "task", "status": "continue", "client_type": "constellation",
-            "client_id": self._client_id, "target_id": self._device_id,
-            "request": description,
-            "task_name": f"galaxy/{self._task_name}/{task_id}",
-            "session_id": session_id_for(self._task_name, task_id),
-            "timestamp": self._now(),
-        })
+        head = json.dumps(
+            {
+                "type": "task",
+                "status": "continue",
+                "client_type": "constellation",
+                "client_id": self._client_id,
+                "target_id": self._device_id,
+                "request": description,
+                "task_name": f"galaxy/{self._task_name}/{task_id}",
+                "session_id": session_id_for(self._task_name, task_id),
+                "timestamp": self._now(),
+            }
+        )
         return f'{head[:-1]}, "metadata": {{"task_data": {task_data_json}}}}}'
 
 

@@ -115,8 +115,7 @@ class DeviceActor:
             self._changed.set()
             self._changed = None
         if self.owner.events:
-            self.owner.events.publish(StatusChanged(self.device_id, old, new,
-                                                    trio.current_time()))
+            self.owner.events.publish(StatusChanged(self.device_id, old, new, trio.current_time()))
 
     async def wait_changed(self) -> None:
         """Wait for the next status change."""
@@ -164,10 +163,11 @@ class DeviceActor:
         try:
             with session.scope:
                 await session.run()
-        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen library error
+        except Exception as exc:
             # Whatever it was, it ends this device's connection, not the supervisor.
-            logger.exception("device %s: session crashed", self.device_id,
-                             extra={"device_id": self.device_id})
+            logger.exception(
+                "device %s: session crashed", self.device_id, extra={"device_id": self.device_id}
+            )
             session.fail(FailureReason.PROTOCOL_ERROR, f"unexpected error: {exc!r}")
         finally:
             self.session = None
@@ -181,21 +181,39 @@ class DeviceActor:
         reason, detail = session.failure
         await self._failed(reason, detail)
 
+    def session_failed(self, reason: FailureReason, detail: str) -> None:
+        """Called by the Session the moment it fails, before its task outcomes."""
+        self.stats.failures += 1
+        self.profile.last_failure = f"{reason}: {detail}"
+        self.set_status(DeviceStatus.FAILED)
+        logger.warning(
+            "device %s disconnected: %s: %s",
+            self.device_id,
+            reason,
+            detail,
+            extra={"device_id": self.device_id},
+        )
+
     async def _failed(self, reason: FailureReason, detail: str) -> None:
         profile = self.profile
-        self.stats.failures += 1
-        profile.last_failure = f"{reason}: {detail}"
-        self.set_status(DeviceStatus.FAILED)
-        logger.warning("device %s disconnected: %s: %s", self.device_id, reason, detail,
-                       extra={"device_id": self.device_id})
+        if not self.wanted or self.removed:
+            # Failed while being disconnected or removed: no restart, and no give-up
+            # either; the disconnect decides what the device becomes.
+            self._finish_attempt(ok=False)
+            return
         decision = self.owner.decide(self, reason, detail)
         self._finish_attempt(ok=False)
         if isinstance(decision, GiveUp):
             self.wanted = False
             profile.gave_up = True
-            self._end_queued(lambda task: DeviceUnavailable(
-                f"device {self.device_id!r} gave up reconnecting ({decision.why}) before "
-                f"task {task.task_id!r} ran", task_id=task.task_id, device_id=self.device_id))
+            self._end_queued(
+                lambda task: DeviceUnavailable(
+                    f"device {self.device_id!r} gave up reconnecting ({decision.why}) before "
+                    f"task {task.task_id!r} ran",
+                    task_id=task.task_id,
+                    device_id=self.device_id,
+                )
+            )
             return
         now = trio.current_time()
         profile.next_retry_at = now + decision.delay
@@ -255,13 +273,18 @@ class DeviceActor:
         ``grace`` seconds (none with ``force``), close the connection, and wait until the
         device is DISCONNECTED."""
         self.wanted = False
-        self._end_queued(lambda task: TaskCancelled(
-            f"task {task.task_id!r} cancelled: device {self.device_id!r} was disconnected",
-            task_id=task.task_id, device_id=self.device_id))
+        self._end_queued(
+            lambda task: TaskCancelled(
+                f"task {task.task_id!r} cancelled: device {self.device_id!r} was disconnected",
+                task_id=task.task_id,
+                device_id=self.device_id,
+            )
+        )
         session = self.session
         if session is not None:
-            session.stop(0.0 if force else
-                         (self.settings.disconnect_grace if grace is None else grace))
+            session.stop(
+                0.0 if force else (self.settings.disconnect_grace if grace is None else grace)
+            )
         elif self._nap is not None:
             self._nap.cancel()
         await self._parked.wait()
@@ -274,8 +297,9 @@ class DeviceActor:
         """Take ``task``: send it now if the device is free, else queue it."""
         if not self.accepting:
             why = "gave up reconnecting" if self.profile.gave_up else "is not connected"
-            raise DeviceUnavailable(f"device {self.device_id!r} {why}",
-                                    task_id=task.task_id, device_id=self.device_id)
+            raise DeviceUnavailable(
+                f"device {self.device_id!r} {why}", task_id=task.task_id, device_id=self.device_id
+            )
         task.device_id = self.device_id
         session = self.session
         if session is not None and not self.mailbox and session.can_send_now():
@@ -285,10 +309,16 @@ class DeviceActor:
 
     def withdraw(self, task: TaskHandle, why: str) -> bool:
         """End a queued task with `TaskCancelled`. False if it was sent or had ended."""
-        if task.done or task.sent and self._is_in_flight(task):
+        if task.done or (task.sent and self._is_in_flight(task)):
             return False
-        if self._end(task, TaskCancelled(f"task {task.task_id!r} cancelled: {why}",
-                                         task_id=task.task_id, device_id=self.device_id)):
+        if self._end(
+            task,
+            TaskCancelled(
+                f"task {task.task_id!r} cancelled: {why}",
+                task_id=task.task_id,
+                device_id=self.device_id,
+            ),
+        ):
             self.mailbox.withdrawn(task)
             return True
         return False
@@ -302,15 +332,22 @@ class DeviceActor:
         `TaskCancelled` now; the device stays busy until its TASK_END, which is dropped."""
         if not self.withdraw(task, why):
             task.abandoned = True
-            self._end(task, TaskCancelled(f"task {task.task_id!r} cancelled: {why}",
-                                          task_id=task.task_id, device_id=self.device_id))
+            self._end(
+                task,
+                TaskCancelled(
+                    f"task {task.task_id!r} cancelled: {why}",
+                    task_id=task.task_id,
+                    device_id=self.device_id,
+                ),
+            )
 
     def task_started(self, task: TaskHandle) -> None:
         self.profile.current_task_id = task.task_id
         self.set_status(DeviceStatus.BUSY)
 
-    def task_ended(self, task: TaskHandle, outcome: ExecutionResult | TaskError,
-                   now: float | None = None) -> None:
+    def task_ended(
+        self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
+    ) -> None:
         """The task on the device ended (TASK_END, refusal or timeout)."""
         self.profile.current_task_id = None
         if isinstance(outcome, ExecutionResult) and outcome.ok:
@@ -322,11 +359,18 @@ class DeviceActor:
             self.set_status(DeviceStatus.IDLE)
 
     def task_cancelled(self, task: TaskHandle, why: str) -> None:
-        self.task_ended(task, TaskCancelled(f"task {task.task_id!r} cancelled: {why}",
-                                            task_id=task.task_id, device_id=self.device_id))
+        self.task_ended(
+            task,
+            TaskCancelled(
+                f"task {task.task_id!r} cancelled: {why}",
+                task_id=task.task_id,
+                device_id=self.device_id,
+            ),
+        )
 
-    def _end(self, task: TaskHandle, outcome: ExecutionResult | TaskError,
-             now: float | None = None) -> bool:
+    def _end(
+        self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
+    ) -> bool:
         now = trio.current_time() if now is None else now
         if not task._resolve(outcome, now):
             return False
@@ -344,9 +388,13 @@ class DeviceActor:
             self._end(task, error(task))
 
     def _end_everything(self, why: str) -> None:
-        self._end_queued(lambda task: TaskCancelled(
-            f"task {task.task_id!r} cancelled: {why}", task_id=task.task_id,
-            device_id=self.device_id))
+        self._end_queued(
+            lambda task: TaskCancelled(
+                f"task {task.task_id!r} cancelled: {why}",
+                task_id=task.task_id,
+                device_id=self.device_id,
+            )
+        )
 
     # ------------------------------------------------------------------------ bad input
 
@@ -363,8 +411,14 @@ class DeviceActor:
         else:
             stats.unexpected_frames += 1
         level = logging.ERROR if kind == "cross_device" else logging.WARNING
-        logger.log(level, "device %s: %s: %s", self.device_id, kind, detail,
-                   extra={"device_id": self.device_id})
+        logger.log(
+            level,
+            "device %s: %s: %s",
+            self.device_id,
+            kind,
+            detail,
+            extra={"device_id": self.device_id},
+        )
         events = self.owner.events
         if events:
             events.publish(BadFrame(self.device_id, kind, detail, trio.current_time()))
@@ -377,9 +431,12 @@ class DeviceActor:
         owner_device = self.owner.device_of_session(session_id)
         if owner_device is not None and owner_device != self.device_id:
             # The reference's "cross-device task-result injection": never accept it.
-            self.bad_frame("cross_device", f"security: {what} for session {session_id!r} "
-                           f"of device {owner_device!r} arrived on device {self.device_id!r}'s "
-                           "connection; ignored")
+            self.bad_frame(
+                "cross_device",
+                f"security: {what} for session {session_id!r} "
+                f"of device {owner_device!r} arrived on device {self.device_id!r}'s "
+                "connection; ignored",
+            )
         else:
             self.bad_frame("unknown_task", f"{what} for unknown session {session_id!r}")
 
@@ -410,4 +467,3 @@ class DeviceActor:
         session = self.session
         busy = session is not None and session.in_flight is not None
         return queued + (1 if busy else 0)
-

@@ -73,8 +73,9 @@ class UnknownDevice(TaskError, KeyError):
     """No device with this id is registered."""
 
     def __init__(self, device_id: str, *, task_id: str = "") -> None:
-        super().__init__(f"no device {device_id!r} is registered", task_id=task_id,
-                         device_id=device_id)
+        super().__init__(
+            f"no device {device_id!r} is registered", task_id=task_id, device_id=device_id
+        )
 
     def __str__(self) -> str:
         # KeyError's __str__ would show the message in quotes.
@@ -89,8 +90,7 @@ class DeviceUnavailable(TaskError):
 class DeviceDisconnected(TaskError, ConnectionError):
     """The connection died while the task was on the device (at-most-once delivery)."""
 
-    def __init__(self, message: str, *, task_id: str, device_id: str | None,
-                 reason: str) -> None:
+    def __init__(self, message: str, *, task_id: str, device_id: str | None, reason: str) -> None:
         super().__init__(message, task_id=task_id, device_id=device_id)
         self.reason = reason
 
@@ -108,7 +108,8 @@ class TaskRejected(TaskError):
     """The agent server refused the task with an ``error`` frame; ``server_error`` holds
     its text."""
 
-    def __init__(self, message: str, *, task_id: str, device_id: str | None,
-                 server_error: str) -> None:
+    def __init__(
+        self, message: str, *, task_id: str, device_id: str | None, server_error: str
+    ) -> None:
         super().__init__(message, task_id=task_id, device_id=device_id)
         self.server_error = server_error

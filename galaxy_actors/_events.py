@@ -100,8 +100,16 @@ class DeviceRemoved:
     at: float
 
 
-Event = (StatusChanged | ConnectionFailed | RestartScheduled | GaveUp | TaskEnded | BadFrame
-         | DeviceAdded | DeviceRemoved)
+Event = (
+    StatusChanged
+    | ConnectionFailed
+    | RestartScheduled
+    | GaveUp
+    | TaskEnded
+    | BadFrame
+    | DeviceAdded
+    | DeviceRemoved
+)
 
 
 @attrs.define(eq=False)

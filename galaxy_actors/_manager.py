@@ -58,15 +58,22 @@ class DeviceManager:
         self.task_name = task_name
         self.heartbeat_interval = heartbeat_interval
         self.reconnect_delay = reconnect_delay
-        self.policy = policy if policy is not None else RestartPolicy(
-            reconnect_delay=reconnect_delay)
+        self.policy = (
+            policy if policy is not None else RestartPolicy(reconnect_delay=reconnect_delay)
+        )
         self._options: dict[str, Any] = dict(
-            task_name=task_name, heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout, registration_timeout=registration_timeout,
+            task_name=task_name,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            registration_timeout=registration_timeout,
             device_info_timeout=device_info_timeout,
-            max_concurrent_connections=max_concurrent_connections, policy=self.policy,
-            connector=connector, disconnect_grace=disconnect_grace,
-            shutdown_grace=shutdown_grace, rng=rng)
+            max_concurrent_connections=max_concurrent_connections,
+            policy=self.policy,
+            connector=connector,
+            disconnect_grace=disconnect_grace,
+            shutdown_grace=shutdown_grace,
+            rng=rng,
+        )
         self._stack: contextlib.AsyncExitStack | None = None
         self._supervisor: Supervisor | None = None
 
@@ -78,8 +85,12 @@ class DeviceManager:
         self._stack = stack
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
         stack, self._stack = self._stack, None
         assert stack is not None
         try:
@@ -91,8 +102,9 @@ class DeviceManager:
     def supervisor(self) -> Supervisor:
         """The supervisor behind the façade, for everything beyond the reference API."""
         if self._supervisor is None:
-            raise SupervisorClosed("DeviceManager is not running: use "
-                                   "'async with DeviceManager(...) as manager:'")
+            raise SupervisorClosed(
+                "DeviceManager is not running: use 'async with DeviceManager(...) as manager:'"
+            )
         return self._supervisor
 
     @property
@@ -118,8 +130,15 @@ class DeviceManager:
         """
         supervisor = self.supervisor
         try:
-            supervisor.add_device(device_id, server_url, os, capabilities=capabilities,
-                                  metadata=metadata, max_retries=max_retries, connect=False)
+            supervisor.add_device(
+                device_id,
+                server_url,
+                os,
+                capabilities=capabilities,
+                metadata=metadata,
+                max_retries=max_retries,
+                connect=False,
+            )
         except DuplicateDevice:
             return False
         if auto_connect:
@@ -140,6 +159,8 @@ class DeviceManager:
         then the connection closes with a close frame. Raises `UnknownDevice`."""
         await self.supervisor.disconnect(device_id, force=force)
 
+    # The reference's signature: ``timeout`` is the task's limit on the device, not a
+    # bound on this call's own waiting.
     async def assign_task_to_device(
         self,
         task_id: str,
@@ -161,8 +182,14 @@ class DeviceManager:
         ``task_id`` is still live. Cancelling the call withdraws a queued task.
         """
         return await self.supervisor.run_task(
-            task_description, task_data, device_id=device_id, task_id=task_id,
-            timeout=timeout, delivery=delivery, priority=priority)
+            task_description,
+            task_data,
+            device_id=device_id,
+            task_id=task_id,
+            timeout=timeout,
+            delivery=delivery,
+            priority=priority,
+        )
 
     def get_connected_devices(self) -> list[str]:
         """Ids of devices with a live, registered connection."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -108,8 +109,9 @@ def _non_negative(name: str) -> Callable[[object, attrs.Attribute[float], float]
     return check
 
 
-def _optional_positive(_instance: object, attribute: attrs.Attribute[float | None],
-                       value: float | None) -> None:
+def _optional_positive(
+    _instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"{attribute.name} must be > 0 or None, got {value!r}")
 
@@ -119,14 +121,26 @@ def _check_max_retries(_instance: object, _attribute: attrs.Attribute[int], valu
         raise ConfigurationError(f"max_retries must be an int >= 0, got {value!r}")
 
 
-def _check_intensity(_instance: object, _attribute: attrs.Attribute[tuple[int, float] | None],
-                     value: tuple[int, float] | None) -> None:
+def _check_intensity(
+    _instance: object,
+    _attribute: attrs.Attribute[tuple[int, float] | None],
+    value: tuple[int, float] | None,
+) -> None:
     if value is None:
         return
     restarts, period = value
     if restarts < 1 or not (period > 0 and math.isfinite(period)):
         raise ConfigurationError(
-            f"intensity must be (restarts >= 1, period > 0 seconds), got {value!r}")
+            f"intensity must be (restarts >= 1, period > 0 seconds), got {value!r}"
+        )
+
+
+def _to_jitter(value: Jitter | str) -> Jitter:
+    try:
+        return Jitter(value)
+    except ValueError:
+        choices = ", ".join(j.value for j in Jitter)
+        raise ConfigurationError(f"jitter must be one of {choices}; got {value!r}") from None
 
 
 @attrs.frozen
@@ -151,15 +165,20 @@ class RestartPolicy:
     reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))
     max_retries: int = attrs.field(default=5, validator=_check_max_retries)
     max_delay: float | None = attrs.field(default=None, validator=_optional_positive)
-    jitter: Jitter = attrs.field(default=Jitter.NONE, converter=Jitter)
+    jitter: Jitter = attrs.field(default=Jitter.NONE, converter=_to_jitter)
     reset_after: float | None = attrs.field(default=None, validator=_optional_positive)
     intensity: tuple[int, float] | None = attrs.field(default=None, validator=_check_intensity)
     per_reason: ReasonHook | None = attrs.field(default=None, eq=False)
 
     def backoff(self, attempt: int) -> float:
         """The delay before attempt ``attempt`` without jitter: the cap applied."""
-        delay = self.reconnect_delay * 2.0**attempt
-        return delay if self.max_delay is None else min(delay, self.max_delay)
+        try:
+            delay = self.reconnect_delay * 2.0**attempt
+        except OverflowError:  # attempt >= 1024: a retry-for-ever policy, hours in
+            delay = math.inf
+        if self.max_delay is not None:
+            return min(delay, self.max_delay)
+        return delay if math.isfinite(delay) else sys.float_info.max
 
     def delay_bounds(self, attempt: int, previous: float | None) -> tuple[float, float]:
         """The closed interval the jittered delay of ``attempt`` falls in."""
@@ -182,10 +201,12 @@ class RestartPolicy:
             return low
         return low + (high - low) * rng.random()
 
-    def decide(self, history: RestartHistory, reason: FailureReason, now: float,
-               rng: RandomSource) -> Decision:
+    def decide(
+        self, history: RestartHistory, reason: FailureReason, now: float, rng: RandomSource
+    ) -> Decision:
         """Decide after a failure. Pure: ``history`` is not changed (see `record`)."""
-        attempts = self.effective_attempts(history, now)
+        history = self._as_of(history, now)
+        attempts = history.attempts
         if self.per_reason is not None:
             override = self.per_reason(reason, attempts)
             if override is not None:
@@ -202,22 +223,32 @@ class RestartPolicy:
     def effective_attempts(self, history: RestartHistory, now: float) -> int:
         """The attempt count as of ``now``: zero if the last connection stayed up for
         ``reset_after`` seconds."""
-        if (self.reset_after is not None and history.up_since is not None
-                and now - history.up_since >= self.reset_after):
-            return 0
-        return history.attempts
+        return self._as_of(history, now).attempts
+
+    def _as_of(self, history: RestartHistory, now: float) -> RestartHistory:
+        # A connection that stayed up long enough starts the backoff afresh: the count and
+        # the decorrelated jitter's memory of the last delay alike.
+        if (
+            self.reset_after is not None
+            and history.up_since is not None
+            and now - history.up_since >= self.reset_after
+        ):
+            return attrs.evolve(history, attempts=0, last_delay=None)
+        return history
 
     def record(self, history: RestartHistory, decision: Decision, now: float) -> RestartHistory:
         """The history after ``decision`` was taken at ``now`` (a failure)."""
-        attempts = self.effective_attempts(history, now)
+        history = self._as_of(history, now)
+        attempts = history.attempts
         if isinstance(decision, GiveUp):
             return attrs.evolve(history, attempts=attempts, up_since=None)
         times = history.restart_times
         if self.intensity is not None:
             period = self.intensity[1]
             times = (*(t for t in times if now - t < period), now)
-        return RestartHistory(attempts=attempts + 1, restart_times=times,
-                              last_delay=decision.delay, up_since=None)
+        return RestartHistory(
+            attempts=attempts + 1, restart_times=times, last_delay=decision.delay, up_since=None
+        )
 
     def connected(self, history: RestartHistory, now: float) -> RestartHistory:
         """The history after a connection came up at ``now``."""

@@ -49,12 +49,18 @@ class AgentProfile:
 
     def snapshot(self, queue_depth: int = 0) -> DeviceSnapshot:
         return DeviceSnapshot(
-            device_id=self.device_id, status=self.status, os=self.os,
+            device_id=self.device_id,
+            status=self.status,
+            os=self.os,
             capabilities=tuple(self.capabilities),
-            connection_attempts=self.connection_attempts, max_retries=self.max_retries,
-            last_heartbeat=self.last_heartbeat, current_task_id=self.current_task_id,
-            next_retry_at=self.next_retry_at, gave_up=self.gave_up,
-            last_failure=self.last_failure, queue_depth=queue_depth,
+            connection_attempts=self.connection_attempts,
+            max_retries=self.max_retries,
+            last_heartbeat=self.last_heartbeat,
+            current_task_id=self.current_task_id,
+            next_retry_at=self.next_retry_at,
+            gave_up=self.gave_up,
+            last_failure=self.last_failure,
+            queue_depth=queue_depth,
         )
 
 

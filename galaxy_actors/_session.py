@@ -60,9 +60,20 @@ class Session:
     """One connection of one device. Created and run by `DeviceActor`."""
 
     __slots__ = (
-        "_hb_next", "_hb_oldest", "_in_flight_sid", "_phase_deadline", "_recv_scope",
-        "actor", "failure", "in_flight", "intentional", "ready", "scope", "stop_deadline",
-        "stopping", "transport",
+        "_hb_next",
+        "_hb_oldest",
+        "_in_flight_sid",
+        "_phase_deadline",
+        "_recv_scope",
+        "actor",
+        "failure",
+        "in_flight",
+        "intentional",
+        "ready",
+        "scope",
+        "stop_deadline",
+        "stopping",
+        "transport",
     )
 
     def __init__(self, actor: DeviceActor) -> None:
@@ -84,9 +95,14 @@ class Session:
     # ----------------------------------------------------------------- control from outside
 
     def fail(self, reason: FailureReason, detail: str) -> None:
-        """End the Session because of ``reason``. The first ending recorded wins."""
+        """End the Session because of ``reason``. The first ending recorded wins.
+
+        The device is FAILED from this moment, before any task outcome is delivered, so
+        that nobody woken by one sees it idle and sends on a dying connection."""
+        self.ready = False
         if self.failure is None and not self.intentional:
             self.failure = (reason, detail)
+            self.actor.session_failed(reason, detail)
         self.scope.cancel()
 
     def stop(self, grace: float) -> None:
@@ -147,14 +163,16 @@ class Session:
             if message is None:
                 await self._abort(
                     FailureReason.CONNECT_FAILED,
-                    f"no answer to REGISTER within {settings.registration_timeout:g} s")
+                    f"no answer to REGISTER within {settings.registration_timeout:g} s",
+                )
             if message.type is _HEARTBEAT and message.status is WireStatus.OK:
                 break
             if message.type is _ERROR:
                 # The server closes the socket right after this frame (TRIO-NOTES, pitfall
                 # 7): fail on the frame, so the reason reads as a rejection.
-                await self._abort(FailureReason.REGISTRATION_REJECTED,
-                                  message.error or "registration rejected")
+                await self._abort(
+                    FailureReason.REGISTRATION_REJECTED, message.error or "registration rejected"
+                )
             actor.bad_frame("unexpected", f"{message.type} frame before registration")
         now = trio.current_time()
         actor.profile.last_heartbeat = now
@@ -172,9 +190,12 @@ class Session:
         while True:
             message = await self._next_frame()
             if message is None:
-                logger.warning("device %s: no device info within %g s", actor.device_id,
-                               settings.device_info_timeout,
-                               extra={"device_id": actor.device_id})
+                logger.warning(
+                    "device %s: no device info within %g s",
+                    actor.device_id,
+                    settings.device_info_timeout,
+                    extra={"device_id": actor.device_id},
+                )
                 break
             if message.type is _INFO and message.response_id == request_id:
                 info = device_info_from(message)
@@ -245,15 +266,21 @@ class Session:
                     raw = await transport.receive()
                 except TransportClosed as exc:
                     self._recv_scope = None
-                    reason = (FailureReason.PROTOCOL_ERROR if exc.code == CLOSE_MESSAGE_TOO_BIG
-                              else FailureReason.CONNECTION_CLOSED)
+                    reason = (
+                        FailureReason.PROTOCOL_ERROR
+                        if exc.code == CLOSE_MESSAGE_TOO_BIG
+                        else FailureReason.CONNECTION_CLOSED
+                    )
                     await self._abort(reason, str(exc))
             self._recv_scope = None
             now = trio.current_time()
             if scope.cancelled_caught:
                 await self._check_timeouts(now)
-                if now >= self._phase_deadline or now >= self.stop_deadline or (
-                        self.stopping and self.in_flight is None):
+                if (
+                    now >= self._phase_deadline
+                    or now >= self.stop_deadline
+                    or (self.stopping and self.in_flight is None)
+                ):
                     return None
                 continue
             self._hb_oldest = None
@@ -268,14 +295,19 @@ class Session:
     async def _check_timeouts(self, now: float) -> None:
         settings = self.actor.settings
         if self._hb_oldest is not None and now >= self._hb_oldest + settings.heartbeat_timeout:
-            await self._abort(FailureReason.HEARTBEAT_TIMEOUT,
-                              f"no frame within {settings.heartbeat_timeout:g} s of a heartbeat")
+            await self._abort(
+                FailureReason.HEARTBEAT_TIMEOUT,
+                f"no frame within {settings.heartbeat_timeout:g} s of a heartbeat",
+            )
         task = self.in_flight
         if task is not None and now >= task._deadline:
             self.in_flight = None
-            error = TaskTimeout(f"task {task.task_id!r} got no TASK_END within "
-                                f"{task.timeout:g} s", task_id=task.task_id,
-                                device_id=self.actor.device_id)
+            self.fail(FailureReason.TASK_TIMEOUT, f"task {task.task_id!r} timed out")
+            error = TaskTimeout(
+                f"task {task.task_id!r} got no TASK_END within {task.timeout:g} s",
+                task_id=task.task_id,
+                device_id=self.actor.device_id,
+            )
             self.actor.task_ended(task, error)
             await self._abort(FailureReason.TASK_TIMEOUT, f"task {task.task_id!r} timed out")
 
@@ -295,12 +327,24 @@ class Session:
         elif kind is _TASK_END:
             if task is not None and sid == self._in_flight_sid:
                 self.in_flight = None
-                status = (ResultStatus.FAILED if message.status in _FAILED_STATUSES
-                          else ResultStatus.COMPLETED)
+                status = (
+                    ResultStatus.FAILED
+                    if message.status in _FAILED_STATUSES
+                    else ResultStatus.COMPLETED
+                )
                 now = trio.current_time()
-                actor.task_ended(task, ExecutionResult(
-                    task.task_id, actor.device_id, status, message.result, message.error,
-                    task.timings(now)), now)
+                actor.task_ended(
+                    task,
+                    ExecutionResult(
+                        task.task_id,
+                        actor.device_id,
+                        status,
+                        message.result,
+                        message.error,
+                        task.timings(now),
+                    ),
+                    now,
+                )
                 return
             actor.foreign_session(sid, "task_end")
         elif kind is _ERROR:
@@ -308,9 +352,15 @@ class Session:
                 # A refused task gets an error frame without its session_id (AIP.md, flow 4).
                 self.in_flight = None
                 text = message.error or "task refused by the server"
-                actor.task_ended(task, TaskRejected(
-                    f"task {task.task_id!r} refused by device {actor.device_id!r}: {text}",
-                    task_id=task.task_id, device_id=actor.device_id, server_error=text))
+                actor.task_ended(
+                    task,
+                    TaskRejected(
+                        f"task {task.task_id!r} refused by device {actor.device_id!r}: {text}",
+                        task_id=task.task_id,
+                        device_id=actor.device_id,
+                        server_error=text,
+                    ),
+                )
                 return
             actor.bad_frame("error_frame", message.error or "error frame without text")
         elif kind is _INFO:
@@ -334,16 +384,16 @@ class Session:
             recv_scope.deadline = task._deadline
         # Shielded: a caller cancelled half-way through a frame would corrupt the connection
         # for every later task. Bounded: a peer that stopped reading fails the Session.
-        await self._send(actor.frames.task(task.task_id, task.description, task.data_json),
-                         shield=True)
+        await self._send(
+            actor.frames.task(task.task_id, task.description, task.data_json), shield=True
+        )
 
     async def _send(self, frame: str, *, shield: bool = False) -> None:
         transport = self.transport
         assert transport is not None
         limit = self.actor.settings.send_timeout
         try:
-            with trio.CancelScope(shield=shield,
-                                  deadline=trio.current_time() + limit) as scope:
+            with trio.CancelScope(shield=shield, deadline=trio.current_time() + limit) as scope:
                 await transport.send(frame)
         except TransportClosed as exc:
             self.fail(FailureReason.CONNECTION_CLOSED, str(exc))
@@ -369,10 +419,16 @@ class Session:
             task._requeue()
             actor.mailbox.push_front(task)
             return
-        actor.task_ended(task, DeviceDisconnected(
-            f"device {actor.device_id!r} lost its connection during task {task.task_id!r}: "
-            f"{reason}: {detail}", task_id=task.task_id, device_id=actor.device_id,
-            reason=str(reason)))
+        actor.task_ended(
+            task,
+            DeviceDisconnected(
+                f"device {actor.device_id!r} lost its connection during task {task.task_id!r}: "
+                f"{reason}: {detail}",
+                task_id=task.task_id,
+                device_id=actor.device_id,
+                reason=str(reason),
+            ),
+        )
 
 
 __all__ = ["Session"]

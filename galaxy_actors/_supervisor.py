@@ -59,8 +59,12 @@ logger = logging.getLogger("galaxy_actors.supervisor")
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     ok = value >= 0 if allow_zero else value > 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok or not (
-            math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not ok
+        or not (math.isfinite(value))
+    ):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value)
@@ -86,14 +90,18 @@ class Supervisor:
         rng: RandomSource,
     ) -> None:
         if not isinstance(task_name, str) or not task_name or "@" in task_name:
-            raise ConfigurationError(f"task_name must be a non-empty string without '@', "
-                                     f"got {task_name!r}")
+            raise ConfigurationError(
+                f"task_name must be a non-empty string without '@', got {task_name!r}"
+            )
         if max_concurrent_connections is not None and (
-                isinstance(max_concurrent_connections, bool)
-                or not isinstance(max_concurrent_connections, int)
-                or max_concurrent_connections < 1):
-            raise ConfigurationError("max_concurrent_connections must be an int >= 1 or None, "
-                                     f"got {max_concurrent_connections!r}")
+            isinstance(max_concurrent_connections, bool)
+            or not isinstance(max_concurrent_connections, int)
+            or max_concurrent_connections < 1
+        ):
+            raise ConfigurationError(
+                "max_concurrent_connections must be an int >= 1 or None, "
+                f"got {max_concurrent_connections!r}"
+            )
         self.settings = ActorSettings(
             task_name=task_name,
             heartbeat_interval=_positive("heartbeat_interval", heartbeat_interval),
@@ -106,8 +114,11 @@ class Supervisor:
         self.shutdown_grace = _positive("shutdown_grace", shutdown_grace, allow_zero=True)
         self.policy = policy
         self.connector = connector
-        self.handshake_limiter = (None if max_concurrent_connections is None
-                                  else trio.CapacityLimiter(max_concurrent_connections))
+        self.handshake_limiter = (
+            None
+            if max_concurrent_connections is None
+            else trio.CapacityLimiter(max_concurrent_connections)
+        )
         self.events = EventHub()
         self.registry = DeviceRegistry()
         self._rng = rng
@@ -144,9 +155,13 @@ class Supervisor:
         if max_retries is not None and max_retries != policy.max_retries:
             policy = attrs.evolve(policy, max_retries=max_retries)
         profile = AgentProfile(
-            device_id=device_id, server_url=server_url, os=os,
-            capabilities=list(capabilities or ()), metadata=dict(metadata or {}),
-            max_retries=policy.max_retries)
+            device_id=device_id,
+            server_url=server_url,
+            os=os,
+            capabilities=list(capabilities or ()),
+            metadata=dict(metadata or {}),
+            max_retries=policy.max_retries,
+        )
         self.registry.add(profile)
         actor = DeviceActor(profile, self, policy)
         self._actors[device_id] = actor
@@ -180,8 +195,9 @@ class Supervisor:
         self._require_open()
         return await self._actor(device_id).connect()
 
-    async def disconnect(self, device_id: str, *, force: bool = False,
-                         grace: float | None = None) -> None:
+    async def disconnect(
+        self, device_id: str, *, force: bool = False, grace: float | None = None
+    ) -> None:
         """Disconnect ``device_id``: queued tasks end with `TaskCancelled`; the running task
         may finish within ``grace`` seconds (default ``disconnect_grace``) unless ``force``;
         the connection closes with a close frame; the device stays DISCONNECTED."""
@@ -223,8 +239,6 @@ class Supervisor:
     def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
         """Called by a failed device actor: restart after a delay, or give up."""
         now = trio.current_time()
-        if self._closing or actor.removed or not actor.wanted:
-            return GiveUp("supervisor closing or device being disconnected")
         decision = actor.policy.decide(actor.history, reason, now, self._rng)
         actor.history = actor.policy.record(actor.history, decision, now)
         profile = actor.profile
@@ -232,27 +246,44 @@ class Supervisor:
         if events:
             events.publish(ConnectionFailed(actor.device_id, str(reason), detail, now))
         if isinstance(decision, GiveUp):
-            logger.error("device %s: giving up: %s", actor.device_id, decision.why,
-                         extra={"device_id": actor.device_id})
+            logger.error(
+                "device %s: giving up: %s",
+                actor.device_id,
+                decision.why,
+                extra={"device_id": actor.device_id},
+            )
             if events:
                 events.publish(GaveUp(actor.device_id, decision.why, now))
         else:
-            logger.info("device %s: reconnecting in %g s (attempt %d/%d)", actor.device_id,
-                        decision.delay, actor.history.attempts, profile.max_retries,
-                        extra={"device_id": actor.device_id})
+            logger.info(
+                "device %s: reconnecting in %g s (attempt %d/%d)",
+                actor.device_id,
+                decision.delay,
+                actor.history.attempts,
+                profile.max_retries,
+                extra={"device_id": actor.device_id},
+            )
             if events:
-                events.publish(RestartScheduled(actor.device_id, actor.history.attempts,
-                                                profile.max_retries, decision.delay, now))
+                events.publish(
+                    RestartScheduled(
+                        actor.device_id,
+                        actor.history.attempts,
+                        profile.max_retries,
+                        decision.delay,
+                        now,
+                    )
+                )
         return decision
 
     def device_of_session(self, session_id: str) -> str | None:
         if not session_id.startswith(self._session_prefix):
             return None
-        task = self._live.get(session_id[len(self._session_prefix):])
+        task = self._live.get(session_id[len(self._session_prefix) :])
         return None if task is None else task.device_id
 
     # ---------------------------------------------------------------------------- tasks
 
+    # ``timeout`` is the task's limit on the device (the reference's name), not this call's.
     async def submit(
         self,
         description: str,
@@ -300,9 +331,16 @@ class Supervisor:
                 raise UnknownDevice(device_id, task_id=task_id)
         else:
             actor = self._route(capabilities or (), priority, task_id)
-        task = TaskHandle(task_id, description, data_json, timeout=timeout, delivery=delivery,
-                          priority=priority, submitted_at=trio.current_time(),
-                          on_done=self._forget)
+        task = TaskHandle(
+            task_id,
+            description,
+            data_json,
+            timeout=timeout,
+            delivery=delivery,
+            priority=priority,
+            submitted_at=trio.current_time(),
+            on_done=self._forget,
+        )
         self._live[task_id] = task
         try:
             await actor.accept(task)
@@ -334,8 +372,11 @@ class Supervisor:
                 best, best_key = actor, key
         if best is None:
             wanted = ", ".join(sorted(need)) or "(none)"
-            raise DeviceUnavailable(f"no connected or reconnecting device has capabilities "
-                                    f"{wanted}", task_id=task_id, device_id=None)
+            raise DeviceUnavailable(
+                f"no connected or reconnecting device has capabilities {wanted}",
+                task_id=task_id,
+                device_id=None,
+            )
         return best
 
     async def run_task(
@@ -355,9 +396,16 @@ class Supervisor:
         If the caller is cancelled while waiting, a queued task is withdrawn (it will not
         run) and a running one ends with `TaskCancelled` (the device finishes it, and its
         result is dropped)."""
-        task = await self.submit(description, data, device_id=device_id,
-                                 capabilities=capabilities, task_id=task_id, timeout=timeout,
-                                 delivery=delivery, priority=priority)
+        task = await self.submit(
+            description,
+            data,
+            device_id=device_id,
+            capabilities=capabilities,
+            task_id=task_id,
+            timeout=timeout,
+            delivery=delivery,
+            priority=priority,
+        )
         try:
             return await task.result()
         except trio.Cancelled:
@@ -374,9 +422,14 @@ class Supervisor:
             actor.abandon(task, why)
         else:
             task.abandoned = True
-            task._resolve(TaskCancelled(f"task {task.task_id!r} cancelled: {why}",
-                                        task_id=task.task_id, device_id=task.device_id),
-                          trio.current_time())
+            task._resolve(
+                TaskCancelled(
+                    f"task {task.task_id!r} cancelled: {why}",
+                    task_id=task.task_id,
+                    device_id=task.device_id,
+                ),
+                trio.current_time(),
+            )
 
     # --------------------------------------------------------------------------- events
 
@@ -399,8 +452,9 @@ class Supervisor:
         actors = list(self._actors.values())
         # Shielded: shutdown must complete even when the block was left by cancellation;
         # bounded: grace for running tasks plus time for close handshakes.
-        with trio.CancelScope(shield=True,
-                              deadline=trio.current_time() + self.shutdown_grace + 5.0):
+        with trio.CancelScope(
+            shield=True, deadline=trio.current_time() + self.shutdown_grace + 5.0
+        ):
             async with trio.open_nursery() as nursery:
                 for actor in actors:
                     nursery.start_soon(self._stop_actor, actor)
@@ -447,10 +501,14 @@ async def open_supervisor(
         rng: random source for jitter (default: a fresh `random.Random()`).
     """
     supervisor = Supervisor(
-        task_name=task_name, heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout, registration_timeout=registration_timeout,
-        device_info_timeout=device_info_timeout, send_timeout=send_timeout,
-        disconnect_grace=disconnect_grace, shutdown_grace=shutdown_grace,
+        task_name=task_name,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        registration_timeout=registration_timeout,
+        device_info_timeout=device_info_timeout,
+        send_timeout=send_timeout,
+        disconnect_grace=disconnect_grace,
+        shutdown_grace=shutdown_grace,
         policy=policy or RestartPolicy(),
         connector=connector or WebSocketConnector(),
         max_concurrent_connections=max_concurrent_connections,
@@ -473,4 +531,3 @@ async def open_supervisor(
             nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
-

@@ -90,14 +90,38 @@ class TaskHandle:
     """
 
     __slots__ = (
-        "_accepted_at", "_deadline", "_done", "_ended_at", "_on_done", "_outcome", "_seq",
-        "_sent_at", "_stage", "abandoned", "data_json", "delivery", "description",
-        "device_id", "priority", "submitted_at", "task_id", "timeout",
+        "_accepted_at",
+        "_deadline",
+        "_done",
+        "_ended_at",
+        "_on_done",
+        "_outcome",
+        "_sent_at",
+        "_seq",
+        "_stage",
+        "abandoned",
+        "data_json",
+        "delivery",
+        "description",
+        "device_id",
+        "priority",
+        "submitted_at",
+        "task_id",
+        "timeout",
     )
 
-    def __init__(self, task_id: str, description: str, data_json: str, *, timeout: float,
-                 delivery: Delivery, priority: int, submitted_at: float,
-                 on_done: Callable[[TaskHandle], None] | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        description: str,
+        data_json: str,
+        *,
+        timeout: float,
+        delivery: Delivery,
+        priority: int,
+        submitted_at: float,
+        on_done: Callable[[TaskHandle], None] | None = None,
+    ) -> None:
         self.task_id = task_id
         self.description = description
         self.data_json = data_json
@@ -119,8 +143,7 @@ class TaskHandle:
         self._on_done = on_done
 
     def __repr__(self) -> str:
-        return (f"<TaskHandle {self.task_id!r} device={self.device_id!r} "
-                f"{self._stage.name.lower()}>")
+        return f"<TaskHandle {self.task_id!r} device={self.device_id!r} {self._stage.name.lower()}>"
 
     @property
     def done(self) -> bool:

@@ -147,21 +147,44 @@ class WebSocketConnector:
 
     @contextlib.asynccontextmanager
     async def open(self, url: str) -> AsyncIterator[Transport]:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = host if port in (80, 443) else f"{host}:{port}"
         failure: ConnectFailed | None = None
+        # We open and own the TCP stream: trio-websocket's aclose() skips closing the socket
+        # when the peer closed first or refused the handshake, which leaks a descriptor per
+        # failed connection (thousands in a reconnect storm).
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
         try:
             async with trio.open_nursery() as nursery:
                 ws = None
                 with trio.move_on_after(self.connect_timeout):
                     try:
-                        ws = await trio_websocket.connect_websocket_url(
-                            nursery, url, message_queue_size=self.message_queue_size,
-                            max_message_size=self.max_frame_size)
+                        if secure:
+                            stream = await trio.open_ssl_over_tcp_stream(
+                                host, port, https_compatible=True
+                            )
+                        else:
+                            stream = await trio.open_tcp_stream(host, port)
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            stream,
+                            host_header,
+                            resource,
+                            message_queue_size=self.message_queue_size,
+                            max_message_size=self.max_frame_size,
+                        )
                     except (OSError, trio_websocket.HandshakeError) as exc:
-                        failure = ConnectFailed(_describe_connect_error(exc),
-                                                getattr(exc, "status_code", None))
+                        failure = ConnectFailed(
+                            _describe_connect_error(exc), getattr(exc, "status_code", None)
+                        )
                 if ws is None:
                     failure = failure or ConnectFailed(
-                        f"no handshake within {self.connect_timeout:g} s")
+                        f"no handshake within {self.connect_timeout:g} s"
+                    )
                     nursery.cancel_scope.cancel()
                 else:
                     try:
@@ -177,6 +200,10 @@ class WebSocketConnector:
             failure = ConnectFailed(f"handshake rejected: HTTP {status}", status)
         except* (OSError, trio_websocket.HandshakeError) as group:
             failure = ConnectFailed(_describe_connect_error(group.exceptions[0]))
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
         if failure is not None:
             raise failure
 
@@ -186,8 +213,12 @@ async def _close_bounded(ws: trio_websocket.WebSocketConnection, limit: float) -
     # already-cancelled scope (TRIO-NOTES, pitfall 3): shield it, and bound it.
     with (
         trio.CancelScope(shield=True, deadline=trio.current_time() + limit),
-        contextlib.suppress(trio_websocket.ConnectionClosed, trio.BrokenResourceError,
-                            trio.ClosedResourceError, OSError),
+        contextlib.suppress(
+            trio_websocket.ConnectionClosed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ),
     ):
         await ws.aclose()
 
@@ -238,8 +269,9 @@ class _MemoryEnd:
         try:
             return await self._incoming.receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise TransportClosed(f"connection closed (code {self._state.code})",
-                                  self._state.code) from None
+            raise TransportClosed(
+                f"connection closed (code {self._state.code})", self._state.code
+            ) from None
 
     async def close(self, code: int = CLOSE_NORMAL) -> None:
         """Close both directions; frames already sent may still be read by the peer."""
@@ -296,8 +328,13 @@ class MemoryNetwork:
     handshake_delay: float = 0.0
     buffer: float = math.inf
 
-    def listen(self, url: str, handler: Handler, nursery: trio.Nursery,
-               check: Callable[[str], int | None] | None = None) -> None:
+    def listen(
+        self,
+        url: str,
+        handler: Handler,
+        nursery: trio.Nursery,
+        check: Callable[[str], int | None] | None = None,
+    ) -> None:
         """Serve ``url`` (scheme, host and path; the query string is ignored)."""
         self._endpoints[_address(url)] = _Endpoint(handler, nursery, check)
 
@@ -341,8 +378,14 @@ class MemoryConnector:
         state = _CloseState()
         # A frame's size is checked against the limit of the end that receives it.
         client = _MemoryEnd(to_client, to_server, state)
-        server = MemoryServerConnection(to_server, to_client, state, self.max_frame_size,
-                                        path=parts.path or "/", query=parts.query)
+        server = MemoryServerConnection(
+            to_server,
+            to_client,
+            state,
+            self.max_frame_size,
+            path=parts.path or "/",
+            query=parts.query,
+        )
         endpoint.nursery.start_soon(endpoint.handler, server)
         try:
             yield client

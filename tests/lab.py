@@ -1,0 +1,75 @@
+"""Shared test scaffolding: a supervisor wired to simulated agents on an in-memory network."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from galaxy_actors import (
+    DeviceStatus,
+    Event,
+    StatusChanged,
+    Subscription,
+    Supervisor,
+    open_supervisor,
+)
+from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+
+
+@attrs.define
+class Lab:
+    """Agents on a MemoryNetwork, and the supervisor under test connected to it."""
+
+    nursery: trio.Nursery
+    network: MemoryNetwork
+    sup: Supervisor | None = None
+
+    def agent(self, url: str = "ws://agent/ws", **kwargs: Any) -> SimulatedAgent:
+        agent = SimulatedAgent(**kwargs)
+        agent.serve_memory(self.network, url, self.nursery)
+        return agent
+
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self.sup is not None
+        return self.sup
+
+
+@asynccontextmanager
+async def memory_lab(**supervisor_options: Any) -> AsyncIterator[Lab]:
+    """Yield a Lab whose supervisor uses the in-memory network. Agents made with
+    ``lab.agent`` outlive the supervisor, so its shutdown can be observed from them."""
+    async with trio.open_nursery() as nursery:
+        lab = Lab(nursery, MemoryNetwork())
+        options: dict[str, Any] = {"task_name": "lab", **supervisor_options}
+        options.setdefault("connector", lab.network.connector())
+        async with open_supervisor(**options) as sup:
+            lab.sup = sup
+            yield lab
+        nursery.cancel_scope.cancel()
+
+
+def frames_of(agent: SimulatedAgent, kind: str | None = None) -> list[Any]:
+    """Decoded frames the agent received, optionally only those of one type."""
+    return [
+        f.message
+        for f in agent.received
+        if f.message is not None and (kind is None or f.message.type == kind)
+    ]
+
+
+async def next_event(subscription: Subscription, predicate: Callable[[Event], bool]) -> Event:
+    """Receive events until one matches ``predicate``. Unlike polling a status, this sees
+    every transition, even one undone within the same scheduling step."""
+    while True:
+        event = await subscription.receive()
+        if predicate(event):
+            return event
+
+
+def became(device_id: str, status: DeviceStatus) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, StatusChanged) and e.device_id == device_id and e.new is status

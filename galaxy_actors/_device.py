@@ -161,8 +161,7 @@ class DeviceActor:
         session = Session(self)
         self.session = session
         try:
-            with session.scope:
-                await session.run()
+            await session.run()
         except Exception as exc:
             # Whatever it was, it ends this device's connection, not the supervisor.
             logger.exception(

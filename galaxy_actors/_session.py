@@ -127,26 +127,38 @@ class Session:
     # ----------------------------------------------------------------------------- the run
 
     async def run(self) -> None:
-        """Connect, register, fetch device info, then serve until the Session ends. Runs
-        inside ``self.scope``; every ending is recorded in ``failure``/``intentional``."""
+        """Connect, register, fetch device info, then serve until the Session ends. Every
+        ending is recorded in ``failure``/``intentional``; nothing expected is raised.
+
+        Two cancel scopes: until the connection is open, ``fail``/``stop`` cancel the whole
+        attempt; once it is open they cancel only the protocol inside it, so the connector
+        closes the connection with its reader still running, and the closing handshake
+        completes instead of waiting out its bound (TRIO-NOTES, pitfall 3). A real server
+        forgets our ``client_id`` only once it has seen that close."""
         actor = self.actor
         limiter = actor.owner.handshake_limiter
-        if limiter is not None:
-            await limiter.acquire_on_behalf_of(self)
-        try:
-            async with actor.owner.connector.open(actor.profile.server_url) as transport:
-                self.transport = transport
-                await self._register()
+        with self.scope:
+            if limiter is not None:
+                await limiter.acquire_on_behalf_of(self)
+            try:
+                async with actor.owner.connector.open(actor.profile.server_url) as transport:
+                    inner = trio.CancelScope()
+                    if self.scope.cancel_called:
+                        inner.cancel()
+                    self.scope = inner
+                    self.transport = transport
+                    with inner:
+                        await self._register()
+                        if limiter is not None:
+                            limiter.release_on_behalf_of(self)
+                            limiter = None
+                        await self._fetch_device_info()
+                        await self._serve()
+            except ConnectFailed as exc:
+                self.fail(FailureReason.CONNECT_FAILED, str(exc))
+            finally:
                 if limiter is not None:
                     limiter.release_on_behalf_of(self)
-                    limiter = None
-                await self._fetch_device_info()
-                await self._serve()
-        except ConnectFailed as exc:
-            self.fail(FailureReason.CONNECT_FAILED, str(exc))
-        finally:
-            if limiter is not None:
-                limiter.release_on_behalf_of(self)
 
     async def _abort(self, reason: FailureReason, detail: str) -> NoReturn:
         self.fail(reason, detail)

@@ -76,19 +76,21 @@ async def test_device_manager_over_loopback_runs_tasks_and_returns_results() -> 
 
 async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchanged() -> None:
     with trio.fail_after(LIMIT):
-        async with serving(devices=["pc"], token="s3cret") as (_, url):
-            async with open_supervisor(task_name="e2e") as sup:
-                sup.add_device("denied", url, "Linux", connect=False)
-                sup.add_device("allowed", url + "?token=s3cret", "Linux", connect=False)
-                assert await sup.connect("denied") is False
-                failure = sup.registry.require("denied").last_failure or ""
-                assert failure.startswith("connect_failed") and "HTTP 403" in failure
-                # The device id is "allowed" but the agent serves only "pc": rejected by
-                # registration, after a successful handshake.
-                assert await sup.connect("allowed") is False
-                failure = sup.registry.require("allowed").last_failure or ""
-                assert failure.startswith("registration_rejected")
-                assert "Target device 'allowed' is not connected" in failure
+        async with (
+            serving(devices=["pc"], token="s3cret") as (_, url),
+            open_supervisor(task_name="e2e") as sup,
+        ):
+            sup.add_device("denied", url, "Linux", connect=False)
+            sup.add_device("allowed", url + "?token=s3cret", "Linux", connect=False)
+            assert await sup.connect("denied") is False
+            failure = sup.registry.require("denied").last_failure or ""
+            assert failure.startswith("connect_failed") and "HTTP 403" in failure
+            # The device id is "allowed" but the agent serves only "pc": rejected by
+            # registration, after a successful handshake.
+            assert await sup.connect("allowed") is False
+            failure = sup.registry.require("allowed").last_failure or ""
+            assert failure.startswith("registration_rejected")
+            assert "Target device 'allowed' is not connected" in failure
 
 
 async def test_connection_refused_is_connect_failed() -> None:

@@ -81,6 +81,27 @@ class DeviceStats:
 class DeviceActor:
     """One device. Created by the supervisor; users reach it through the supervisor."""
 
+    # A fleet holds thousands of these: no per-instance __dict__.
+    __slots__ = (
+        "_attempt_done",
+        "_attempt_ok",
+        "_changed",
+        "_nap",
+        "_parked",
+        "device_id",
+        "frames",
+        "history",
+        "mailbox",
+        "owner",
+        "policy",
+        "profile",
+        "removed",
+        "session",
+        "settings",
+        "stats",
+        "wanted",
+    )
+
     def __init__(self, profile: AgentProfile, owner: Owner, policy: RestartPolicy) -> None:
         self.profile = profile
         self.device_id = profile.device_id

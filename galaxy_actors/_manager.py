@@ -10,6 +10,7 @@ queue, and every task ends with exactly one outcome.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -17,9 +18,9 @@ from typing import Any
 from ._errors import DuplicateDevice, SupervisorClosed
 from ._policy import RandomSource, RestartPolicy
 from ._registry import DeviceRegistry
-from ._supervisor import Supervisor, open_supervisor
+from ._supervisor import Supervisor, running
 from ._task import Delivery, ExecutionResult
-from ._transport import Connector
+from ._transport import Connector, WebSocketConnector
 
 __all__ = ["DeviceManager"]
 
@@ -51,6 +52,7 @@ class DeviceManager:
         max_concurrent_connections: int | None = None,
         policy: RestartPolicy | None = None,
         connector: Connector | None = None,
+        send_timeout: float = 10.0,
         disconnect_grace: float = 30.0,
         shutdown_grace: float = 5.0,
         rng: RandomSource | None = None,
@@ -58,21 +60,25 @@ class DeviceManager:
         self.task_name = task_name
         self.heartbeat_interval = heartbeat_interval
         self.reconnect_delay = reconnect_delay
-        self.policy = (
-            policy if policy is not None else RestartPolicy(reconnect_delay=reconnect_delay)
-        )
-        self._options: dict[str, Any] = dict(
+        # RestartPolicy checks reconnect_delay even when a policy replaces it, so a bad
+        # value is refused here rather than ignored.
+        default_policy = RestartPolicy(reconnect_delay=reconnect_delay)
+        self.policy = policy if policy is not None else default_policy
+        # Built now, so a bad argument fails at construction as in the reference; it runs
+        # from `async with`.
+        self._built = Supervisor(
             task_name=task_name,
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             registration_timeout=registration_timeout,
             device_info_timeout=device_info_timeout,
-            max_concurrent_connections=max_concurrent_connections,
-            policy=self.policy,
-            connector=connector,
+            send_timeout=send_timeout,
             disconnect_grace=disconnect_grace,
             shutdown_grace=shutdown_grace,
-            rng=rng,
+            policy=self.policy,
+            connector=connector or WebSocketConnector(),
+            max_concurrent_connections=max_concurrent_connections,
+            rng=rng or random.Random(),
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._supervisor: Supervisor | None = None
@@ -81,7 +87,7 @@ class DeviceManager:
         if self._stack is not None:
             raise RuntimeError("this DeviceManager is already running")
         stack = contextlib.AsyncExitStack()
-        self._supervisor = await stack.enter_async_context(open_supervisor(**self._options))
+        self._supervisor = await stack.enter_async_context(running(self._built))
         self._stack = stack
         return self
 

@@ -514,6 +514,16 @@ async def open_supervisor(
         max_concurrent_connections=max_concurrent_connections,
         rng=rng or random.Random(),
     )
+    async with running(supervisor):
+        yield supervisor
+
+
+@contextlib.asynccontextmanager
+async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
+    """Run an already constructed `Supervisor` for the duration of the block (what
+    `open_supervisor` does after building one). A supervisor runs once."""
+    if supervisor._nursery is not None or supervisor._closing:
+        raise SupervisorClosed("a Supervisor runs only once")
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         supervisor._nursery = nursery

@@ -666,3 +666,17 @@ def test_supervisor_settings_are_validated() -> None:
             max_concurrent_connections=None,
             rng=__import__("random").Random(),
         )
+
+
+def test_device_manager_refuses_bad_arguments_at_construction() -> None:
+    from galaxy_actors import DeviceManager
+
+    with pytest.raises(ConfigurationError, match="heartbeat_interval"):
+        DeviceManager(heartbeat_interval=-1)
+    with pytest.raises(ConfigurationError, match="reconnect_delay"):
+        DeviceManager(reconnect_delay=float("nan"))
+    with pytest.raises(ConfigurationError, match="task_name"):
+        DeviceManager(task_name="a@b")
+    manager = DeviceManager()
+    with pytest.raises(SupervisorClosed, match="async with"):
+        manager.device_registry  # noqa: B018 - the property raises outside `async with`

@@ -110,6 +110,9 @@ from ._events import (
 from ._events import (
     TaskEnded as TaskEnded,
 )
+from ._events import (
+    TaskQueued as TaskQueued,
+)
 from ._manager import (
     DeviceManager as DeviceManager,
 )
@@ -255,6 +258,7 @@ __all__ = [
     "TaskEnded",
     "TaskError",
     "TaskHandle",
+    "TaskQueued",
     "TaskRejected",
     "TaskTimeout",
     "TaskTimings",

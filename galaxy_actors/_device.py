@@ -22,7 +22,7 @@ import trio
 
 from ._aip import FrameBuilder
 from ._errors import DeviceUnavailable, TaskCancelled, TaskError
-from ._events import BadFrame, EventHub, StatusChanged, TaskEnded
+from ._events import BadFrame, EventHub, StatusChanged, TaskEnded, TaskQueued
 from ._mailbox import Mailbox
 from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPolicy
 from ._session import Session
@@ -324,8 +324,19 @@ class DeviceActor:
         session = self.session
         if session is not None and not self.mailbox and session.can_send_now():
             await session.send_task(task)
-        else:
-            self.mailbox.push(task)
+            return
+        self.mailbox.push(task)
+        events = self.owner.events
+        if events:
+            events.publish(
+                TaskQueued(
+                    task.task_id,
+                    self.device_id,
+                    task.priority,
+                    self.mailbox.depth_by_priority(),
+                    trio.current_time(),
+                )
+            )
 
     def withdraw(self, task: TaskHandle, why: str) -> bool:
         """End a queued task with `TaskCancelled`. False if it was sent or had ended."""

@@ -8,7 +8,7 @@ subscriber, publishing costs one truth test.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import attrs
@@ -27,6 +27,7 @@ __all__ = [
     "StatusChanged",
     "Subscription",
     "TaskEnded",
+    "TaskQueued",
 ]
 
 
@@ -78,6 +79,18 @@ class TaskEnded:
 
 
 @attrs.frozen
+class TaskQueued:
+    """A task waits in a device's queue (the device was busy or not connected).
+    ``queue_by_priority`` is the queue after it joined: tasks per priority."""
+
+    task_id: str
+    device_id: str
+    priority: int
+    queue_by_priority: Mapping[int, int]
+    at: float
+
+
+@attrs.frozen
 class BadFrame:
     """A frame a device's server should not have sent; ``kind`` says how it was bad:
     protocol_error, unexpected, error_frame, unknown_task, cross_device."""
@@ -105,6 +118,7 @@ Event = (
     | ConnectionFailed
     | RestartScheduled
     | GaveUp
+    | TaskQueued
     | TaskEnded
     | BadFrame
     | DeviceAdded

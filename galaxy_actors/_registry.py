@@ -47,7 +47,9 @@ class AgentProfile:
     gave_up: bool = False
     last_failure: str | None = None
 
-    def snapshot(self, queue_depth: int = 0) -> DeviceSnapshot:
+    def snapshot(
+        self, queue_depth: int = 0, queue_by_priority: Mapping[int, int] | None = None
+    ) -> DeviceSnapshot:
         return DeviceSnapshot(
             device_id=self.device_id,
             status=self.status,
@@ -61,6 +63,7 @@ class AgentProfile:
             gave_up=self.gave_up,
             last_failure=self.last_failure,
             queue_depth=queue_depth,
+            queue_by_priority=dict(queue_by_priority or {}),
         )
 
 
@@ -80,6 +83,8 @@ class DeviceSnapshot:
     gave_up: bool
     last_failure: str | None
     queue_depth: int
+    # Queued tasks per priority (lower runs sooner), e.g. {0: 3, 5: 1}.
+    queue_by_priority: Mapping[int, int] = attrs.field(factory=dict)
 
 
 class DeviceRegistry:

@@ -215,11 +215,15 @@ class Supervisor:
         return self._actor(device_id).stats
 
     def snapshot(self, device_id: str) -> DeviceSnapshot:
-        actor = self._actor(device_id)
-        return actor.profile.snapshot(actor.queue_depth)
+        return self._snapshot(self._actor(device_id))
 
     def snapshots(self) -> list[DeviceSnapshot]:
-        return [a.profile.snapshot(a.queue_depth) for a in self._actors.values()]
+        """Every device's state now, in registration order."""
+        return [self._snapshot(a) for a in self._actors.values()]
+
+    @staticmethod
+    def _snapshot(actor: DeviceActor) -> DeviceSnapshot:
+        return actor.profile.snapshot(actor.queue_depth, actor.mailbox.depth_by_priority())
 
     def queue_depth_by_priority(self, device_id: str) -> dict[int, int]:
         return self._actor(device_id).mailbox.depth_by_priority()

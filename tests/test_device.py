@@ -680,3 +680,85 @@ def test_device_manager_refuses_bad_arguments_at_construction() -> None:
     manager = DeviceManager()
     with pytest.raises(SupervisorClosed, match="async with"):
         manager.device_registry  # noqa: B018 - the property raises outside `async with`
+
+
+async def test_priorities_order_the_queue_and_show_in_status_and_events(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from galaxy_actors import TaskQueued
+
+    async with memory_lab() as lab:
+        agent = lab.agent(devices=["pc"], task_duration=1.0)
+        sup = lab.supervisor
+        sup.add_device("pc", URL, "Linux", connect=False)
+        await sup.connect("pc")
+        with sup.subscribe() as events:
+            running = await sup.submit("running", device_id="pc", priority=9)
+            plan = [("low-a", 5), ("urgent", 0), ("low-b", 5), ("normal", 1), ("urgent-2", 0)]
+            handles = [
+                await sup.submit(name, device_id="pc", priority=p, task_id=name) for name, p in plan
+            ]
+            snapshot = sup.snapshot("pc")
+            assert snapshot.queue_depth == 5
+            assert snapshot.queue_by_priority == {0: 2, 1: 1, 5: 2}
+            queued = [e for e in drain(events) if isinstance(e, TaskQueued)]
+        assert [e.task_id for e in queued] == [name for name, _ in plan]
+        assert queued[-1].queue_by_priority == {0: 2, 1: 1, 5: 2}
+        await running.result()
+        for handle in handles:
+            await handle.result()
+        sent = [f.request for f in frames_of(agent, "task")]
+        # A task already sent is never pre-empted; then (priority, submission order).
+        assert sent == ["running", "urgent", "urgent-2", "normal", "low-a", "low-b"]
+
+
+async def test_capability_routing_counts_only_the_tasks_that_would_run_first(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with memory_lab() as lab:
+        lab.agent(devices=None, task_duration=10.0)
+        sup = lab.supervisor
+        for name in ("a", "b"):
+            sup.add_device(name, URL, "Linux", capabilities=["web"], connect=False)
+            await sup.connect(name)
+        await sup.submit("busy a", device_id="a")
+        await sup.submit("busy b", device_id="b")
+        for i in range(3):  # a has three low-priority tasks waiting
+            await sup.submit(f"low {i}", device_id="a", priority=9)
+        await sup.submit("normal on b", device_id="b", priority=0)
+        # For an urgent task, a's low-priority backlog does not count: a has 1 ahead of it
+        # (the running task), b has 2. For a low-priority task, a has 4 ahead, b has 2.
+        urgent = await sup.submit("urgent", capabilities=["web"], priority=0)
+        assert urgent.device_id == "a"
+        low = await sup.submit("low", capabilities=["web"], priority=9)
+        assert low.device_id == "b"
+
+
+async def test_device_manager_connection_pool_limits_concurrent_handshakes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from galaxy_actors import DeviceManager
+    from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+
+    network = MemoryNetwork(handshake_delay=1.0)
+    agent = SimulatedAgent(devices=None)
+    async with trio.open_nursery() as nursery:
+        agent.serve_memory(network, URL, nursery)
+        # The reference's PooledDeviceManager(max_concurrent_connections=5).
+        async with DeviceManager(
+            task_name="pool", max_concurrent_connections=5, connector=network.connector()
+        ) as manager:
+            with manager.supervisor.subscribe() as events:
+                async with trio.open_nursery() as connecting:
+                    for i in range(20):
+                        await manager.register_device(f"d{i}", URL, "Linux", auto_connect=False)
+                        connecting.start_soon(manager.connect_device, f"d{i}")
+                seen = drain(events)
+            connected_at = sorted(
+                e.at
+                for e in seen
+                if isinstance(e, StatusChanged) and e.new is DeviceStatus.CONNECTED
+            )
+            # Handshakes take 1 s each: never more than five complete within any second.
+            assert connected_at == [float(1 + i // 5) for i in range(20)]
+        nursery.cancel_scope.cancel()

@@ -100,10 +100,13 @@ def validate_server_url(url: str) -> str:
 
 
 @attrs.define(eq=False)
-class _WebSocketTransport:
+class WebSocketTransport:
+    """A `Transport` over a trio-websocket connection (the client's; the simulated agent's
+    server side reuses it)."""
+
     _ws: trio_websocket.WebSocketConnection
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         try:
             await self._ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
@@ -188,7 +191,7 @@ class WebSocketConnector:
                     nursery.cancel_scope.cancel()
                 else:
                     try:
-                        yield _WebSocketTransport(ws)
+                        yield WebSocketTransport(ws)
                     finally:
                         await _close_bounded(ws, self.close_timeout)
                         nursery.cancel_scope.cancel()

@@ -38,6 +38,16 @@ class Lab:
         assert self.sup is not None
         return self.sup
 
+    async def connected(
+        self, device_id: str = "pc", url: str = "ws://agent/ws", **agent_options: Any
+    ) -> SimulatedAgent:
+        """An agent serving ``device_id`` at ``url``, and the device added and connected."""
+        agent_options.setdefault("devices", [device_id])
+        agent = self.agent(url, **agent_options)
+        self.supervisor.add_device(device_id, url, "Linux", connect=False)
+        assert await self.supervisor.connect(device_id)
+        return agent
+
 
 @asynccontextmanager
 async def memory_lab(**supervisor_options: Any) -> AsyncIterator[Lab]:

@@ -110,10 +110,8 @@ async def test_second_task_returns_its_own_result_after_the_first(
 
 async def test_five_queued_tasks_run_in_fifo_order(autojump_clock: trio.abc.Clock) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=1.0)
+        agent = await lab.connected("pc", task_duration=1.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         handles = [await sup.submit(f"task {i}", device_id="pc", task_id=f"t{i}") for i in range(5)]
         assert sup.snapshot("pc").queue_depth == 4
         ended = []
@@ -129,10 +127,8 @@ async def test_disconnect_cancels_queued_tasks_and_lets_the_running_one_finish(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=4.0)
+        agent = await lab.connected("pc", task_duration=4.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         running = await sup.submit("long", device_id="pc")
         queued = [await sup.submit(f"q{i}", device_id="pc") for i in range(3)]
         await trio.sleep(1)
@@ -151,10 +147,8 @@ async def test_disconnect_cancels_queued_tasks_and_lets_the_running_one_finish(
 
 async def test_forced_disconnect_cancels_the_running_task(autojump_clock: trio.abc.Clock) -> None:
     async with memory_lab() as lab:
-        lab.agent(devices=["pc"], task_duration=100.0)
+        await lab.connected("pc", task_duration=100.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         running = await sup.submit("long", device_id="pc")
         await trio.sleep(1)
         await sup.disconnect("pc", force=True)
@@ -243,10 +237,8 @@ async def test_task_timeout_fails_the_task_reconnects_and_keeps_the_queue(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=1.0)
+        agent = await lab.connected("pc", task_duration=1.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         stuck = await sup.submit("stuck", {"sim_lose_end": True}, device_id="pc", timeout=10)
         later = [await sup.submit(f"later {i}", device_id="pc", task_id=f"l{i}") for i in range(2)]
         with pytest.raises(TaskTimeout):
@@ -263,10 +255,8 @@ async def test_a_task_submitted_right_after_a_timeout_waits_for_the_reconnection
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"])
+        agent = await lab.connected("pc")
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         with sup.subscribe() as events:
             with pytest.raises(TaskTimeout):
                 await sup.run_task("stuck", {"sim_lose_end": True}, device_id="pc", timeout=10)
@@ -375,10 +365,8 @@ async def test_refused_task_fails_at_once_with_task_rejected(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], reject_tasks="Target device 'pc' is not connected")
+        agent = await lab.connected("pc", reject_tasks="Target device 'pc' is not connected")
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         with pytest.raises(TaskRejected) as caught:
             await sup.run_task("refused", device_id="pc", timeout=500)
         assert caught.value.server_error == "Target device 'pc' is not connected"
@@ -392,10 +380,8 @@ async def test_in_flight_task_fails_with_device_disconnected_by_default(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=10.0)
+        agent = await lab.connected("pc", task_duration=10.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         handle = await sup.submit("interrupted", device_id="pc")
         await trio.sleep(1)
         await agent.drop_connections()
@@ -410,10 +396,8 @@ async def test_at_least_once_task_is_sent_again_after_reconnection(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=10.0)
+        agent = await lab.connected("pc", task_duration=10.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         first = await sup.submit("again", device_id="pc", delivery=Delivery.AT_LEAST_ONCE)
         second = await sup.submit("behind it", device_id="pc")
         await trio.sleep(1)
@@ -454,10 +438,8 @@ async def test_task_end_for_an_unknown_task_is_logged_and_counted(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"])
+        agent = await lab.connected("pc")
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         await agent.send_raw(
             encode_server(
                 ServerMessage(
@@ -473,10 +455,8 @@ async def test_task_end_for_an_unknown_task_is_logged_and_counted(
 
 async def test_cancelled_caller_withdraws_its_queued_task(autojump_clock: trio.abc.Clock) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=5.0)
+        agent = await lab.connected("pc", task_duration=5.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         first = await sup.submit("first", device_id="pc")
         with trio.move_on_after(1):
             await sup.run_task("withdrawn", device_id="pc", task_id="w")
@@ -601,10 +581,8 @@ async def test_restart_policy_per_reason_hook(autojump_clock: trio.abc.Clock) ->
     async with memory_lab(
         policy=RestartPolicy(per_reason=rule), heartbeat_interval=5.0, heartbeat_timeout=2.0
     ) as lab:
-        agent = lab.agent(devices=["pc"])
+        agent = await lab.connected("pc")
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         agent.answer_heartbeats = False
         await sup.wait_for_status("pc", DeviceStatus.FAILED)
         failed_at = trio.current_time()
@@ -620,10 +598,8 @@ async def test_restart_policy_per_reason_hook(autojump_clock: trio.abc.Clock) ->
 
 async def test_remove_device_forgets_it(autojump_clock: trio.abc.Clock) -> None:
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"])
+        agent = await lab.connected("pc")
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         await sup.remove_device("pc")
         assert "pc" not in sup.registry
         assert agent.open_connections == 0
@@ -688,10 +664,8 @@ async def test_priorities_order_the_queue_and_show_in_status_and_events(
     from galaxy_actors import TaskQueued
 
     async with memory_lab() as lab:
-        agent = lab.agent(devices=["pc"], task_duration=1.0)
+        agent = await lab.connected("pc", task_duration=1.0)
         sup = lab.supervisor
-        sup.add_device("pc", URL, "Linux", connect=False)
-        await sup.connect("pc")
         with sup.subscribe() as events:
             running = await sup.submit("running", device_id="pc", priority=9)
             plan = [("low-a", 5), ("urgent", 0), ("low-b", 5), ("normal", 1), ("urgent-2", 0)]

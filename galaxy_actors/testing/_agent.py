@@ -46,7 +46,12 @@ from .._aip import (
     encode_server,
 )
 from .._errors import ProtocolError
-from .._transport import MemoryNetwork, MemoryServerConnection, TransportClosed
+from .._transport import (
+    MemoryNetwork,
+    MemoryServerConnection,
+    TransportClosed,
+    WebSocketTransport,
+)
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]
 
@@ -666,24 +671,10 @@ class _MemoryLink:
 
 
 @attrs.define(eq=False)
-class _WebSocketLink:
-    _ws: trio_websocket.WebSocketConnection
+class _WebSocketLink(WebSocketTransport):
     # Held to abort: closing the TCP stream under trio-websocket sends no close frame.
     _stream: trio.SocketStream
     _close_timeout: float
-
-    async def send(self, frame: str | bytes) -> None:
-        try:
-            await self._ws.send_message(frame)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def receive(self) -> str | bytes:
-        try:
-            frame: str | bytes = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
-        return frame
 
     async def close(self, code: int) -> None:
         # aclose() waits for the peer's close frame with no bound (TRIO-NOTES, pitfall 3).
@@ -701,8 +692,3 @@ class _WebSocketLink:
     async def abort(self) -> None:
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
-
-
-def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
-    code = getattr(exc.reason, "code", None)
-    return TransportClosed(f"connection closed (code {code})", code)

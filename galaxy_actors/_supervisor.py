@@ -128,6 +128,7 @@ class Supervisor:
         self._session_prefix = f"{task_name}@"
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._accepting = True
 
     # ---------------------------------------------------------------------------- devices
 
@@ -192,7 +193,8 @@ class Supervisor:
     async def connect(self, device_id: str) -> bool:
         """Connect ``device_id`` now and wait for the attempt's outcome: True when the device
         is idle, False when the attempt failed (it then retries per the policy)."""
-        self._require_open()
+        if self._closing or self._nursery is None:
+            raise SupervisorClosed("the supervisor is closed or shutting down")
         return await self._actor(device_id).connect()
 
     async def disconnect(
@@ -446,9 +448,18 @@ class Supervisor:
 
     # ------------------------------------------------------------------------- lifecycle
 
+    def stop_accepting(self) -> None:
+        """Refuse new devices and tasks from now on (`SupervisorClosed`); everything already
+        submitted runs on. The first step of a graceful shutdown while the block is open."""
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting and not self._closing and self._nursery is not None
+
     def _require_open(self) -> trio.Nursery:
-        if self._closing or self._nursery is None:
-            raise SupervisorClosed("the supervisor is closed or shutting down")
+        if not self.accepting or self._nursery is None:
+            raise SupervisorClosed("the supervisor is closed, shutting down, or not accepting")
         return self._nursery
 
     async def _shutdown(self) -> None:

@@ -157,6 +157,7 @@ class WebSocketConnector:
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = host if port in (80, 443) else f"{host}:{port}"
         failure: ConnectFailed | None = None
+        body_error: BaseException | None = None
         # We open and own the TCP stream: trio-websocket's aclose() skips closing the socket
         # when the peer closed first or refused the handshake, which leaks a descriptor per
         # failed connection (thousands in a reconnect storm).
@@ -192,6 +193,12 @@ class WebSocketConnector:
                 else:
                     try:
                         yield WebSocketTransport(ws)
+                    except GeneratorExit:
+                        raise
+                    except BaseException as exc:
+                        # Re-raised below, outside the nursery: the block's own exception
+                        # comes out as itself, not wrapped in an ExceptionGroup.
+                        body_error = exc
                     finally:
                         await _close_bounded(ws, self.close_timeout)
                         nursery.cancel_scope.cancel()
@@ -207,13 +214,22 @@ class WebSocketConnector:
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
+        if body_error is not None:
+            raise body_error
         if failure is not None:
             raise failure
+
+
+# Leaving from a cancelled scope, trio-websocket's reader is being cancelled too and will not
+# read the peer's close reply: bound the close by the time to send ours, not by the reply.
+_SEND_CLOSE_ONLY = 0.1
 
 
 async def _close_bounded(ws: trio_websocket.WebSocketConnection, limit: float) -> None:
     # aclose() waits for the peer's close frame with no timeout and sends nothing from an
     # already-cancelled scope (TRIO-NOTES, pitfall 3): shield it, and bound it.
+    if trio.current_effective_deadline() == -math.inf:
+        limit = min(limit, _SEND_CLOSE_ONLY)
     with (
         trio.CancelScope(shield=True, deadline=trio.current_time() + limit),
         contextlib.suppress(

@@ -19,6 +19,7 @@ from galaxy_actors import (
     DeviceStatus,
     RestartPolicy,
     ResultStatus,
+    SupervisorClosed,
     TaskRejected,
     WebSocketConnector,
     open_supervisor,
@@ -201,3 +202,38 @@ async def test_closing_handshake_completes_after_a_rejected_registration() -> No
             assert sup.registry.require("pc").last_failure == "registration_rejected: server full"
             agent.reject_registration = None
             assert await sup.connect("pc") is True
+
+
+async def test_connector_block_exceptions_come_out_unwrapped_and_close_is_quick() -> None:
+    connector = WebSocketConnector(close_timeout=30)
+    with trio.fail_after(5):
+        async with serving(devices=["pc"]) as (agent, url):
+            with pytest.raises(KeyError):
+                async with connector.open(url):
+                    raise KeyError("from the block")
+            # Left from a cancelled scope: we must not wait the 30 s close bound for a reply
+            # our (cancelled) reader could never read; fail_after(5) is the assertion.
+            with trio.CancelScope() as scope:
+                async with connector.open(url):
+                    scope.cancel()
+                    await trio.sleep(1)
+            assert scope.cancelled_caught
+            assert agent.connections_accepted == 2
+
+
+async def test_stop_accepting_refuses_new_work_and_lets_submitted_tasks_finish() -> None:
+    with trio.fail_after(LIMIT):
+        async with (
+            serving(devices=["pc"], task_duration=0.1) as (_, url),
+            open_supervisor(task_name="e2e") as sup,
+        ):
+            sup.add_device("pc", url, "Linux", connect=False)
+            assert await sup.connect("pc")
+            running = await sup.submit("before", device_id="pc")
+            sup.stop_accepting()
+            assert not sup.accepting
+            with pytest.raises(SupervisorClosed):
+                await sup.submit("after", device_id="pc")
+            with pytest.raises(SupervisorClosed):
+                sup.add_device("late", url, "Linux")
+            assert (await running.result()).ok

@@ -1,0 +1,346 @@
+"""The supervisor process's configuration: a TOML file in, validated frozen values out.
+
+Rules of this file:
+- Everything is checked here, before anything starts: a `Config` that loaded is one the
+  process can run with. Every mistake is a `ConfigError` naming the file, the key path
+  (``devices[2].server_url``) and what is wrong.
+- Unknown keys are errors, with a suggestion when one is close: a typo must not silently
+  leave a default in force.
+- No I/O beyond reading the one file; the environment is passed in (for the control token).
+
+The file's layout is documented, with a complete example, in ``docs/process.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from ._config_values import ValueReader, describe
+from ._errors import ConfigurationError
+from ._policy import Jitter, RestartPolicy
+from ._transport import WebSocketConnector, validate_server_url
+
+__all__ = [
+    "TOKEN_ENV",
+    "Config",
+    "ConfigError",
+    "ControlConfig",
+    "DeviceConfig",
+    "LoggingConfig",
+    "SupervisorConfig",
+    "is_loopback",
+    "load_config",
+    "parse_config",
+]
+
+#: Environment variable holding the control endpoint's token when the file has none.
+TOKEN_ENV: Final = "GALAXY_ACTORS_TOKEN"
+LOG_FORMATS: Final = ("text", "json")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+
+
+class ConfigError(ConfigurationError):
+    """A configuration file that cannot be used: says which file, which key, and why.
+
+    ``key`` is a path into the file (``supervisor.heartbeat_interval``,
+    ``devices[0].server_url``; devices count from 0), or "" for the file as a whole.
+    """
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+        self.file = file
+        self.key = key
+        self.problem = problem
+
+
+@attrs.frozen
+class DeviceConfig:
+    """One ``[[devices]]`` table."""
+
+    device_id: str
+    server_url: str
+    os: str = "unknown"
+    capabilities: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    max_retries: int | None = None
+
+
+@attrs.frozen
+class SupervisorConfig:
+    """The ``[supervisor]`` and ``[restart]`` tables: everything `open_supervisor` takes."""
+
+    task_name: str = "galaxy"
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout: float = 10.0
+    registration_timeout: float = 30.0
+    device_info_timeout: float = 10.0
+    send_timeout: float = 10.0
+    disconnect_grace: float = 30.0
+    shutdown_grace: float = 5.0
+    max_concurrent_connections: int | None = 64
+    connect_timeout: float = 10.0
+    close_timeout: float = 2.0
+    max_frame_size: int = _MAX_FRAME_SIZE
+    policy: RestartPolicy = attrs.field(factory=RestartPolicy)
+
+    def supervisor_options(self) -> dict[str, Any]:
+        """Keyword arguments for `open_supervisor`."""
+        return {
+            "task_name": self.task_name,
+            "heartbeat_interval": self.heartbeat_interval,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "registration_timeout": self.registration_timeout,
+            "device_info_timeout": self.device_info_timeout,
+            "send_timeout": self.send_timeout,
+            "disconnect_grace": self.disconnect_grace,
+            "shutdown_grace": self.shutdown_grace,
+            "max_concurrent_connections": self.max_concurrent_connections,
+            "policy": self.policy,
+            "connector": WebSocketConnector(
+                connect_timeout=self.connect_timeout,
+                close_timeout=self.close_timeout,
+                max_frame_size=self.max_frame_size,
+            ),
+        }
+
+
+@attrs.frozen
+class ControlConfig:
+    """The ``[control]`` table. ``token`` is the file's, else ``$GALAXY_ACTORS_TOKEN``'s."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    address_file: Path | None = None
+
+
+@attrs.frozen
+class LoggingConfig:
+    """The ``[logging]`` table."""
+
+    format: str = "text"
+    level: str = "info"
+
+
+@attrs.frozen
+class Config:
+    """A whole, validated configuration file."""
+
+    source: str
+    devices: tuple[DeviceConfig, ...]
+    supervisor: SupervisorConfig = attrs.field(factory=SupervisorConfig)
+    control: ControlConfig = attrs.field(factory=ControlConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate the TOML file at ``path``; raises `ConfigError`.
+
+    ``environ`` (default ``os.environ``) supplies ``GALAXY_ACTORS_TOKEN`` when the file sets
+    no ``control.token``. A relative ``control.address_file`` is relative to the file's folder.
+    """
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(name, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, "", f"cannot read: {exc}") from None
+    return parse_config(text, source=name, base_dir=Path(name).parent, environ=environ)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate TOML ``text``; ``source`` names it in errors. See `load_config`."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    environ = os.environ if environ is None else environ
+    return _Reader(source).config(document, base_dir or Path("."), environ)
+
+
+_TOP_KEYS: Final = ("supervisor", "restart", "control", "logging", "devices")
+_SUPERVISOR_KEYS: Final = (*(f.name for f in attrs.fields(SupervisorConfig) if f.name != "policy"),)
+_RESTART_KEYS: Final = tuple(n for n in attrs.fields_dict(RestartPolicy) if n != "per_reason")
+_CONTROL_KEYS: Final = ("enabled", "host", "port", "token", "address_file")
+_LOGGING_KEYS: Final = ("format", "level")
+_DEVICE_KEYS: Final = ("device_id", "server_url", "os", "capabilities", "metadata", "max_retries")
+
+
+class _Reader(ValueReader):
+    """Walks the parsed TOML document section by section."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(lambda key, problem: ConfigError(source, key, problem))
+        self.source = source
+
+    # ------------------------------------------------------------------ structure
+
+    def config(self, doc: dict[str, Any], base_dir: Path, environ: Mapping[str, str]) -> Config:
+        self.known_keys(doc, _TOP_KEYS, "")
+        supervisor = self.supervisor(self.table(doc, "supervisor", ""))
+        supervisor = attrs.evolve(supervisor, policy=self.policy(self.table(doc, "restart", "")))
+        control = self.control(self.table(doc, "control", ""), base_dir, environ)
+        logging_table = self.table(doc, "logging", "")
+        self.known_keys(logging_table, _LOGGING_KEYS, "logging")
+        log = LoggingConfig(
+            format=self.choice(logging_table, "format", "logging", LOG_FORMATS, "text"),
+            level=self.choice(logging_table, "level", "logging", LOG_LEVELS, "info"),
+        )
+        return Config(self.source, self.devices(doc), supervisor, control, log)
+
+    def supervisor(self, t: dict[str, Any]) -> SupervisorConfig:
+        p = "supervisor"
+        self.known_keys(t, _SUPERVISOR_KEYS, p)
+        d = SupervisorConfig()
+        task_name = self.string(t, "task_name", p, d.task_name)
+        if not task_name or "@" in task_name:
+            raise self.fail(f"{p}.task_name", "must be a non-empty string without '@'")
+        limit = self.integer(t, "max_concurrent_connections", p, d.max_concurrent_connections, 1)
+        return SupervisorConfig(
+            task_name=task_name,
+            heartbeat_interval=self.seconds(t, "heartbeat_interval", p, d.heartbeat_interval),
+            heartbeat_timeout=self.seconds(t, "heartbeat_timeout", p, d.heartbeat_timeout),
+            registration_timeout=self.seconds(t, "registration_timeout", p, d.registration_timeout),
+            device_info_timeout=self.seconds(t, "device_info_timeout", p, d.device_info_timeout),
+            send_timeout=self.seconds(t, "send_timeout", p, d.send_timeout),
+            disconnect_grace=self.seconds(t, "disconnect_grace", p, d.disconnect_grace, zero=True),
+            shutdown_grace=self.seconds(t, "shutdown_grace", p, d.shutdown_grace, zero=True),
+            max_concurrent_connections=limit,
+            connect_timeout=self.seconds(t, "connect_timeout", p, d.connect_timeout),
+            close_timeout=self.seconds(t, "close_timeout", p, d.close_timeout),
+            max_frame_size=self.integer(t, "max_frame_size", p, d.max_frame_size, 1024)
+            or d.max_frame_size,
+        )
+
+    def policy(self, t: dict[str, Any]) -> RestartPolicy:
+        p = "restart"
+        self.known_keys(t, _RESTART_KEYS, p)
+        d = RestartPolicy()
+        intensity: tuple[int, float] | None = None
+        if "intensity" in t:
+            it = self.table(t, "intensity", p)
+            self.known_keys(it, ("restarts", "period"), f"{p}.intensity")
+            restarts = self.integer(it, "restarts", f"{p}.intensity", None, 1)
+            period = self.optional_seconds(it, "period", f"{p}.intensity")
+            if restarts is None or period is None:
+                raise self.fail(f"{p}.intensity", "needs both restarts and period")
+            intensity = (restarts, period)
+        reconnect_delay = self.seconds(t, "reconnect_delay", p, d.reconnect_delay, zero=True)
+        max_retries = self.integer(t, "max_retries", p, d.max_retries, 0)
+        max_delay = self.optional_seconds(t, "max_delay", p)
+        jitter = self.choice(t, "jitter", p, tuple(j.value for j in Jitter), d.jitter.value)
+        reset_after = self.optional_seconds(t, "reset_after", p)
+        try:
+            return RestartPolicy(
+                reconnect_delay=reconnect_delay,
+                max_retries=d.max_retries if max_retries is None else max_retries,
+                max_delay=max_delay,
+                jitter=jitter,
+                reset_after=reset_after,
+                intensity=intensity,
+            )
+        except ConfigurationError as exc:  # a combination the policy refuses
+            raise self.fail(p, str(exc)) from None
+
+    def control(
+        self, t: dict[str, Any], base_dir: Path, environ: Mapping[str, str]
+    ) -> ControlConfig:
+        p = "control"
+        self.known_keys(t, _CONTROL_KEYS, p)
+        enabled = self.boolean(t, "enabled", p, True)
+        host = self.string(t, "host", p, "127.0.0.1")
+        if not host:
+            raise self.fail(f"{p}.host", "must not be empty")
+        port = self.integer(t, "port", p, 0, 0)
+        if port is None or port > 65535:
+            raise self.fail(f"{p}.port", f"must be an integer from 0 to 65535, got {port!r}")
+        token: str | None = self.string(t, "token", p, "") or None
+        if "token" in t and token is None:
+            raise self.fail(f"{p}.token", "must not be empty (leave it out to use the env)")
+        token = token or environ.get(TOKEN_ENV) or None
+        if enabled and token is None and not is_loopback(host):
+            raise self.fail(
+                f"{p}.token",
+                f"required when control.host ({host!r}) is not a loopback address: set it, "
+                f"or ${TOKEN_ENV}",
+            )
+        address = self.string(t, "address_file", p, "")
+        if "address_file" in t and not address:
+            raise self.fail(f"{p}.address_file", "must not be empty")
+        address_file = (base_dir / address) if address else None
+        return ControlConfig(enabled, host, port, token, address_file)
+
+    def devices(self, doc: dict[str, Any]) -> tuple[DeviceConfig, ...]:
+        raw = doc.get("devices")
+        if raw is None or raw == []:
+            raise self.fail("devices", "no devices: add at least one [[devices]] table")
+        if not isinstance(raw, list):
+            raise self.fail("devices", f"expected an array of tables, got {describe(raw)}")
+        seen: dict[str, int] = {}
+        devices = []
+        for index, entry in enumerate(raw):
+            p = f"devices[{index}]"
+            if not isinstance(entry, dict):
+                raise self.fail(p, f"expected a table, got {describe(entry)}")
+            self.known_keys(entry, _DEVICE_KEYS, p)
+            device_id = self.required_string(entry, "device_id", p)
+            if device_id in seen:
+                raise self.fail(
+                    f"{p}.device_id",
+                    f"duplicate device id {device_id!r} (also devices[{seen[device_id]}])",
+                )
+            seen[device_id] = index
+            url = self.required_string(entry, "server_url", p)
+            try:
+                validate_server_url(url)
+            except ConfigurationError as exc:
+                raise self.fail(f"{p}.server_url", str(exc)) from None
+            capabilities = entry.get("capabilities", [])
+            if not isinstance(capabilities, list) or not all(
+                isinstance(c, str) for c in capabilities
+            ):
+                raise self.fail(
+                    f"{p}.capabilities",
+                    f"expected an array of strings, got {describe(capabilities)}",
+                )
+            metadata = self.table(entry, "metadata", p)
+            self.json_like(metadata, f"{p}.metadata")
+            devices.append(
+                DeviceConfig(
+                    device_id=device_id,
+                    server_url=url,
+                    os=self.string(entry, "os", p, "unknown"),
+                    capabilities=tuple(capabilities),
+                    metadata=metadata,
+                    max_retries=self.integer(entry, "max_retries", p, None, 0),
+                )
+            )
+        return tuple(devices)

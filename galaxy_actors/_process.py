@@ -1,0 +1,151 @@
+"""The supervisor process: run a validated `Config` until SIGINT or SIGTERM.
+
+Theory of operation. Everything the process runs lives in one nursery, ``services``: the
+signal watcher, the control endpoint and the status view. The supervisor's block sits inside
+it, so that at shutdown the endpoint outlives the supervisor: it keeps answering while the
+supervisor winds down, and sends every waiting client its task's outcome.
+
+Shutdown, on the first signal: the endpoint stops accepting tasks; the supervisor's block is
+left, which disconnects every device gracefully (queued tasks end with `TaskCancelled`,
+running tasks get ``shutdown_grace`` seconds, sockets close with a close frame); then the
+endpoint sends the outcomes still owed, closes its connections with close frames, and the
+process exits 0. A second signal exits at once with 128 + the signal's number (130 for
+SIGINT, 143 for SIGTERM), whatever is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import trio
+
+from ._config import Config
+from ._control import ControlServer, open_control_listeners
+from ._control_client import write_address_file
+from ._report import device_rows
+from ._supervisor import Supervisor, open_supervisor
+from ._view import show_status, summary_line
+
+__all__ = ["run_supervisor_process", "watch_signals"]
+
+logger = logging.getLogger("galaxy_actors.process")
+
+
+def _force_exit(code: int) -> None:
+    # The graceful path is already running and is what a second signal overrides: leave now,
+    # without unwinding (the shutdown is shielded, and may wait on peers).
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+async def watch_signals(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """On the first SIGINT or SIGTERM set ``stop``; on the second, exit the process at once
+    with status 128 + the signal's number. Runs until cancelled; main thread only."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not stop.is_set():
+                logger.warning("%s: stopping; send it again to exit at once", name)
+                stop.set()
+            else:
+                logger.error("%s again: exiting at once (status %d)", name, 128 + signum)
+                _force_exit(128 + signum)
+
+
+def _add_devices(supervisor: Supervisor, config: Config) -> None:
+    for device in config.devices:
+        supervisor.add_device(
+            device.device_id,
+            device.server_url,
+            device.os,
+            capabilities=device.capabilities,
+            metadata=device.metadata,
+            max_retries=device.max_retries,
+        )
+
+
+def _announce(url: str, generated_token: str | None, address_file: Path | None) -> None:
+    if generated_token is None:
+        where = ""
+    elif address_file is not None:
+        where = f" (token generated, in {address_file})"
+    else:
+        where = f" (token generated: {generated_token})"
+    print(f"control endpoint: {url}{where}", flush=True)
+    logger.info("control endpoint listening on %s", url)
+
+
+async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> int:
+    """Supervise ``config``'s devices until the first SIGINT/SIGTERM, then shut down
+    cleanly. ``view`` is a resolved view mode (``live``, ``plain``, ``none``). Returns the
+    exit status: 0, or 1 when the control endpoint cannot be bound (nothing started)."""
+    control_config = config.control
+    address_file = control_config.address_file
+    grace = config.supervisor.shutdown_grace
+    stop = trio.Event()
+    final = ""
+    async with trio.open_nursery() as services:
+        await services.start(watch_signals, stop)
+        listeners: list[trio.SocketListener] = []
+        url = ""
+        # With no token configured (allowed on loopback only) the endpoint still needs one.
+        generated = None if control_config.token else secrets.token_urlsafe(24)
+        token = control_config.token or generated or ""
+        wrote_address = False
+        control: ControlServer | None = None
+        try:
+            if control_config.enabled:
+                # Bound, and the address written, before anything starts: a failure here
+                # leaves nothing half-started. Clients that connect early wait in the backlog.
+                where = f"{control_config.host}:{control_config.port}"
+                try:
+                    listeners, url = await open_control_listeners(
+                        control_config.host, control_config.port
+                    )
+                    where = str(address_file)
+                    if address_file is not None:
+                        write_address_file(address_file, url, generated)
+                        wrote_address = True
+                except OSError as exc:
+                    print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
+                    return 1
+            async with open_supervisor(**config.supervisor.supervisor_options()) as supervisor:
+                _add_devices(supervisor, config)
+                logger.info("supervising %d devices", len(config.devices))
+                if listeners:
+                    control = ControlServer(supervisor, token)
+                    await services.start(control.serve, listeners)
+                    listeners = []  # served: closed by the server
+                    _announce(url, generated, address_file)
+                services.start_soon(show_status, supervisor, view, out)
+                await stop.wait()
+                logger.info("stopping: no new tasks; running tasks have %g s to finish", grace)
+                if control is not None:
+                    control.stop_accepting()
+            # Every task has its outcome now; the endpoint sends the ones still owed.
+            if control is not None:
+                await control.aclose(grace=5.0)
+            final = f"stopped: {summary_line(device_rows(supervisor))}"
+            logger.info("stopped cleanly")
+        finally:
+            for listener in listeners:
+                await listener.aclose()
+            if wrote_address and address_file is not None:
+                with contextlib.suppress(OSError):
+                    address_file.unlink()
+            services.cancel_scope.cancel()
+    # After the nursery: the live view has let go of the terminal.
+    print(final, file=out, flush=True)
+    return 0

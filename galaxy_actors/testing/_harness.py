@@ -1,0 +1,510 @@
+"""The scenario harness: play a `FaultSchedule` against a real supervisor, record a `Trace`,
+and check the library's invariants on it.
+
+Theory of operation. `run_scenario` starts one `SimulatedAgent` per device on a
+`MemoryNetwork`, opens a supervisor whose connector records every connection attempt and
+every frame in both directions (one log, one sequence number, so "before" is exact even at one
+virtual instant), plays the schedule's steps at their times on ``MockClock(autojump_threshold=0)``
+(virtual time: exact and instant), leaves the block at ``schedule.run_until``, and records what
+is left. Everything random is seeded from ``seed``: the supervisor's jitter, the agents'
+reordering, and Trio's scheduler; the same seed gives the same `Trace`.
+
+`check_invariants` reads only the trace. It does not trust the supervisor's bookkeeping: task
+order is rebuilt from the wire, and the restart decisions from `PolicyModel`, the restart
+policy's documented behaviour written out a second time, independently of
+`RestartPolicy.decide`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from functools import partial
+from typing import Any, Final
+
+import attrs
+import trio
+import trio.testing
+
+from .._aip import decode_client, decode_server, session_id_for
+from .._errors import ConfigurationError, GalaxyActorsError, ProtocolError, TaskError
+from .._events import (
+    Event,
+    Subscription,
+)
+from .._policy import RestartPolicy
+from .._supervisor import Supervisor, open_supervisor
+from .._task import TaskHandle
+from .._transport import ConnectFailed, Connector, MemoryNetwork, Transport
+from ._agent import MALFORMED_FRAME, SimulatedAgent
+from ._faults import (
+    Action,
+    CancelTask,
+    Connect,
+    DelayTaskEnd,
+    Disconnect,
+    DropConnection,
+    FaultSchedule,
+    LoseTaskEnd,
+    MalformedFrame,
+    RefuseConnections,
+    RejectRegistration,
+    RejectTasks,
+    StallHeartbeats,
+    Step,
+    TaskSubmission,
+)
+from ._trace import AgentFrame, ScenarioSettings, TaskRecord, Trace, WireRecord
+
+BINARY_FRAME: Final = b"\x00binary frame"
+
+
+# =========================================================================== the runner
+
+
+def run_scenario(
+    schedule: FaultSchedule,
+    policy: RestartPolicy | None = None,
+    *,
+    seed: int = 0,
+    settings: ScenarioSettings | None = None,
+) -> Trace:
+    """Play ``schedule`` against a supervisor using ``policy``, in virtual time, and return
+    its `Trace`. Synchronous: it calls `trio.run` with ``MockClock(autojump_threshold=0)``,
+    so a minute of scenario takes milliseconds. Deterministic: the same arguments give the
+    same trace (the jitter, the agents and Trio's scheduler are all seeded from ``seed``).
+
+    >>> trace = run_scenario(schedule, RestartPolicy(reconnect_delay=1.0), seed=7)
+    ... # doctest: +SKIP
+    >>> check_invariants(trace)
+    """
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    with _deterministic_scheduler(seed):
+        return trio.run(
+            partial(
+                _run, schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings()
+            ),
+            clock=clock,
+        )
+
+
+async def run_scenario_async(
+    schedule: FaultSchedule,
+    policy: RestartPolicy | None = None,
+    *,
+    seed: int = 0,
+    settings: ScenarioSettings | None = None,
+) -> Trace:
+    """`run_scenario` inside a running Trio test, which must run on
+    ``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock`` fixture). The
+    scenario's times count from the moment of the call. Its trace is deterministic when
+    nothing else in the test runs meanwhile (pytest-trio makes the scheduler deterministic
+    once Hypothesis is imported)."""
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, trio.testing.MockClock) or clock.autojump_threshold != 0:
+        raise ConfigurationError(
+            "run_scenario_async needs trio.testing.MockClock(autojump_threshold=0): "
+            "use pytest-trio's autojump_clock fixture, or run_scenario"
+        )
+    return await _run(schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings())
+
+
+@contextlib.contextmanager
+def _deterministic_scheduler(seed: int) -> Any:
+    # Trio shuffles each batch of runnable tasks with a module-level Random, and only sorts
+    # the batch first (making the shuffle reproducible) when this flag is set; Trio's own
+    # Hypothesis plugin sets both the same way. Restored afterwards: other code's runs are
+    # none of our business.
+    from trio._core import _run as trio_run
+
+    flag = "_ALLOW_DETERMINISTIC_SCHEDULING"
+    old_flag = getattr(trio_run, flag, None)
+    rng = getattr(trio_run, "_r", None)
+    old_state = rng.getstate() if isinstance(rng, random.Random) else None
+    if old_flag is not None:
+        setattr(trio_run, flag, True)
+    if isinstance(rng, random.Random):
+        rng.seed(seed)
+    try:
+        yield
+    finally:
+        if old_flag is not None:
+            setattr(trio_run, flag, old_flag)
+        if isinstance(rng, random.Random) and old_state is not None:
+            rng.setstate(old_state)
+
+
+class _Wire:
+    """The one log: connection attempts, frames both ways, closes, submissions."""
+
+    def __init__(self) -> None:
+        self.records: list[WireRecord] = []
+        self._seq = itertools.count()
+        self.connections: Counter[str] = Counter()
+
+    def add(self, device_id: str, kind: str, **fields: Any) -> None:
+        self.records.append(
+            WireRecord(next(self._seq), trio.current_time(), device_id, kind, **fields)
+        )
+
+    def frame(self, device_id: str, kind: str, connection: int, raw: str | bytes) -> None:
+        msg_type = session_id = None
+        try:
+            if kind == "sent":
+                sent = decode_client(raw)
+                msg_type, session_id = str(sent.type), sent.session_id
+            else:
+                got = decode_server(raw)
+                msg_type, session_id = str(got.type), got.session_id
+        except ProtocolError:
+            pass
+        self.add(device_id, kind, connection=connection, type=msg_type, session_id=session_id)
+
+
+@attrs.define(eq=False)
+class _RecordingTransport:
+    _inner: Transport
+    _wire: _Wire
+    _device_id: str
+    _connection: int
+
+    async def send(self, frame: str) -> None:
+        # Logged before it leaves: any answer is logged after it.
+        self._wire.frame(self._device_id, "sent", self._connection, frame)
+        await self._inner.send(frame)
+
+    async def receive(self) -> str | bytes:
+        frame = await self._inner.receive()
+        self._wire.frame(self._device_id, "received", self._connection, frame)
+        return frame
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@attrs.frozen
+class _RecordingConnector:
+    _inner: Connector
+    _wire: _Wire
+    _devices: Mapping[str, str]  # url -> device id
+
+    @contextlib.asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Transport]:
+        device_id = self._devices.get(url, url)
+        wire = self._wire
+        # Logged before the first checkpoint: at the very instant the device became CONNECTING.
+        wire.add(device_id, "attempt")
+        number = 0
+        try:
+            async with self._inner.open(url) as transport:
+                wire.connections[device_id] += 1
+                number = wire.connections[device_id]
+                wire.add(device_id, "open", connection=number)
+                yield _RecordingTransport(transport, wire, device_id, number)
+        except ConnectFailed as exc:
+            if not number:
+                wire.add(device_id, "refused", detail=str(exc))
+            raise
+        finally:
+            if number:
+                # After the inner block: the connection is closed by now.
+                wire.add(device_id, "closed", connection=number)
+
+
+class _TaskWatch(trio.abc.Instrument):
+    """Tasks spawned while the supervisor block runs, and which of them are still alive."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.alive: dict[trio.lowlevel.Task, None] = {}
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if self.recording:
+            self.alive[task] = None
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self.alive.pop(task, None)
+
+
+def _describe_task(task: trio.lowlevel.Task) -> str:
+    nursery = task.parent_nursery
+    parent = "nobody" if nursery is None else nursery.parent_task.name
+    return f"{task.name!r} (a child of {parent!r})"
+
+
+def _descends_from(task: trio.lowlevel.Task, nurseries: Iterable[trio.Nursery]) -> bool:
+    owners = set(map(id, nurseries))
+    nursery = task.parent_nursery
+    while nursery is not None:
+        if id(nursery) in owners:
+            return True
+        nursery = nursery.parent_task.parent_nursery
+    return False
+
+
+@attrs.define(eq=False)
+class _Knobs:
+    """One device's agent, and the fault windows open on it."""
+
+    agent: SimulatedAgent
+    base_task_duration: float
+    open: dict[type[Any], list[Any]] = attrs.Factory(lambda: defaultdict(list))
+
+    def apply(self) -> None:
+        agent, open_ = self.agent, self.open
+        agent.refuse_connections = bool(open_[RefuseConnections])
+        agent.answer_heartbeats = not open_[StallHeartbeats]
+        rejecting = open_[RejectRegistration]
+        agent.reject_registration = rejecting[-1].text if rejecting else None
+        refusing = open_[RejectTasks]
+        agent.reject_tasks = refusing[-1].text if refusing else None
+        agent.lose_task_end = bool(open_[LoseTaskEnd])
+        delays = open_[DelayTaskEnd]
+        agent.task_duration = delays[-1].delay if delays else self.base_task_duration
+
+
+@attrs.define(eq=False)
+class _Scenario:
+    """One run of a schedule: the agents, the wire, the callers, and what they saw."""
+
+    schedule: FaultSchedule
+    policy: RestartPolicy
+    seed: int
+    settings: ScenarioSettings
+    started_at: float = attrs.Factory(trio.current_time)
+    network: MemoryNetwork = attrs.Factory(MemoryNetwork)
+    wire: _Wire = attrs.Factory(_Wire)
+    knobs: dict[str, _Knobs] = attrs.Factory(dict)
+    handles: dict[str, TaskHandle] = attrs.Factory(dict)
+    refused: dict[str, str] = attrs.Factory(dict)
+    caller_saw: dict[str, list[str]] = attrs.Factory(lambda: defaultdict(list))
+    events: list[Event] = attrs.Factory(list)
+    watch: _TaskWatch = attrs.Factory(_TaskWatch)
+    exit_at: float = math.nan
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {d.device_id: f"ws://agent-{i}/ws" for i, d in enumerate(self.schedule.devices)}
+
+    async def run(self) -> Trace:
+        schedule = self.schedule
+        leftovers: list[str] = []
+        trio.lowlevel.add_instrument(self.watch)
+        try:
+            async with trio.open_nursery() as agents_nursery:
+                self._start_agents(agents_nursery)
+                async with trio.open_nursery() as callers:
+                    deadline = self.started_at + schedule.run_until + 1000.0
+                    with trio.move_on_at(deadline) as guard:
+                        await self._supervise(callers)
+                    self.exit_at = trio.current_time()
+                    self.watch.recording = False
+                    leftovers = [
+                        _describe_task(task)
+                        for task in self.watch.alive
+                        if not _descends_from(task, (agents_nursery, callers))
+                    ]
+                    await self._let_the_dust_settle()
+                    open_after = {d: k.agent.open_connections for d, k in self.knobs.items()}
+                    callers.cancel_scope.cancel()
+                agents_nursery.cancel_scope.cancel()
+        finally:
+            trio.lowlevel.remove_instrument(self.watch)
+        return self._trace(leftovers, open_after, finished=not guard.cancelled_caught)
+
+    def _start_agents(self, nursery: trio.Nursery) -> None:
+        urls = self.urls
+        for i, device in enumerate(self.schedule.devices):
+            agent = SimulatedAgent(
+                devices=[device.device_id],
+                task_duration=device.task_duration,
+                reorder_replies=device.reorder_replies,
+                seed=self.seed * 1000 + i,
+            )
+            agent.serve_memory(self.network, urls[device.device_id], nursery)
+            self.knobs[device.device_id] = _Knobs(agent, device.task_duration)
+
+    async def _supervise(self, callers: trio.Nursery) -> None:
+        settings, urls = self.settings, self.urls
+        self.watch.recording = True
+        subscription: Subscription | None = None
+        with contextlib.ExitStack() as stack:
+            try:
+                async with open_supervisor(
+                    task_name=settings.task_name,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    heartbeat_timeout=settings.heartbeat_timeout,
+                    registration_timeout=settings.registration_timeout,
+                    device_info_timeout=settings.device_info_timeout,
+                    send_timeout=settings.send_timeout,
+                    disconnect_grace=settings.disconnect_grace,
+                    shutdown_grace=settings.shutdown_grace,
+                    policy=self.policy,
+                    connector=_RecordingConnector(
+                        self.network.connector(), self.wire, {u: d for d, u in urls.items()}
+                    ),
+                    rng=random.Random(self.seed),
+                ) as sup:
+                    # Unbounded, and kept open through the shutdown, so no event is missed.
+                    subscription = stack.enter_context(sup.subscribe(buffer=math.inf))
+                    for device in self.schedule.devices:
+                        sup.add_device(
+                            device.device_id,
+                            urls[device.device_id],
+                            "simulated",
+                            max_retries=device.max_retries,
+                        )
+                    for step in self.schedule.steps():
+                        await trio.sleep_until(self.started_at + step.at)
+                        if isinstance(step.what, TaskSubmission):
+                            await self._submit(sup, step.what, callers)
+                        elif isinstance(step.what, Disconnect | Connect | CancelTask):
+                            self._act(sup, step.what, step.device_id, callers)
+                        else:
+                            await _play(self.knobs[step.device_id], step)
+                    await trio.sleep_until(self.started_at + self.schedule.run_until)
+            finally:
+                while subscription is not None:
+                    try:
+                        self.events.append(subscription.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+
+    async def _submit(self, sup: Supervisor, task: TaskSubmission, callers: trio.Nursery) -> None:
+        session_id = session_id_for(self.settings.task_name, task.task_id)
+        self.wire.add(task.device, "submit", session_id=session_id)
+        try:
+            handle = await sup.submit(
+                f"scenario task {task.task_id}",
+                task.task_data(),
+                device_id=task.device,
+                task_id=task.task_id,
+                timeout=task.timeout,
+                delivery=task.delivery,
+                priority=task.priority,
+            )
+        except GalaxyActorsError as exc:
+            self.refused[task.task_id] = type(exc).__name__
+            self.wire.add(
+                task.device, "refused_task", session_id=session_id, detail=type(exc).__name__
+            )
+        else:
+            self.handles[task.task_id] = handle
+            callers.start_soon(self._await_outcome, task.task_id, handle)
+
+    def _act(self, sup: Supervisor, action: Action, device_id: str, callers: trio.Nursery) -> None:
+        wire = self.wire
+        if isinstance(action, CancelTask):
+            handle = self.handles.get(action.task_id)
+            session_id = session_id_for(self.settings.task_name, action.task_id)
+            wire.add(device_id, "cancel", session_id=session_id)
+            if handle is not None:
+                sup.cancel_task(handle, "the scenario cancelled it")
+            return
+
+        # In a task of its own, as a user's call would be: both wait (for the grace, for the
+        # attempt) and the schedule goes on meanwhile. Logged in that task, right before the
+        # call, so nothing happens between the log and the call's first (synchronous) steps.
+        async def call() -> None:
+            with contextlib.suppress(GalaxyActorsError):
+                if isinstance(action, Disconnect):
+                    wire.add(device_id, "disconnect", detail="force" if action.force else None)
+                    await sup.disconnect(device_id, force=action.force)
+                else:
+                    wire.add(device_id, "connect")
+                    await sup.connect(device_id)
+
+        callers.start_soon(call)
+
+    async def _await_outcome(self, task_id: str, handle: TaskHandle) -> None:
+        try:
+            result = await handle.result()
+        except TaskError as exc:
+            self.caller_saw[task_id].append(type(exc).__name__)
+        else:
+            self.caller_saw[task_id].append(str(result.status))
+
+    async def _let_the_dust_settle(self) -> None:
+        # A few scheduling passes, no virtual time: enough for the agents to see their
+        # connections closed and for the callers to be woken by their outcomes.
+        for _ in range(100):
+            if all(k.agent.open_connections == 0 for k in self.knobs.values()) and all(
+                self.caller_saw.get(task_id) for task_id in self.handles
+            ):
+                return
+            await trio.lowlevel.checkpoint()
+
+    def _trace(self, leftovers: list[str], open_after: dict[str, int], *, finished: bool) -> Trace:
+        task_name = self.settings.task_name
+        records = []
+        for task in self.schedule.tasks:
+            handle = self.handles.get(task.task_id)
+            outcome = detail = None
+            if handle is not None and handle.done:
+                result = handle.outcome
+                if isinstance(result, TaskError):
+                    outcome, detail = type(result).__name__, str(result)
+                elif result is not None:
+                    outcome, detail = str(result.status), result.error
+            records.append(
+                TaskRecord(
+                    task,
+                    session_id_for(task_name, task.task_id),
+                    self.refused.get(task.task_id),
+                    outcome,
+                    detail,
+                    tuple(self.caller_saw.get(task.task_id, ())),
+                )
+            )
+        agent_frames = {
+            device_id: tuple(
+                AgentFrame(
+                    f.at,
+                    f.connection,
+                    None if f.message is None else str(f.message.type),
+                    None if f.message is None else f.message.session_id,
+                )
+                for f in k.agent.received
+            )
+            for device_id, k in self.knobs.items()
+        }
+        return Trace(
+            schedule=self.schedule,
+            policy=self.policy,
+            seed=self.seed,
+            settings=self.settings,
+            started_at=self.started_at,
+            exit_at=self.exit_at,
+            events=tuple(self.events),
+            wire=tuple(self.wire.records),
+            agent_frames=agent_frames,
+            tasks=tuple(records),
+            leftover_tasks=tuple(leftovers),
+            open_connections_after_exit=open_after,
+            finished=finished,
+        )
+
+
+async def _run(
+    schedule: FaultSchedule, policy: RestartPolicy, seed: int, settings: ScenarioSettings
+) -> Trace:
+    return await _Scenario(schedule, policy, seed, settings).run()
+
+
+async def _play(knobs: _Knobs, step: Step) -> None:
+    fault = step.what
+    if isinstance(fault, DropConnection):
+        await knobs.agent.drop_connections()
+    elif isinstance(fault, MalformedFrame):
+        await knobs.agent.send_raw(BINARY_FRAME if fault.binary else MALFORMED_FRAME)
+    else:
+        windows = knobs.open[type(fault)]
+        if step.kind == "start":
+            windows.append(fault)
+        else:
+            windows.remove(fault)
+        knobs.apply()

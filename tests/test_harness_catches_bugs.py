@@ -1,0 +1,240 @@
+"""Proof that the property tests can fail: the harness, run against deliberately broken
+variants of the library, finds a violation of the right invariant and shrinks it to a small,
+readable scenario. Without this, green property tests prove nothing.
+
+Each variant is built here, by subclassing or by monkeypatching for the length of one test;
+the library itself is never edited. The search is derandomized, so these tests find the
+same minimal scenario on every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+from galaxy_actors import (
+    Decision,
+    Delivery,
+    DeviceStatus,
+    FailureReason,
+    RandomSource,
+    Restart,
+    RestartHistory,
+    RestartPolicy,
+    Supervisor,
+)
+from galaxy_actors import _device as device_module
+from galaxy_actors._device import DeviceActor
+from galaxy_actors._mailbox import Mailbox
+from galaxy_actors._session import Session
+from galaxy_actors._task import TaskHandle
+from galaxy_actors.testing import (
+    DeviceSchedule,
+    DropConnection,
+    FaultSchedule,
+    InvariantViolation,
+    RefuseConnections,
+    StallHeartbeats,
+    check_invariants,
+    fault_schedules,
+    restart_policies,
+    run_scenario,
+)
+
+SCHEDULES = fault_schedules(devices=1, max_faults=3, max_tasks=4)
+
+
+def shrunk_violation(
+    schedules: SearchStrategy[FaultSchedule] = SCHEDULES,
+    policies: SearchStrategy[RestartPolicy] | None = None,
+) -> InvariantViolation:
+    """Search for a scenario that breaks an invariant; return the violation of the shrunk
+    one (the last example Hypothesis plays is the minimal one)."""
+
+    # Derandomized and without a database: the same search, the same result, every run.
+    # Without the explain phase: it traces every line and makes a shrink take minutes.
+    @settings(
+        max_examples=500,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        phases=[Phase.generate, Phase.shrink],
+    )
+    @given(
+        schedule=schedules,
+        policy=restart_policies() if policies is None else policies,
+        seed=st.integers(0, 100),
+    )
+    def search(schedule: FaultSchedule, policy: RestartPolicy, seed: int) -> None:
+        check_invariants(run_scenario(schedule, policy, seed=seed))
+
+    with pytest.raises(InvariantViolation) as caught:
+        search()
+    return caught.value
+
+
+def assert_small(violation: InvariantViolation, *, faults: int, tasks: int) -> FaultSchedule:
+    schedule = violation.trace.schedule
+    assert len(schedule.devices) == 1, violation
+    assert schedule.fault_count <= faults, violation
+    assert len(schedule.tasks) <= tasks, violation
+    # The report reads as a scenario and a line that replays it.
+    text = str(violation)
+    assert "scenario (seed=" in text
+    assert "replay: run_scenario(FaultSchedule(" in text
+    return schedule
+
+
+# --------------------------------------------------------------------------- the issue's three
+
+
+def test_a_device_that_drops_its_queue_on_reconnect_loses_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempt = DeviceActor._attempt
+
+    async def forgetful_attempt(self: DeviceActor) -> None:
+        if self.stats.failures:  # a reconnection: the bug starts with an empty queue
+            self.mailbox = Mailbox()
+        await attempt(self)
+
+    monkeypatch.setattr(DeviceActor, "_attempt", forgetful_attempt)
+    violation = shrunk_violation()
+    assert violation.invariant == 1
+    assert "has no outcome" in violation.evidence
+    # A task on the device, one queued behind it, a failure: two tasks, at most one fault.
+    assert_small(violation, faults=1, tasks=2)
+
+
+class OffByOnePolicy(RestartPolicy):
+    """Gives up one attempt late: ``>`` where ``>=`` was meant."""
+
+    def decide(
+        self, history: RestartHistory, reason: FailureReason, now: float, rng: RandomSource
+    ) -> Decision:
+        lenient = attrs.evolve(self, max_retries=self.max_retries + 1)
+        return RestartPolicy.decide(lenient, history, reason, now, rng)
+
+
+def off_by_one(policy: RestartPolicy) -> RestartPolicy:
+    return OffByOnePolicy(**{f.name: getattr(policy, f.name) for f in attrs.fields(RestartPolicy)})
+
+
+def test_a_policy_off_by_one_in_give_up_is_caught() -> None:
+    violation = shrunk_violation(policies=restart_policies().map(off_by_one))
+    assert violation.invariant == 5
+    assert "should give up" in violation.evidence
+    assert_small(violation, faults=1, tasks=1)
+    assert violation.trace.policy.max_retries == 0  # shrunk to the smallest case
+
+
+def test_a_device_that_sends_the_next_task_before_the_task_end_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def eager(self: Session) -> bool:
+        return self.ready and not self.stopping  # forgot: `and self.in_flight is None`
+
+    monkeypatch.setattr(Session, "can_send_now", eager)
+    violation = shrunk_violation()
+    assert 3 in violation.invariants
+    assert any("was still on the device" in v.evidence for v in violation.violations)
+    assert_small(violation, faults=0, tasks=3)
+
+
+# --------------------------------------------------------------------------- one per invariant
+
+
+def test_an_at_most_once_task_sent_again_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    settle = Session.settle_in_flight
+
+    def resend_everything(self: Session) -> None:
+        task: TaskHandle | None = self.in_flight
+        if task is not None and self.failure is not None:
+            task.delivery = Delivery.AT_LEAST_ONCE  # the bug: ignores what the caller asked
+        settle(self)
+
+    monkeypatch.setattr(Session, "settle_in_flight", resend_everything)
+    violation = shrunk_violation()
+    assert 2 in violation.invariants
+    assert any("reached its agent 2 times" in v.evidence for v in violation.violations)
+    assert_small(violation, faults=1, tasks=1)
+
+
+def test_a_mailbox_that_ignores_submission_order_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Mailbox, "push", Mailbox.push_front)  # LIFO
+    violation = shrunk_violation()
+    assert violation.invariant == 3
+    assert "which was queued ahead of it" in violation.evidence
+    assert_small(violation, faults=0, tasks=3)
+
+
+def test_a_reconnection_that_ignores_the_policy_delay_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decide = Supervisor.decide
+
+    def hasty(self: Supervisor, actor: DeviceActor, reason: FailureReason, detail: str) -> Any:
+        decision = decide(self, actor, reason, detail)
+        if reason is FailureReason.HEARTBEAT_TIMEOUT and isinstance(decision, Restart):
+            return Restart(0.0)  # announced one delay, sleeps none
+        return decision
+
+    monkeypatch.setattr(Supervisor, "decide", hasty)
+    violation = shrunk_violation(policies=restart_policies(reconnect_delay=1.0))
+    assert violation.invariant == 4
+    assert "but started at" in violation.evidence
+    schedule = assert_small(violation, faults=1, tasks=0)
+    assert isinstance(schedule.devices[0].faults[0], StallHeartbeats)
+
+
+def test_a_status_change_outside_the_table_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_status = DeviceActor.set_status
+
+    def skip_connected(self: DeviceActor, new: DeviceStatus) -> None:
+        if new is not DeviceStatus.CONNECTED:  # a refactor forgot to announce CONNECTED
+            set_status(self, new)
+
+    # The library's own guard would raise; the bug is one its guard does not see.
+    monkeypatch.setattr(device_module, "check_transition", lambda *args: None)
+    monkeypatch.setattr(DeviceActor, "set_status", skip_connected)
+    violation = shrunk_violation()
+    assert violation.invariant == 6
+    assert "connecting -> idle is not an allowed transition" in violation.evidence
+    assert_small(violation, faults=0, tasks=0)
+
+
+def test_a_task_left_running_after_the_block_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    add_device = Supervisor.add_device
+
+    def add_device_with_a_watchdog(self: Supervisor, *args: Any, **kwargs: Any) -> Any:
+        profile = add_device(self, *args, **kwargs)
+        # Started outside the supervisor's nursery: nothing ends it with the block.
+        trio.lowlevel.spawn_system_task(trio.sleep_forever, name="watchdog")
+        return profile
+
+    monkeypatch.setattr(Supervisor, "add_device", add_device_with_a_watchdog)
+    violation = shrunk_violation()
+    assert violation.invariant == 7
+    assert "watchdog" in violation.evidence
+    assert_small(violation, faults=0, tasks=0)
+
+
+def test_the_violation_names_the_invariant_and_the_evidence() -> None:
+    faults = [DropConnection(at=1.0), RefuseConnections(at=1.0, duration=30.0)]
+    schedule = FaultSchedule(devices=[DeviceSchedule("pc", faults=faults)])
+    trace = run_scenario(schedule, off_by_one(RestartPolicy(reconnect_delay=1.0, max_retries=2)))
+    with pytest.raises(InvariantViolation) as caught:
+        check_invariants(trace)
+    text = str(caught.value)
+    assert text.startswith("invariant 5 (a device gives up exactly after max_retries")
+    assert "on device 'pc'" in text
+    assert "after 2 failed reconnection attempt(s) (max_retries=2)" in text
+    assert "t=1       pc: drop the connection" in text

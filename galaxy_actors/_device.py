@@ -326,6 +326,15 @@ class DeviceActor:
             await session.send_task(task)
             return
         self.mailbox.push(task)
+        self._queued(task)
+
+    def requeue(self, task: TaskHandle) -> None:
+        """Put a task whose connection died back at the head of its priority (at-least-once
+        delivery): it runs again after the reconnection, before anything of its priority."""
+        self.mailbox.push_front(task)
+        self._queued(task)
+
+    def _queued(self, task: TaskHandle) -> None:
         events = self.owner.events
         if events:
             events.publish(

@@ -429,7 +429,7 @@ class Session:
         reason, detail = self.failure
         if task.delivery is Delivery.AT_LEAST_ONCE and not task.abandoned:
             task._requeue()
-            actor.mailbox.push_front(task)
+            actor.requeue(task)
             return
         actor.task_ended(
             task,

@@ -25,6 +25,7 @@ from galaxy_actors import (
     StatusChanged,
     SupervisorClosed,
     TaskCancelled,
+    TaskQueued,
     TaskRejected,
     TaskTimeout,
     UnknownDevice,
@@ -398,10 +399,15 @@ async def test_at_least_once_task_is_sent_again_after_reconnection(
     async with memory_lab() as lab:
         agent = await lab.connected("pc", task_duration=10.0)
         sup = lab.supervisor
-        first = await sup.submit("again", device_id="pc", delivery=Delivery.AT_LEAST_ONCE)
+        first = await sup.submit(
+            "again", device_id="pc", delivery=Delivery.AT_LEAST_ONCE, task_id="again"
+        )
         second = await sup.submit("behind it", device_id="pc")
         await trio.sleep(1)
-        await agent.drop_connections()
+        with sup.subscribe() as events:
+            await agent.drop_connections()
+            requeued = await next_event(events, lambda e: isinstance(e, TaskQueued))
+        assert (requeued.task_id, requeued.at) == ("again", 1.0)  # type: ignore[union-attr]
         result = await first.result()
         assert result.ok and result.timings.sent_at == 6.0  # re-sent after the 5 s backoff
         assert (await second.result()).timings.sent_at == 16.0  # still behind it

@@ -231,7 +231,11 @@ class Supervisor:
         return self._actor(device_id).mailbox.depth_by_priority()
 
     async def wait_for_status(self, device_id: str, *statuses: DeviceStatus) -> None:
-        """Wait until ``device_id`` is in one of ``statuses``."""
+        """Wait until ``device_id`` is in one of ``statuses``.
+
+        It looks at the status when woken, so a status held only within one scheduling step
+        (CONNECTING that fails at once, say) can pass unseen; to see every transition, read
+        `StatusChanged` events from `subscribe`."""
         actor = self._actor(device_id)
         while actor.profile.status not in statuses:
             await actor.wait_changed()

@@ -33,6 +33,7 @@ import trio_websocket
 from ._errors import GalaxyActorsError, TaskError
 from ._report import device_rows, event_to_json, outcome_to_json
 from ._supervisor import Supervisor
+from ._transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, close_websocket
 
 __all__ = ["ControlServer", "open_control_listeners"]
 
@@ -50,8 +51,6 @@ _SUBMIT_FIELDS: Final = {
     "delivery": (str,),
     "task_id": (str, type(None)),
 }
-CLOSE_NORMAL: Final = 1000
-CLOSE_GOING_AWAY: Final = 1001
 
 
 class _RequestError(Exception):
@@ -179,18 +178,7 @@ class ControlServer:
             self._clients.discard(client)
             self._changed.set()
             code = CLOSE_GOING_AWAY if self._closing else CLOSE_NORMAL
-            # aclose() sends nothing from a cancelled scope and waits for the peer for ever
-            # (TRIO-NOTES, pitfall 3): shield it, and bound it.
-            with (
-                trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout),
-                contextlib.suppress(
-                    trio_websocket.ConnectionClosed,
-                    trio.BrokenResourceError,
-                    trio.ClosedResourceError,
-                    OSError,
-                ),
-            ):
-                await client.ws.aclose(code)
+            await close_websocket(client.ws, self.close_timeout, code)
 
     async def _converse(self, client: _Client) -> None:
         while True:

@@ -39,6 +39,8 @@ __all__ = [
 
 # Close codes of RFC 6455 that mean something to a session.
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_ABNORMAL = 1006  # never sent: what a peer sees when the socket dies without a close
 CLOSE_MESSAGE_TOO_BIG = 1009
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
@@ -200,7 +202,10 @@ class WebSocketConnector:
                         # comes out as itself, not wrapped in an ExceptionGroup.
                         body_error = exc
                     finally:
-                        await _close_bounded(ws, self.close_timeout)
+                        limit = self.close_timeout
+                        if trio.current_effective_deadline() == -math.inf:
+                            limit = min(limit, _SEND_CLOSE_ONLY)
+                        await close_websocket(ws, limit)
                         nursery.cancel_scope.cancel()
         except* trio_websocket.ConnectionRejected as group:
             # A refused handshake is raised by trio-websocket's reader task, inside our
@@ -225,11 +230,14 @@ class WebSocketConnector:
 _SEND_CLOSE_ONLY = 0.1
 
 
-async def _close_bounded(ws: trio_websocket.WebSocketConnection, limit: float) -> None:
-    # aclose() waits for the peer's close frame with no timeout and sends nothing from an
-    # already-cancelled scope (TRIO-NOTES, pitfall 3): shield it, and bound it.
-    if trio.current_effective_deadline() == -math.inf:
-        limit = min(limit, _SEND_CLOSE_ONLY)
+async def close_websocket(
+    ws: trio_websocket.WebSocketConnection, limit: float, code: int = CLOSE_NORMAL
+) -> None:
+    """Close ``ws`` with a close frame, waiting at most ``limit`` seconds for the peer's.
+
+    aclose() waits for the peer's close frame with no timeout and sends nothing from an
+    already-cancelled scope (TRIO-NOTES, pitfall 3): shielded, and bounded. Errors of a
+    connection already gone are expected here and dropped."""
     with (
         trio.CancelScope(shield=True, deadline=trio.current_time() + limit),
         contextlib.suppress(
@@ -239,7 +247,7 @@ async def _close_bounded(ws: trio_websocket.WebSocketConnection, limit: float) -
             OSError,
         ),
     ):
-        await ws.aclose()
+        await ws.aclose(code)
 
 
 def _describe_connect_error(exc: BaseException) -> str:

@@ -47,18 +47,19 @@ from .._aip import (
 )
 from .._errors import ProtocolError
 from .._transport import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
     MemoryNetwork,
     MemoryServerConnection,
     TransportClosed,
     WebSocketTransport,
+    close_websocket,
 )
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]
 
 WEBSOCKET_PATH: Final = "/ws"
-CLOSE_NORMAL: Final = 1000
-CLOSE_GOING_AWAY: Final = 1001
-CLOSE_ABNORMAL: Final = 1006
 # What `SimulatedAgent.malformed_after_register` sends: not JSON.
 MALFORMED_FRAME: Final = "{not json"
 
@@ -677,17 +678,7 @@ class _WebSocketLink(WebSocketTransport):
     _close_timeout: float
 
     async def close(self, code: int) -> None:
-        # aclose() waits for the peer's close frame with no bound (TRIO-NOTES, pitfall 3).
-        with (
-            trio.CancelScope(shield=True, deadline=trio.current_time() + self._close_timeout),
-            contextlib.suppress(
-                trio_websocket.ConnectionClosed,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                OSError,
-            ),
-        ):
-            await self._ws.aclose(code)
+        await close_websocket(self._ws, self._close_timeout, code)
 
     async def abort(self) -> None:
         with trio.CancelScope(shield=True):

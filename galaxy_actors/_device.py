@@ -15,6 +15,7 @@ Statuses change only through `set_status`, which checks the transition table in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -423,7 +424,8 @@ class DeviceActor:
             events.publish(TaskEnded(task.task_id, self.device_id, name, detail, now))
         return True
 
-    def _end_queued(self, error: Any) -> None:
+    def _end_queued(self, error: Callable[[TaskHandle], TaskError]) -> None:
+        """End every queued task with the error ``error(task)`` makes for it."""
         for task in self.mailbox.drain():
             self._end(task, error(task))
 

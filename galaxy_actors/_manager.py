@@ -10,7 +10,6 @@ queue, and every task ends with exactly one outcome.
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -20,7 +19,7 @@ from ._policy import RandomSource, RestartPolicy
 from ._registry import DeviceRegistry
 from ._supervisor import Supervisor, running
 from ._task import Delivery, ExecutionResult
-from ._transport import Connector, WebSocketConnector
+from ._transport import Connector
 
 __all__ = ["DeviceManager"]
 
@@ -76,9 +75,9 @@ class DeviceManager:
             disconnect_grace=disconnect_grace,
             shutdown_grace=shutdown_grace,
             policy=self.policy,
-            connector=connector or WebSocketConnector(),
+            connector=connector,
             max_concurrent_connections=max_concurrent_connections,
-            rng=rng or random.Random(),
+            rng=rng,
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._supervisor: Supervisor | None = None

@@ -84,10 +84,10 @@ class Supervisor:
         send_timeout: float,
         disconnect_grace: float,
         shutdown_grace: float,
-        policy: RestartPolicy,
-        connector: Connector,
+        policy: RestartPolicy | None,
+        connector: Connector | None,
         max_concurrent_connections: int | None,
-        rng: RandomSource,
+        rng: RandomSource | None,
     ) -> None:
         if not isinstance(task_name, str) or not task_name or "@" in task_name:
             raise ConfigurationError(
@@ -112,8 +112,10 @@ class Supervisor:
             disconnect_grace=_positive("disconnect_grace", disconnect_grace, allow_zero=True),
         )
         self.shutdown_grace = _positive("shutdown_grace", shutdown_grace, allow_zero=True)
-        self.policy = policy
-        self.connector = connector
+        # None means the default, here and only here (open_supervisor and DeviceManager
+        # pass their arguments through).
+        self.policy = policy if policy is not None else RestartPolicy()
+        self.connector: Connector = connector if connector is not None else WebSocketConnector()
         self.handshake_limiter = (
             None
             if max_concurrent_connections is None
@@ -121,7 +123,7 @@ class Supervisor:
         )
         self.events = EventHub()
         self.registry = DeviceRegistry()
-        self._rng = rng
+        self._rng: RandomSource = rng if rng is not None else random.Random()
         self._actors: dict[str, DeviceActor] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self._live: dict[str, TaskHandle] = {}
@@ -528,10 +530,10 @@ async def open_supervisor(
         send_timeout=send_timeout,
         disconnect_grace=disconnect_grace,
         shutdown_grace=shutdown_grace,
-        policy=policy or RestartPolicy(),
-        connector=connector or WebSocketConnector(),
+        policy=policy,
+        connector=connector,
         max_concurrent_connections=max_concurrent_connections,
-        rng=rng or random.Random(),
+        rng=rng,
     )
     async with running(supervisor):
         yield supervisor

@@ -216,14 +216,26 @@ class Session:
                 # Authorization failures come back as an error frame without request_id.
                 actor.bad_frame("error_frame", f"device info refused: {message.error}")
                 break
-            self._route(message)
+            self._route(message, trio.current_time())
         self._phase_deadline = math.inf
         actor.connected(info)
         self.ready = True
 
     async def _serve(self) -> None:
+        """The loop of a registered connection: receive and route frames, send heartbeats
+        when due, dispatch the next queued task when the device is free.
+
+        One receive scope stays open while frames keep coming: entering a cancel scope
+        costs about as much as routing a frame, and a task with the usual long timeout
+        changes no deadline, so a task's two frames cost no scope at all. The scope is left
+        to dispatch a queued task, to send a due heartbeat, or when it expires (a deadline,
+        or `_wake`)."""
         actor = self.actor
         mailbox = actor.mailbox
+        profile = actor.profile
+        transport = self.transport
+        assert transport is not None
+        current_time = trio.current_time
         while True:
             if self.in_flight is None:
                 if self.stopping:
@@ -232,15 +244,40 @@ class Session:
                 if task is not None:
                     await self.send_task(task)
                     continue
-            message = await self._next_frame()
-            if message is not None:
-                self._route(message)
-            elif self.stopping:
-                task = self.in_flight
-                if task is not None:
-                    self.in_flight = None
-                    actor.task_cancelled(task, "device disconnected before the task ended")
-                return
+            await self._heartbeat_if_due()
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self._recv_scope = scope
+                while True:
+                    try:
+                        raw = await transport.receive()
+                    except TransportClosed as exc:
+                        await self._closed(exc)
+                    now = current_time()
+                    self._hb_oldest = None
+                    profile.last_heartbeat = now
+                    try:
+                        message = decode_server(raw)
+                    except ProtocolError as exc:
+                        await self._bad_frame(raw, exc)
+                        continue
+                    self._route(message, now)
+                    if self.in_flight is None and (self.stopping or mailbox):
+                        break  # dispatch the next task, or stop
+                    if now >= self._hb_next:
+                        break  # a heartbeat is due
+                    deadline = self._deadline()
+                    if deadline != scope.deadline:
+                        scope.deadline = deadline
+            self._recv_scope = None
+            if scope.cancelled_caught:
+                now = current_time()
+                await self._check_timeouts(now)
+                if now >= self.stop_deadline or (self.stopping and self.in_flight is None):
+                    task = self.in_flight
+                    if task is not None:
+                        self.in_flight = None
+                        actor.task_cancelled(task, "device disconnected before the task ended")
+                    return
 
     # ------------------------------------------------------------------------ receiving
 
@@ -262,47 +299,45 @@ class Session:
         return deadline
 
     async def _next_frame(self) -> ServerMessage | None:
-        """The next valid frame, or None once the phase or stop deadline passed (or a stop
-        was asked for). Sends heartbeats when due; aborts the Session on a heartbeat or task
+        """The next valid frame during the connect sequence, or None once the phase
+        deadline passed. Sends heartbeats when due; aborts the Session on a heartbeat
         timeout, a closed connection or a binary frame; drops bad text frames."""
         transport = self.transport
         assert transport is not None
-        actor = self.actor
         while True:
-            if self.stopping and self.in_flight is None:
-                return None
             await self._heartbeat_if_due()
             with trio.move_on_at(self._deadline()) as scope:
-                self._recv_scope = scope
                 try:
                     raw = await transport.receive()
                 except TransportClosed as exc:
-                    self._recv_scope = None
-                    reason = (
-                        FailureReason.PROTOCOL_ERROR
-                        if exc.code == CLOSE_MESSAGE_TOO_BIG
-                        else FailureReason.CONNECTION_CLOSED
-                    )
-                    await self._abort(reason, str(exc))
-            self._recv_scope = None
+                    await self._closed(exc)
             now = trio.current_time()
             if scope.cancelled_caught:
                 await self._check_timeouts(now)
-                if (
-                    now >= self._phase_deadline
-                    or now >= self.stop_deadline
-                    or (self.stopping and self.in_flight is None)
-                ):
+                if now >= self._phase_deadline:
                     return None
                 continue
             self._hb_oldest = None
-            actor.profile.last_heartbeat = now
+            self.actor.profile.last_heartbeat = now
             try:
                 return decode_server(raw)
             except ProtocolError as exc:
-                if isinstance(raw, bytes):
-                    await self._abort(FailureReason.PROTOCOL_ERROR, str(exc))
-                actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
+                await self._bad_frame(raw, exc)
+
+    async def _closed(self, exc: TransportClosed) -> NoReturn:
+        reason = (
+            FailureReason.PROTOCOL_ERROR
+            if exc.code == CLOSE_MESSAGE_TOO_BIG
+            else FailureReason.CONNECTION_CLOSED
+        )
+        await self._abort(reason, str(exc))
+
+    async def _bad_frame(self, raw: str | bytes, exc: ProtocolError) -> None:
+        """A frame that does not decode: a binary one ends the Session (AIP.md), a text
+        one is counted, logged and dropped."""
+        if isinstance(raw, bytes):
+            await self._abort(FailureReason.PROTOCOL_ERROR, str(exc))
+        self.actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
 
     async def _check_timeouts(self, now: float) -> None:
         settings = self.actor.settings
@@ -323,7 +358,7 @@ class Session:
             self.actor.task_ended(task, error)
             await self._abort(FailureReason.TASK_TIMEOUT, f"task {task.task_id!r} timed out")
 
-    def _route(self, message: ServerMessage) -> None:
+    def _route(self, message: ServerMessage, now: float) -> None:
         """Handle one frame outside the connect sequence. Never raises, never waits."""
         actor = self.actor
         kind = message.type
@@ -333,7 +368,7 @@ class Session:
             if sid is None:
                 return  # a heartbeat answer: liveness only
             if task is not None and sid == self._in_flight_sid:
-                task._mark_accepted(trio.current_time())
+                task._mark_accepted(now)
                 return
             actor.foreign_session(sid, "acknowledgement")
         elif kind is _TASK_END:
@@ -344,7 +379,6 @@ class Session:
                     if message.status in _FAILED_STATUSES
                     else ResultStatus.COMPLETED
                 )
-                now = trio.current_time()
                 actor.task_ended(
                     task,
                     ExecutionResult(

@@ -324,7 +324,7 @@ class DeviceActor:
         task.device_id = self.device_id
         session = self.session
         if session is not None and not self.mailbox and session.can_send_now():
-            await session.send_task(task)
+            await session.send_task(task, by_caller=True)
             return
         self.mailbox.push(task)
         self._queued(task)
@@ -385,6 +385,15 @@ class DeviceActor:
     def task_started(self, task: TaskHandle) -> None:
         self.profile.current_task_id = task.task_id
         self.set_status(DeviceStatus.BUSY)
+
+    def task_not_started(self, task: TaskHandle, *, requeue: bool) -> None:
+        """``task``'s send was cancelled before any of it left (a frame-safe transport).
+        ``requeue``: back to the head of the queue; else the device is free again."""
+        self.profile.current_task_id = None
+        if requeue:
+            self.requeue(task)
+        elif self.profile.status is DeviceStatus.BUSY:
+            self.set_status(DeviceStatus.IDLE)
 
     def task_ended(
         self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None

@@ -60,6 +60,7 @@ class Session:
     """One connection of one device. Created and run by `DeviceActor`."""
 
     __slots__ = (
+        "_frame_safe",
         "_hb_next",
         "_hb_oldest",
         "_in_flight_sid",
@@ -91,6 +92,7 @@ class Session:
         self._hb_next = math.inf
         self._hb_oldest: float | None = None
         self._phase_deadline = math.inf
+        self._frame_safe = False
 
     # ----------------------------------------------------------------- control from outside
 
@@ -147,6 +149,10 @@ class Session:
                         inner.cancel()
                     self.scope = inner
                     self.transport = transport
+                    frame_safe = getattr(transport, "frame_safe_sends", None)
+                    self._frame_safe = bool(
+                        frame_safe is not None and frame_safe(actor.settings.send_timeout)
+                    )
                     with inner:
                         await self._register()
                         if limiter is not None:
@@ -416,11 +422,17 @@ class Session:
 
     # -------------------------------------------------------------------------- sending
 
-    async def send_task(self, task: TaskHandle) -> None:
+    async def send_task(self, task: TaskHandle, *, by_caller: bool = False) -> None:
         """Put ``task`` on the device. Called by the loop, or directly by the submitting
-        task when the device is idle and its queue empty (no hand-off)."""
+        task (``by_caller``) when the device is idle and its queue empty (no hand-off).
+
+        A send must never be torn by its caller's cancellation: that would corrupt the
+        connection for every later task. Over a frame-safe transport a cancelled send sent
+        nothing, so the task simply did not start (`_not_sent`) and no cancel scope is
+        needed; otherwise the send is shielded and bounded here."""
         actor = self.actor
         now = trio.current_time()
+        before = task._sent_at, task._accepted_at
         self.in_flight = task
         self._in_flight_sid = session_id_for(actor.settings.task_name, task.task_id)
         task._mark_sent(now)
@@ -428,15 +440,42 @@ class Session:
         recv_scope = self._recv_scope
         if recv_scope is not None and task._deadline < recv_scope.deadline:
             recv_scope.deadline = task._deadline
-        # Shielded: a caller cancelled half-way through a frame would corrupt the connection
-        # for every later task. Bounded: a peer that stopped reading fails the Session.
-        await self._send(
-            actor.frames.task(task.task_id, task.description, task.data_json), shield=True
-        )
+        frame = actor.frames.task(task.task_id, task.description, task.data_json)
+        if not self._frame_safe:
+            await self._send(frame, shield=True)
+            return
+        try:
+            await self._send(frame)
+        except trio.Cancelled:
+            self._not_sent(task, before, by_caller)
+            raise
+
+    def _not_sent(
+        self, task: TaskHandle, before: tuple[float | None, float | None], by_caller: bool
+    ) -> None:
+        """A frame-safe send of ``task`` was cancelled: nothing of it reached the device.
+
+        Sent by the loop, the Session is ending: the task goes back to the head of the
+        queue, whatever its delivery. Sent by its caller, who is being cancelled: the
+        submission is undone (or, if the Session already ended and requeued the task, the
+        task is withdrawn, since nobody will wait for it)."""
+        actor = self.actor
+        if self.in_flight is task:
+            self.in_flight = None
+            task._unsend(*before)
+            actor.task_not_started(task, requeue=not by_caller)
+        elif by_caller and not task.done:
+            actor.withdraw(task, "its caller was cancelled before it was sent")
 
     async def _send(self, frame: str, *, shield: bool = False) -> None:
         transport = self.transport
         assert transport is not None
+        if self._frame_safe:
+            try:
+                await transport.send(frame)
+            except TransportClosed as exc:
+                self.fail(FailureReason.CONNECTION_CLOSED, str(exc))
+            return
         limit = self.actor.settings.send_timeout
         try:
             with trio.CancelScope(shield=shield, deadline=trio.current_time() + limit) as scope:

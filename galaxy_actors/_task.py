@@ -183,6 +183,13 @@ class TaskHandle:
         self._accepted_at = None
         self._deadline = now + self.timeout
 
+    def _unsend(self, sent_at: float | None, accepted_at: float | None) -> None:
+        """Undo `_mark_sent`: the send was cancelled before any of the frame left."""
+        self._stage = _Stage.QUEUED
+        self._sent_at = sent_at
+        self._accepted_at = accepted_at
+        self._deadline = math.inf
+
     def _mark_accepted(self, now: float) -> None:
         if self._accepted_at is None:
             self._accepted_at = now

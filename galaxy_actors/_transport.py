@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -25,10 +25,12 @@ import trio
 import trio_websocket
 
 from ._errors import GalaxyActorsError, InvalidServerURL
+from ._stream import FrameSafeStream
 
 __all__ = [
     "ConnectFailed",
     "Connector",
+    "FrameSafeTransport",
     "MemoryNetwork",
     "MemoryServerConnection",
     "Transport",
@@ -73,6 +75,19 @@ class Transport(Protocol):
         """Close with a close frame and wait for the peer's. Callers bound it in time."""
 
 
+class FrameSafeTransport(Transport, Protocol):
+    """A `Transport` that can promise more of `send`, checked with ``getattr`` (a plain
+    `Transport` need not have the method):
+
+    ``frame_safe_sends(send_timeout)`` returns True if from now on a cancelled `send` has
+    sent nothing, a started one is finished whatever happens to its caller, and a send
+    that cannot progress for ``send_timeout`` seconds raises `TransportClosed`. A Session
+    then sends with no cancel scope of its own; otherwise it shields and bounds each send.
+    """
+
+    def frame_safe_sends(self, send_timeout: float) -> bool: ...
+
+
 class Connector(Protocol):
     def open(self, url: str) -> contextlib.AbstractAsyncContextManager[Transport]:
         """Open a connection to ``url``; it is closed when the block ends. Entering raises
@@ -107,11 +122,22 @@ class WebSocketTransport:
     server side reuses it)."""
 
     _ws: trio_websocket.WebSocketConnection
+    # Set when the connection runs over a FrameSafeStream (plain ws://, opened by us).
+    _safe_stream: FrameSafeStream | None = attrs.field(default=None, kw_only=True)
+
+    def frame_safe_sends(self, send_timeout: float) -> bool:
+        if self._safe_stream is None:
+            return False
+        self._safe_stream.send_timeout = send_timeout
+        return True
 
     async def send(self, frame: str | bytes) -> None:
         try:
             await self._ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
+            stream = self._safe_stream
+            if stream is not None and stream.stalled:
+                raise TransportClosed(stream.stalled) from None
             raise _closed(exc) from None
 
     async def receive(self) -> str | bytes:
@@ -164,6 +190,7 @@ class WebSocketConnector:
         # when the peer closed first or refused the handshake, which leaks a descriptor per
         # failed connection (thousands in a reconnect storm).
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        safe: FrameSafeStream | None = None
         try:
             async with trio.open_nursery() as nursery:
                 ws = None
@@ -175,9 +202,12 @@ class WebSocketConnector:
                             )
                         else:
                             stream = await trio.open_tcp_stream(host, port)
+                            safe = FrameSafeStream(stream)
                         ws = await trio_websocket.wrap_client_stream(
                             nursery,
-                            stream,
+                            # trio-websocket types its stream as a SocketStream, but uses
+                            # only the Stream interface (and .socket, which it has).
+                            cast(trio.SocketStream, safe or stream),
                             host_header,
                             resource,
                             message_queue_size=self.message_queue_size,
@@ -194,7 +224,7 @@ class WebSocketConnector:
                     nursery.cancel_scope.cancel()
                 else:
                     try:
-                        yield WebSocketTransport(ws)
+                        yield WebSocketTransport(ws, safe_stream=safe)
                     except GeneratorExit:
                         raise
                     except BaseException as exc:
@@ -278,19 +308,35 @@ class _MemoryEnd:
     _outgoing: _Pipe
     _state: _CloseState
     _max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    _send_timeout: float = attrs.field(default=math.inf, init=False)
+
+    def frame_safe_sends(self, send_timeout: float) -> bool:
+        # A frame is one item in a channel: sent whole, or not at all.
+        self._send_timeout = send_timeout
+        return True
 
     async def send(self, frame: str | bytes) -> None:
+        # Cancellable before the frame goes, never after (`FrameSafeTransport`).
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._state.code is not None:
             raise TransportClosed("connection closed", self._state.code)
         if len(frame) > self._max_frame_size:
             # What trio-websocket does at the receiving end of an oversized frame.
             await self.close(CLOSE_MESSAGE_TOO_BIG)
             return
+        channel = self._outgoing.send
         try:
-            self._outgoing.send.send_nowait(frame)
+            try:
+                channel.send_nowait(frame)
+            except trio.WouldBlock:
+                # A full buffer (`MemoryNetwork.buffer`): the peer stopped reading.
+                with trio.move_on_after(self._send_timeout):
+                    await channel.send(frame)
+                    return
+                raise TransportClosed(f"send stalled for {self._send_timeout:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed("connection closed", self._state.code) from None
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> str | bytes:
         try:

@@ -213,8 +213,43 @@ def _check_strings(obj: Mapping[str, Any], names: frozenset[str], raw: str) -> N
             )
 
 
+_SERVER_TYPES: Final[dict[str, ServerMessageType]] = {m.value: m for m in ServerMessageType}
+_STATUSES: Final[dict[str, WireStatus]] = {m.value: m for m in WireStatus}
+_STR_OR_NULL: Final = frozenset({str, type(None)})
+_SERVER_STR_FIELD_NAMES: Final = tuple(sorted(_SERVER_STR_FIELDS))
+# Every field but type and status, in the order of ServerMessage's positional arguments.
+assert _SERVER_FIELDS[:2] == ("type", "status")
+_SERVER_OTHER_FIELDS: Final = _SERVER_FIELDS[2:]
+
+
 def decode_server(text: str | bytes) -> ServerMessage:
-    """Decode one frame from an agent server. Raises `ProtocolError` on an invalid frame."""
+    """Decode one frame from an agent server. Raises `ProtocolError` on an invalid frame.
+
+    Every frame a device sends passes here, twice per task: the happy path is written for
+    speed (exact type checks, dict lookups, the per-field work done by C loops); anything
+    unusual takes the general path, which says what is wrong."""
+    if type(text) is str:
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if type(obj) is dict:
+            get = obj.get
+            try:
+                type_ = _SERVER_TYPES.get(get("type"))  # type: ignore[arg-type]
+                status = _STATUSES.get(get("status"))  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value, e.g. a list
+                type_ = status = None
+            if (
+                type_ is not None
+                and status is not None
+                and _STR_OR_NULL.issuperset(map(type, map(get, _SERVER_STR_FIELD_NAMES)))
+            ):
+                return ServerMessage(type_, status, *map(get, _SERVER_OTHER_FIELDS))
+    return _decode_server_checked(text)
+
+
+def _decode_server_checked(text: str | bytes) -> ServerMessage:
     obj = _load_object(text)
     raw = text if isinstance(text, str) else ""
     type_ = _enum_field(obj, "type", ServerMessageType, raw)

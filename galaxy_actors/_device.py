@@ -314,8 +314,9 @@ class DeviceActor:
 
     # ---------------------------------------------------------------------------- tasks
 
-    async def accept(self, task: TaskHandle) -> None:
-        """Take ``task``: send it now if the device is free, else queue it."""
+    def accept(self, task: TaskHandle) -> Session | None:
+        """Take ``task``: queue it, or, if the device is free and nothing waits before it,
+        return the Session the caller sends it on at once (`Session.send_task`)."""
         if not self.accepting:
             why = "gave up reconnecting" if self.profile.gave_up else "is not connected"
             raise DeviceUnavailable(
@@ -324,10 +325,10 @@ class DeviceActor:
         task.device_id = self.device_id
         session = self.session
         if session is not None and not self.mailbox and session.can_send_now():
-            await session.send_task(task, by_caller=True)
-            return
+            return session
         self.mailbox.push(task)
         self._queued(task)
+        return None
 
     def requeue(self, task: TaskHandle) -> None:
         """Put a task whose connection died back at the head of its priority (at-least-once

@@ -172,7 +172,7 @@ class DeviceManager:
         device_id: str,
         task_description: str,
         task_data: Mapping[str, Any],
-        timeout: float = 1000,
+        timeout: float = 1000.0,
         *,
         delivery: Delivery | str = Delivery.AT_MOST_ONCE,
         priority: int = 0,

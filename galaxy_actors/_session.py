@@ -233,9 +233,9 @@ class Session:
 
         One receive scope stays open while frames keep coming: entering a cancel scope
         costs about as much as routing a frame, and a task with the usual long timeout
-        changes no deadline, so a task's two frames cost no scope at all. The scope is left
-        to dispatch a queued task, to send a due heartbeat, or when it expires (a deadline,
-        or `_wake`)."""
+        changes no deadline, so a task's two frames cost no scope at all. Over a frame-safe
+        transport the next queued task is sent from inside the scope too. The scope is left
+        to send a due heartbeat, to stop, or when it expires (a deadline, or `_wake`)."""
         actor = self.actor
         mailbox = actor.mailbox
         profile = actor.profile
@@ -268,7 +268,13 @@ class Session:
                         continue
                     self._route(message, now)
                     if self.in_flight is None and (self.stopping or mailbox):
-                        break  # dispatch the next task, or stop
+                        if self.stopping or not self._frame_safe:
+                            break  # stop, or send the next task shielded, outside the scope
+                        # In the scope: a cancelled frame-safe send sent nothing and put
+                        # the task back (`_not_sent`), so nothing is lost if it expires.
+                        task = mailbox.pop()
+                        if task is not None:
+                            await self.send_task(task)
                     if now >= self._hb_next:
                         break  # a heartbeat is due
                     deadline = self._deadline()

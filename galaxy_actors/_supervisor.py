@@ -23,7 +23,7 @@ import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -52,18 +52,21 @@ from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._transport import Connector, WebSocketConnector, validate_server_url
 
+if TYPE_CHECKING:
+    from ._session import Session
+
 __all__ = ["Supervisor", "open_supervisor"]
 
 logger = logging.getLogger("galaxy_actors.supervisor")
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    ok = value >= 0 if allow_zero else value > 0
+    # The type first: comparing a str with 0 would raise TypeError, not our error.
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not ok
-        or not (math.isfinite(value))
+        or not (value >= 0 if allow_zero else value > 0)
+        or not math.isfinite(value)
     ):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
@@ -317,16 +320,44 @@ class Supervisor:
         `DuplicateTaskId`, `SupervisorClosed`, `ConfigurationError` (bad argument, or data
         that is not JSON-serialisable).
         """
+        task, session = self._admit(
+            description, data, device_id, capabilities, task_id, timeout, delivery, priority
+        )
+        if session is not None:
+            await self._send_now(session, task)
+        return task
+
+    def _admit(
+        self,
+        description: str,
+        data: Mapping[str, Any] | None,
+        device_id: str | None,
+        capabilities: Collection[str] | None,
+        task_id: str | None,
+        timeout: float,
+        delivery: Delivery | str,
+        priority: int,
+    ) -> tuple[TaskHandle, Session | None]:
+        """Check the arguments, make the task and hand it to its device: queued, or to be
+        sent at once on the Session returned (by `_send_now`, in the caller's task).
+
+        Plain code, no await: the usual path of a task is the one with the fewest coroutine
+        frames (each is an allocation the cyclic GC then walks)."""
         self._require_open()
-        if not isinstance(description, str):
+        # Every task passes here: the usual argument types are recognised first, cheaply.
+        if type(description) is not str and not isinstance(description, str):
             raise ConfigurationError(f"task description must be a string, got {description!r}")
-        timeout = _positive("timeout", timeout)
-        if isinstance(priority, bool) or not isinstance(priority, int):
+        if type(timeout) is not float or not 0.0 < timeout < math.inf:
+            timeout = _positive("timeout", timeout)
+        if type(priority) is not int and (
+            isinstance(priority, bool) or not isinstance(priority, int)
+        ):
             raise ConfigurationError(f"priority must be an int, got {priority!r}")
-        try:
-            delivery = Delivery(delivery)
-        except ValueError:
-            raise ConfigurationError(f"unknown delivery {delivery!r}") from None
+        if type(delivery) is not Delivery:
+            try:
+                delivery = Delivery(delivery)
+            except ValueError:
+                raise ConfigurationError(f"unknown delivery {delivery!r}") from None
         if task_id is None:
             task_id = uuid.uuid4().hex
         elif not isinstance(task_id, str) or not task_id:
@@ -353,13 +384,17 @@ class Supervisor:
             submitted_at=trio.current_time(),
             on_done=self._forget,
         )
+        session = actor.accept(task)
         self._live[task_id] = task
+        return task, session
+
+    async def _send_now(self, session: Session, task: TaskHandle) -> None:
         try:
-            await actor.accept(task)
+            await session.send_task(task, by_caller=True)
         except BaseException:
-            del self._live[task_id]
+            # Cancelled before any of the frame left: the task never started (`_not_sent`).
+            self._forget(task)
             raise
-        return task
 
     def _forget(self, task: TaskHandle) -> None:
         if self._live.get(task.task_id) is task:
@@ -408,16 +443,11 @@ class Supervisor:
         If the caller is cancelled while waiting, a queued task is withdrawn (it will not
         run) and a running one ends with `TaskCancelled` (the device finishes it, and its
         result is dropped)."""
-        task = await self.submit(
-            description,
-            data,
-            device_id=device_id,
-            capabilities=capabilities,
-            task_id=task_id,
-            timeout=timeout,
-            delivery=delivery,
-            priority=priority,
+        task, session = self._admit(
+            description, data, device_id, capabilities, task_id, timeout, delivery, priority
         )
+        if session is not None:
+            await self._send_now(session, task)
         try:
             return await task.result()
         except trio.Cancelled:

@@ -60,7 +60,10 @@ class Session:
     """One connection of one device. Created and run by `DeviceActor`."""
 
     __slots__ = (
+        "_driver",
+        "_driver_scope",
         "_frame_safe",
+        "_handback",
         "_hb_next",
         "_hb_oldest",
         "_in_flight_sid",
@@ -93,6 +96,11 @@ class Session:
         self._hb_oldest: float | None = None
         self._phase_deadline = math.inf
         self._frame_safe = False
+        # A caller reading its own task's frames (`drive`), the scope that lets the loop
+        # wake it, and the Event it sets when it gives the connection back to the loop.
+        self._driver: TaskHandle | None = None
+        self._driver_scope: trio.CancelScope | None = None
+        self._handback: trio.Event | None = None
 
     # ----------------------------------------------------------------- control from outside
 
@@ -106,6 +114,7 @@ class Session:
             self.failure = (reason, detail)
             self.actor.session_failed(reason, detail)
         self.scope.cancel()
+        self._release_driver()
 
     def stop(self, grace: float) -> None:
         """End the Session on purpose: at once if no task runs, else once it ends or after
@@ -235,61 +244,126 @@ class Session:
         costs about as much as routing a frame, and a task with the usual long timeout
         changes no deadline, so a task's two frames cost no scope at all. Over a frame-safe
         transport the next queued task is sent from inside the scope too. The scope is left
-        to send a due heartbeat, to stop, or when it expires (a deadline, or `_wake`)."""
+        to send a due heartbeat, to stop, or when it expires (a deadline, or `_wake`).
+
+        While a caller reads its own task's frames (`drive`), the loop waits for it to hand
+        the connection back, in the same scope: the deadlines stay the loop's."""
         actor = self.actor
         mailbox = actor.mailbox
-        profile = actor.profile
         transport = self.transport
         assert transport is not None
         current_time = trio.current_time
-        while True:
-            if self.in_flight is None:
-                if self.stopping:
-                    return
-                task = mailbox.pop()
-                if task is not None:
-                    await self.send_task(task)
-                    continue
-            await self._heartbeat_if_due()
-            with trio.CancelScope(deadline=self._deadline()) as scope:
-                self._recv_scope = scope
-                while True:
+        try:
+            while True:
+                if self.in_flight is None:
+                    if self.stopping:
+                        return
+                    task = mailbox.pop()
+                    if task is not None:
+                        await self.send_task(task)
+                        continue
+                await self._heartbeat_if_due()
+                with trio.CancelScope(deadline=self._deadline()) as scope:
+                    self._recv_scope = scope
+                    while True:
+                        handback = self._handback
+                        if handback is not None:
+                            await handback.wait()
+                        else:
+                            try:
+                                raw = await transport.receive()
+                            except TransportClosed as exc:
+                                await self._closed(exc)
+                            if not self._take(raw, current_time()):
+                                await trio.lowlevel.checkpoint()  # raises: the Session failed
+                            driver = self._driver
+                            if driver is not None and driver.done:
+                                self._release_driver()  # we routed the end of its task
+                        if self.in_flight is None and (self.stopping or mailbox):
+                            if self.stopping or not self._frame_safe:
+                                break  # stop, or send the next task shielded, outside
+                            # In the scope: a cancelled frame-safe send sent nothing and
+                            # put the task back (`_not_sent`), so nothing is lost.
+                            task = mailbox.pop()
+                            if task is not None:
+                                await self.send_task(task)
+                        if current_time() >= self._hb_next:
+                            break  # a heartbeat is due
+                        deadline = self._deadline()
+                        if deadline != scope.deadline:
+                            scope.deadline = deadline
+                self._recv_scope = None
+                if scope.cancelled_caught:
+                    now = current_time()
+                    await self._check_timeouts(now)
+                    if now >= self.stop_deadline or (self.stopping and self.in_flight is None):
+                        task = self.in_flight
+                        if task is not None:
+                            self.in_flight = None
+                            actor.task_cancelled(task, "device disconnected before the task ended")
+                        return
+        finally:
+            self._release_driver()
+
+    def _take(self, raw: str | bytes, now: float) -> bool:
+        """One received frame: it proves the connection alive, then is decoded and routed.
+        False if it ends the Session (a binary frame, AIP.md); a bad text frame is counted,
+        logged and dropped."""
+        self._hb_oldest = None
+        self.actor.profile.last_heartbeat = now
+        try:
+            message = decode_server(raw)
+        except ProtocolError as exc:
+            if isinstance(raw, bytes):
+                self.fail(FailureReason.PROTOCOL_ERROR, str(exc))
+                return False
+            self.actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
+            return True
+        self._route(message, now)
+        return True
+
+    # ------------------------------------------------------------------- a caller reads
+
+    async def drive(self, task: TaskHandle) -> bool:
+        """Called by a task waiting for ``task``'s outcome while ``task`` is on the device:
+        read and route this connection's frames in the waiting task itself, until ``task``
+        ends. Returns False, at once, if it cannot (another caller reads, or ``task`` is not
+        the one on the device); True once it has waited.
+
+        Why: the loop would receive the TASK_END and then wake the caller, one more
+        scheduler pass per task than a bare client makes (about 5 % of a round trip here,
+        docs/performance.md). Meanwhile the loop waits for the connection back (`_serve`),
+        still sends heartbeats and keeps every deadline; it wakes the caller through
+        ``_driver_scope`` if it ends ``task`` itself (a timeout, a stop, the Session's end).
+        Frames reach their readers in order: the loop, the frames after it steps aside to
+        the caller, the frames after the caller hands back to the loop."""
+        if self._driver is not None or self.in_flight is not task or not self.ready:
+            return False
+        transport = self.transport
+        assert transport is not None
+        handback = trio.Event()
+        self._driver = task
+        self._handback = handback
+        try:
+            with trio.CancelScope() as scope:
+                self._driver_scope = scope
+                while not task.done:
                     try:
                         raw = await transport.receive()
-                    except TransportClosed as exc:
-                        await self._closed(exc)
-                    now = current_time()
-                    self._hb_oldest = None
-                    profile.last_heartbeat = now
-                    try:
-                        message = decode_server(raw)
-                    except ProtocolError as exc:
-                        await self._bad_frame(raw, exc)
-                        continue
-                    self._route(message, now)
-                    if self.in_flight is None and (self.stopping or mailbox):
-                        if self.stopping or not self._frame_safe:
-                            break  # stop, or send the next task shielded, outside the scope
-                        # In the scope: a cancelled frame-safe send sent nothing and put
-                        # the task back (`_not_sent`), so nothing is lost if it expires.
-                        task = mailbox.pop()
-                        if task is not None:
-                            await self.send_task(task)
-                    if now >= self._hb_next:
-                        break  # a heartbeat is due
-                    deadline = self._deadline()
-                    if deadline != scope.deadline:
-                        scope.deadline = deadline
-            self._recv_scope = None
-            if scope.cancelled_caught:
-                now = current_time()
-                await self._check_timeouts(now)
-                if now >= self.stop_deadline or (self.stopping and self.in_flight is None):
-                    task = self.in_flight
-                    if task is not None:
-                        self.in_flight = None
-                        actor.task_cancelled(task, "device disconnected before the task ended")
-                    return
+                    except TransportClosed:
+                        break  # the loop reads the same and ends the Session with the reason
+                    if not self._take(raw, trio.current_time()):
+                        break
+        finally:
+            self._driver = self._driver_scope = self._handback = None
+            handback.set()
+        return True
+
+    def _release_driver(self) -> None:
+        """Wake the caller reading frames (`drive`), if any: the loop takes over."""
+        scope = self._driver_scope
+        if scope is not None:
+            scope.cancel()
 
     # ------------------------------------------------------------------------ receiving
 
@@ -441,7 +515,7 @@ class Session:
         before = task._sent_at, task._accepted_at
         self.in_flight = task
         self._in_flight_sid = session_id_for(actor.settings.task_name, task.task_id)
-        task._mark_sent(now)
+        task._mark_sent(now, self)
         actor.task_started(task)
         recv_scope = self._recv_scope
         if recv_scope is not None and task._deadline < recv_scope.deadline:

@@ -21,6 +21,8 @@ from ._errors import TaskError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._session import Session
+
 __all__ = ["Delivery", "ExecutionResult", "ResultStatus", "TaskHandle", "TaskTimings"]
 
 
@@ -98,6 +100,7 @@ class TaskHandle:
         "_outcome",
         "_sent_at",
         "_seq",
+        "_session",
         "_stage",
         "abandoned",
         "data_json",
@@ -141,6 +144,8 @@ class TaskHandle:
         self._outcome: ExecutionResult | TaskError | None = None
         self._done = trio.Event()
         self._on_done = on_done
+        # The Session the task is on while it runs: a waiter may read its frames itself.
+        self._session: Session | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_id!r} device={self.device_id!r} {self._stage.name.lower()}>"
@@ -161,11 +166,16 @@ class TaskHandle:
 
     async def wait(self) -> None:
         """Wait until the task has its outcome. Cancelling the wait leaves the task be."""
+        session = self._session
+        # While the task runs, the first waiter reads the connection's frames itself
+        # (`Session.drive`); having waited there, it returns with no further checkpoint.
+        if session is not None and await session.drive(self) and self._stage is _Stage.DONE:
+            return
         await self._done.wait()
 
     async def result(self) -> ExecutionResult:
         """Wait for the outcome: the `ExecutionResult`, or raise its `TaskError`."""
-        await self._done.wait()
+        await self.wait()
         outcome = self._outcome
         if isinstance(outcome, TaskError):
             raise outcome
@@ -177,7 +187,8 @@ class TaskHandle:
 
     # ------------------------------------------------------------- owned by the device actor
 
-    def _mark_sent(self, now: float) -> None:
+    def _mark_sent(self, now: float, session: Session | None = None) -> None:
+        self._session = session
         self._stage = _Stage.SENT
         self._sent_at = now
         self._accepted_at = None
@@ -185,6 +196,7 @@ class TaskHandle:
 
     def _unsend(self, sent_at: float | None, accepted_at: float | None) -> None:
         """Undo `_mark_sent`: the send was cancelled before any of the frame left."""
+        self._session = None
         self._stage = _Stage.QUEUED
         self._sent_at = sent_at
         self._accepted_at = accepted_at
@@ -195,6 +207,7 @@ class TaskHandle:
             self._accepted_at = now
 
     def _requeue(self) -> None:
+        self._session = None
         self._stage = _Stage.QUEUED
         self._deadline = math.inf
 
@@ -203,6 +216,7 @@ class TaskHandle:
         if self._stage is _Stage.DONE:
             return False
         self._stage = _Stage.DONE
+        self._session = None
         self._ended_at = now
         self._outcome = outcome
         self._done.set()

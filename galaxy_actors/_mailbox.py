@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter
 from collections.abc import Iterator
 
 from ._task import TaskHandle
@@ -29,7 +28,7 @@ class Mailbox:
         self._tail = itertools.count(1)
         self._head = itertools.count(-1, -1)
         self._live = 0
-        self._by_priority: Counter[int] = Counter()
+        self._by_priority: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self._live
@@ -46,9 +45,11 @@ class Mailbox:
         self._add(task, next(self._head))
 
     def _add(self, task: TaskHandle, seq: int) -> None:
-        heapq.heappush(self._heap, (task.priority, seq, task))
+        priority = task.priority
+        heapq.heappush(self._heap, (priority, seq, task))
         self._live += 1
-        self._by_priority[task.priority] += 1
+        counts = self._by_priority
+        counts[priority] = counts.get(priority, 0) + 1
 
     def pop(self) -> TaskHandle | None:
         """The next task to run, or None when empty."""
@@ -66,9 +67,12 @@ class Mailbox:
 
     def _forget(self, task: TaskHandle) -> None:
         self._live -= 1
-        self._by_priority[task.priority] -= 1
-        if not self._by_priority[task.priority]:
-            del self._by_priority[task.priority]
+        counts = self._by_priority
+        left = counts[task.priority] - 1
+        if left:
+            counts[task.priority] = left
+        else:
+            del counts[task.priority]
 
     def drain(self) -> Iterator[TaskHandle]:
         """Remove and yield every live task, in order."""

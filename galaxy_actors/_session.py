@@ -269,12 +269,14 @@ class Session:
                         handback = self._handback
                         if handback is not None:
                             await handback.wait()
+                            now = current_time()
                         else:
                             try:
                                 raw = await transport.receive()
                             except TransportClosed as exc:
                                 await self._closed(exc)
-                            if not self._take(raw, current_time()):
+                            now = current_time()
+                            if not self._take(raw, now):
                                 await trio.lowlevel.checkpoint()  # raises: the Session failed
                             driver = self._driver
                             if driver is not None and driver.done:
@@ -287,7 +289,7 @@ class Session:
                             task = mailbox.pop()
                             if task is not None:
                                 await self.send_task(task)
-                        if current_time() >= self._hb_next:
+                        if now >= self._hb_next:
                             break  # a heartbeat is due
                         deadline = self._deadline()
                         if deadline != scope.deadline:

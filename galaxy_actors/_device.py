@@ -153,11 +153,12 @@ class DeviceActor:
     # ------------------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
-        """The actor's task. Ends only when cancelled (the device removed, or shutdown)."""
+        """The actor's task. Ends once `cancel` was called (the device removed, or the
+        supervisor shutting down), or when cancelled."""
         try:
             while True:
                 if self.removed:
-                    await trio.sleep_forever()
+                    return
                 if not self.wanted:
                     self._parked.set()
                     with trio.CancelScope() as self._nap:

@@ -128,7 +128,6 @@ class Supervisor:
         self.registry = DeviceRegistry()
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._actors: dict[str, DeviceActor] = {}
-        self._scopes: dict[str, trio.CancelScope] = {}
         self._live: dict[str, TaskHandle] = {}
         self._session_prefix = f"{task_name}@"
         self._nursery: trio.Nursery | None = None
@@ -171,25 +170,18 @@ class Supervisor:
         self.registry.add(profile)
         actor = DeviceActor(profile, self, policy)
         self._actors[device_id] = actor
-        scope = trio.CancelScope()
-        self._scopes[device_id] = scope
         if connect:
             actor.want_connection()
-        nursery.start_soon(self._run_actor, actor, scope, name=f"device:{device_id}")
+        nursery.start_soon(actor.run, name=f"device:{device_id}")
         if self.events:
             self.events.publish(DeviceAdded(device_id, trio.current_time()))
         return profile
-
-    async def _run_actor(self, actor: DeviceActor, scope: trio.CancelScope) -> None:
-        with scope:
-            await actor.run()
 
     async def remove_device(self, device_id: str, *, force: bool = False) -> None:
         """Disconnect (gracefully unless ``force``), stop the actor and forget the device."""
         actor = self._actor(device_id)
         await actor.disconnect(force=force)
-        actor.cancel()
-        self._scopes.pop(device_id).cancel()
+        actor.cancel()  # its task ends: nothing per device is left in the nursery
         del self._actors[device_id]
         self.registry.remove(device_id)
         if self.events:

@@ -7,6 +7,7 @@ import math
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from lab import became, frames_of, memory_lab, next_event
 
 from galaxy_actors import (
@@ -609,10 +610,22 @@ async def test_remove_device_forgets_it(autojump_clock: trio.abc.Clock) -> None:
         await sup.remove_device("pc")
         assert "pc" not in sup.registry
         assert agent.open_connections == 0
+        await trio.testing.wait_all_tasks_blocked()
+        # Its actor's task has ended: a removed device leaves nothing running.
+        names = [t.name for t in _all_tasks(trio.lowlevel.current_root_task())]
+        assert "device:pc" not in names
         with pytest.raises(UnknownDevice):
             await sup.submit("x", device_id="pc")
         sup.add_device("pc", URL, "Linux")  # the id can be used again
         await sup.wait_for_status("pc", DeviceStatus.IDLE)
+
+
+def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    found = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            found += _all_tasks(child)
+    return found
 
 
 def test_supervisor_settings_are_validated() -> None:

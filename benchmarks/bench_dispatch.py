@@ -6,6 +6,8 @@
    runs ``--tasks`` tasks on each side, the order of the sides alternating from round to
    round; a round's ratio is our median (and p99) over the bare one's.
    Targets: median of the per-round median ratios <= 1.05, of the p99 ratios <= 1.5.
+   Also (``--interleaved``, no target): the two sides alternating task by task, so that both
+   see the same moments of a noisy machine; the ratio of blocks of 500 pairs.
 2. Throughput: ``--devices`` devices with ``--callers`` callers each (many tasks in flight,
    most of them queued), against as many bare connections each sending tasks back to back.
    Target: median per-round ratio of tasks/s >= 0.9.
@@ -60,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=21, help="paired rounds (>= 15 to report)")
     parser.add_argument("--tasks", type=int, default=500, help="sequential tasks per side/round")
     parser.add_argument("--warmup", type=int, default=300, help="warm-up tasks per side")
+    parser.add_argument(
+        "--interleaved", type=int, default=6000, help="tasks per side, alternating (0: skip)"
+    )
     parser.add_argument("--devices", type=int, default=100, help="devices for throughput")
     parser.add_argument("--callers", type=int, default=4, help="concurrent callers per device")
     parser.add_argument(
@@ -100,6 +105,36 @@ async def bare_sequential(bare: BareConnection, tag: str, n: int) -> list[float]
         await bare.run_task(f"{tag}-{i}", DESCRIPTION, DATA)
         latencies.append(clock() - start)
     return latencies
+
+
+async def interleaved(
+    manager: DeviceManager, device_id: str, bare: BareConnection, n: int
+) -> dict[str, Any]:
+    """``n`` tasks a side, alternating one by one (which side goes first flips every pair):
+    both sides meet the same moments of a noisy machine, unlike rounds of 500."""
+    clock = time.perf_counter
+    assign = manager.assign_task_to_device
+    ours: list[float] = []
+    bare_: list[float] = []
+    for i in range(n):
+        for side in ("ours", "bare") if i % 2 else ("bare", "ours"):
+            start = clock()
+            if side == "ours":
+                await assign(f"i-{i}", device_id, DESCRIPTION, DATA)
+                ours.append(clock() - start)
+            else:
+                await bare.run_task(f"i-{i}", DESCRIPTION, DATA)
+                bare_.append(clock() - start)
+    block = 500
+    ours_blocks = [percentile(ours[k : k + block], 50) for k in range(0, n, block)]
+    bare_blocks = [percentile(bare_[k : k + block], 50) for k in range(0, n, block)]
+    return {
+        "tasks_per_side": n,
+        "block": block,
+        "block_median_ratio": ratio_summary(ours_blocks, bare_blocks),
+        "ours_us": {k: v * 1e6 for k, v in summary(ours).items() if k != "n"},
+        "bare_us": {k: v * 1e6 for k, v in summary(bare_).items() if k != "n"},
+    }
 
 
 async def ours_throughput(
@@ -226,6 +261,8 @@ async def run(args: argparse.Namespace, agent: AgentProcess) -> dict[str, Any]:
                     flush=True,
                 )
             results["latency"] = latency_figures(ours_rounds, bare_rounds)
+            if args.interleaved > 0:
+                results["interleaved"] = await interleaved(manager, "d-0", bare, args.interleaved)
 
             # ------------------------------------------------------------ throughput
             if args.throughput_rounds > 0:
@@ -375,6 +412,18 @@ def report(results: dict[str, Any]) -> None:
             verdict(lat["p99_ratio"]["median"], TARGET_P99),
         ],
     ]
+    inter = results.get("interleaved")
+    if inter:
+        rows.append(
+            [
+                "latency median, interleaved",
+                f"{inter['ours_us']['median']:.0f}",
+                f"{inter['bare_us']['median']:.0f}",
+                fmt_ratio(inter["block_median_ratio"]),
+                "",
+                "",
+            ]
+        )
     tp = results.get("throughput")
     if tp:
         rows.append(

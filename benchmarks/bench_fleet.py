@@ -117,11 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the bare-same baseline only at sizes up to this (default: all)",
     )
     parser.add_argument(
-        "--patched",
-        default="",
-        help="also run ours with these experiment_dispatch.py patches (e.g. loop)",
-    )
-    parser.add_argument(
         "--idle-periods",
         type=int,
         default=1,
@@ -139,7 +134,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heartbeat", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--idle-window", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--tracemalloc", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--patch", default="", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -296,12 +290,6 @@ def emit(out: dict[str, Any]) -> None:
 def worker_main(args: argparse.Namespace) -> int:
     raise_nofile_limit()
     quiet_logging()
-    if args.patch:
-        from experiment_dispatch import patched
-
-        with patched(args.patch.split(",")):
-            trio.run(ours_worker, args)
-        return 0
     trio.run(ours_worker if args.worker == "ours" else bare_worker, args)
     return 0
 
@@ -319,9 +307,6 @@ SIDES = {
 def worker_argv(
     args: argparse.Namespace, url: str, side: str, n: int, tag: str, **extra: Any
 ) -> list[str]:
-    if side.startswith("ours+"):
-        extra["patch"] = side.removeprefix("ours+")
-        side = "ours"
     worker, frames = SIDES[side]
     argv = [
         __file__,
@@ -372,8 +357,6 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
     sides = ["ours", *args.baselines]
     if args.same_up_to is not None and n > args.same_up_to and "bare-same" in sides:
         sides.remove("bare-same")
-    if args.patched:
-        sides.append(f"ours+{args.patched}")
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for r in range(rounds):
         # Rotate the order every round, so that each side runs first, last, in between.
@@ -414,7 +397,7 @@ def idle(
     """Idle CPU of N devices at heartbeat ``hb`` over whole heartbeat periods, beside N bare
     connections sending the same heartbeats; each run also gives a ready time and RSS."""
     window = max(5.0, hb * args.idle_periods)
-    sides = ["ours", "bare"] + ([f"ours+{args.patched}"] if args.patched else [])
+    sides = ["ours", "bare"]
     order = sides if k % 2 == 0 else sides[::-1]
     row: dict[str, Any] = {"n": n, "heartbeat": hb, "window": window}
     for side in order:

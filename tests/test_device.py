@@ -495,8 +495,16 @@ async def test_call_site_errors_are_clear(autojump_clock: trio.abc.Clock) -> Non
             await sup.submit("y", device_id="pc", task_id="same")
         with pytest.raises(ConfigurationError):
             await sup.submit("x", {"f": object()}, device_id="pc")
-        with pytest.raises(ConfigurationError):
-            await sup.submit("x", device_id="pc", timeout=-1)
+        for timeout in (-1, 0, math.nan, math.inf, "5", None, True):
+            with pytest.raises(ConfigurationError, match="timeout"):
+                await sup.submit("x", device_id="pc", timeout=timeout)  # type: ignore[arg-type]
+        for priority in (1.5, "1", True):
+            with pytest.raises(ConfigurationError, match="priority"):
+                await sup.submit("x", device_id="pc", priority=priority)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="delivery"):
+            await sup.submit("x", device_id="pc", delivery="sometimes")
+        with pytest.raises(ConfigurationError, match="description"):
+            await sup.submit(42, device_id="pc")  # type: ignore[arg-type]
         with pytest.raises(DeviceUnavailable):
             await sup.submit("x", capabilities=["gpu"])
     with pytest.raises(SupervisorClosed):

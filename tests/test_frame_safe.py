@@ -11,11 +11,19 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from lab import frames_of, memory_lab
+from lab import frames_of, memory_lab, next_event
 
-from galaxy_actors import DeviceStatus, TaskCancelled, open_supervisor
+from galaxy_actors import (
+    ConnectionFailed,
+    DeviceStatus,
+    TaskCancelled,
+    encode_server,
+    open_supervisor,
+)
+from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus
 from galaxy_actors._stream import FrameSafeStream
-from galaxy_actors._transport import MemoryConnector, Transport
+from galaxy_actors._transport import MemoryConnector, MemoryServerConnection, Transport
+from galaxy_actors.testing import MemoryNetwork
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.
@@ -193,4 +201,30 @@ async def test_a_queued_task_whose_send_was_cancelled_never_reaches_the_device(
                 # The loop is now sending "b", and that send is held: leave the block.
             assert isinstance(second.outcome, TaskCancelled)
             assert [f.request for f in frames_of(agent, "task")] == ["first"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_stops_reading_an_in_memory_connection_fails_it_after_send_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    network = MemoryNetwork(buffer=1)
+    confirmation = encode_server(ServerMessage(ServerMessageType.HEARTBEAT, WireStatus.OK))
+
+    async def confirm_then_stop_reading(connection: MemoryServerConnection) -> None:
+        await connection.receive()  # REGISTER
+        await connection.send(confirmation)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        network.listen(URL, confirm_then_stop_reading, nursery)
+        async with open_supervisor(
+            task_name="lab", connector=network.connector(), send_timeout=3.0
+        ) as sup:
+            with sup.subscribe() as events:
+                sup.add_device("pc", URL, "Linux", connect=False)
+                assert not await sup.connect("pc")
+                failure = await next_event(events, lambda e: isinstance(e, ConnectionFailed))
+        assert isinstance(failure, ConnectionFailed)
+        assert (failure.reason, failure.detail) == ("connection_closed", "send stalled for 3 s")
+        assert failure.at == 3.0
         nursery.cancel_scope.cancel()

@@ -9,16 +9,17 @@ The reader, heartbeat and executor of DESIGN.md are roles of one loop, not three
 task costs a device 2-3 KB and each hand-off a scheduler pass, see TRIO-NOTES.md):
 
 - the loop always drains the connection and routes each frame inline (no slow consumer can
-  stall trio-websocket's reader);
+  stall trio-websocket's reader), in one receive scope kept open across frames;
 - it sends heartbeats on a deadline and fails the Session when no frame at all arrived
   within ``heartbeat_timeout`` of the oldest unanswered heartbeat (AIP.md: answers cannot be
   correlated, any inbound frame proves liveness);
 - it dispatches the next queued task when the device becomes free.
 
 When the device is idle and its queue empty, the caller's own task sends the TASK frame
-(`send_task`), with no hand-off, and the loop wakes exactly that caller when TASK_END
-arrives. The caller lowers the loop's receive deadline to the task's deadline, so a task
-timeout is noticed on time without waking the loop.
+(`send_task`), with no hand-off; while it waits for the outcome it reads the connection's
+frames itself (`drive`), and the loop steps aside, keeping the heartbeats and every
+deadline. Over a frame-safe transport (`FrameSafeTransport`) sends need no cancel scope: a
+cancelled send sent nothing, and the task did not start (`_not_sent`).
 """
 
 from __future__ import annotations
@@ -537,15 +538,20 @@ class Session:
     ) -> None:
         """A frame-safe send of ``task`` was cancelled: nothing of it reached the device.
 
-        Sent by the loop, the Session is ending: the task goes back to the head of the
-        queue, whatever its delivery. Sent by its caller, who is being cancelled: the
-        submission is undone (or, if the Session already ended and requeued the task, the
-        task is withdrawn, since nobody will wait for it)."""
+        Sent by its caller, who is being cancelled: the submission is undone (or, if the
+        Session already ended and requeued the task, the task is withdrawn, since nobody
+        will wait for it). Sent by the loop: its scope was cancelled (the Session is ending,
+        a deadline came due, or a stop woke it) and the task goes back to the head of the
+        queue, whatever its delivery; unless the device no longer takes tasks (a disconnect
+        or removal, which has already ended the queued ones): then it ends the same way."""
         actor = self.actor
         if self.in_flight is task:
             self.in_flight = None
             task._unsend(*before)
-            actor.task_not_started(task, requeue=not by_caller)
+            if by_caller or actor.accepting:
+                actor.task_not_started(task, requeue=not by_caller)
+            else:
+                actor.task_cancelled(task, "the device was disconnected before it was sent")
         elif by_caller and not task.done:
             actor.withdraw(task, "its caller was cancelled before it was sent")
 

@@ -23,7 +23,7 @@ from galaxy_actors import (
 from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus
 from galaxy_actors._stream import FrameSafeStream
 from galaxy_actors._transport import MemoryConnector, MemoryServerConnection, Transport
-from galaxy_actors.testing import MemoryNetwork
+from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.
@@ -227,4 +227,29 @@ async def test_a_peer_that_stops_reading_an_in_memory_connection_fails_it_after_
         assert isinstance(failure, ConnectionFailed)
         assert (failure.reason, failure.detail) == ("connection_closed", "send stalled for 3 s")
         assert failure.at == 3.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_disconnect_during_the_loops_send_cancels_that_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        network = MemoryNetwork()
+        agent = SimulatedAgent(devices=["pc"], task_duration=1.0)
+        agent.serve_memory(network, URL, nursery)
+        connector = HoldingConnector(network.connector(), "b")
+        async with open_supervisor(task_name="lab", connector=connector) as sup:
+            sup.add_device("pc", URL, "Linux", connect=False)
+            assert await sup.connect("pc")
+            first = await sup.submit("first", device_id="pc", task_id="a")
+            second = await sup.submit("second", device_id="pc", task_id="b")
+            assert (await first.result()).ok
+            await trio.sleep(1)  # the loop is sending "b", and that send is held
+            await sup.disconnect("pc")
+            assert trio.current_time() == 2.0
+            with pytest.raises(TaskCancelled, match="disconnected before it was sent"):
+                await second.result()
+            assert sup.registry.require("pc").status is DeviceStatus.DISCONNECTED
+            assert sup.snapshot("pc").queue_depth == 0
+        assert [f.request for f in frames_of(agent, "task")] == ["first"]
         nursery.cancel_scope.cancel()

@@ -6,7 +6,8 @@ the storm also draws ``benchmarks/results/storm.png``. This script bounds each o
 and says at the end which ran, how long each took, and which failed.
 
 What ``make bench`` runs, and what it leaves out to stay within its time:
-- dispatch: 21 paired rounds of 500 sequential tasks, 15 throughput rounds, cProfile;
+- dispatch: 21 paired rounds of 500 sequential tasks, 6,000 tasks a side interleaved one by
+  one, 15 throughput rounds, cProfile;
 - fleet: 1,000 and 3,000 devices, 15 paired rounds each, against bare connect + REGISTER
   (the bare baseline with our exact frames, ``--baselines register,same``, is left to the
   full run); 10,000 devices once, in the idle-CPU run at 30 s heartbeats (one paired round: a
@@ -63,6 +64,8 @@ QUICK: dict[str, list[str]] = {
         "--profile",
         "--profile-tasks",
         "500",
+        "--interleaved",
+        "1000",
         "--name",
         "quick_dispatch",
     ],

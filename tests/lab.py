@@ -17,6 +17,7 @@ from galaxy_actors import (
     Supervisor,
     open_supervisor,
 )
+from galaxy_actors._transport import Connector, MemoryConnector
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 
@@ -50,13 +51,22 @@ class Lab:
 
 
 @asynccontextmanager
-async def memory_lab(**supervisor_options: Any) -> AsyncIterator[Lab]:
+async def memory_lab(
+    *,
+    wrap_connector: Callable[[MemoryConnector], Connector] | None = None,
+    network: MemoryNetwork | None = None,
+    **supervisor_options: Any,
+) -> AsyncIterator[Lab]:
     """Yield a Lab whose supervisor uses the in-memory network. Agents made with
-    ``lab.agent`` outlive the supervisor, so its shutdown can be observed from them."""
+    ``lab.agent`` outlive the supervisor, so its shutdown can be observed from them.
+    ``wrap_connector`` wraps the network's connector (to hold or slow some operations)."""
     async with trio.open_nursery() as nursery:
-        lab = Lab(nursery, MemoryNetwork())
+        lab = Lab(nursery, network or MemoryNetwork())
         options: dict[str, Any] = {"task_name": "lab", **supervisor_options}
-        options.setdefault("connector", lab.network.connector())
+        connector = lab.network.connector()
+        options.setdefault(
+            "connector", connector if wrap_connector is None else wrap_connector(connector)
+        )
         async with open_supervisor(**options) as sup:
             lab.sup = sup
             yield lab

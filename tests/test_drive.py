@@ -17,10 +17,8 @@ from galaxy_actors import (
     DeviceStatus,
     TaskCancelled,
     TaskTimeout,
-    open_supervisor,
 )
 from galaxy_actors._transport import MemoryConnector, Transport
-from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 
 class StepCounter(trio.abc.Instrument):
@@ -180,15 +178,9 @@ class SlowClosingConnector:
 async def test_a_waiting_caller_learns_of_its_timeout_before_the_connection_is_closed(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        network = MemoryNetwork()
-        agent = SimulatedAgent(devices=["pc"], lose_task_end=True)
-        agent.serve_memory(network, "ws://agent/ws", nursery)
-        connector = SlowClosingConnector(network.connector(), close_time=5.0)
-        async with open_supervisor(task_name="lab", connector=connector) as sup:
-            sup.add_device("pc", "ws://agent/ws", "Linux", connect=False)
-            assert await sup.connect("pc")
-            with pytest.raises(TaskTimeout):
-                await sup.run_task("lost", device_id="pc", timeout=7.0)
-            assert trio.current_time() == 7.0  # not 12: the close is still going on
-        nursery.cancel_scope.cancel()
+    slow = memory_lab(wrap_connector=lambda c: SlowClosingConnector(c, close_time=5.0))
+    async with slow as lab:
+        await lab.connected("pc", lose_task_end=True)
+        with pytest.raises(TaskTimeout):
+            await lab.supervisor.run_task("lost", device_id="pc", timeout=7.0)
+        assert trio.current_time() == 7.0  # not 12: the close is still going on

@@ -18,12 +18,11 @@ from galaxy_actors import (
     DeviceStatus,
     TaskCancelled,
     encode_server,
-    open_supervisor,
 )
 from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus
 from galaxy_actors._stream import FrameSafeStream
 from galaxy_actors._transport import MemoryConnector, MemoryServerConnection, Transport
-from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+from galaxy_actors.testing import MemoryNetwork
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.
@@ -184,30 +183,22 @@ class HoldingConnector:
 async def test_a_queued_task_whose_send_was_cancelled_never_reaches_the_device(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        async with memory_lab() as lab:
-            # A second supervisor on the lab's network, whose connector holds task "b".
-            connector = HoldingConnector(lab.network.connector(), "b")
-            agent = lab.agent(devices=["pc"], task_duration=1.0)
-            async with open_supervisor(
-                task_name="lab", connector=connector, shutdown_grace=2.0
-            ) as sup:
-                sup.add_device("pc", URL, "Linux", connect=False)
-                assert await sup.connect("pc")
-                first = await sup.submit("first", device_id="pc", task_id="a")
-                second = await sup.submit("second", device_id="pc", task_id="b")
-                assert (await first.result()).ok
-                await trio.testing.wait_all_tasks_blocked()
-                # The loop is now sending "b", and that send is held: leave the block.
-            assert isinstance(second.outcome, TaskCancelled)
-            assert [f.request for f in frames_of(agent, "task")] == ["first"]
-        nursery.cancel_scope.cancel()
+    held = memory_lab(wrap_connector=lambda c: HoldingConnector(c, "b"), shutdown_grace=2.0)
+    async with held as lab:
+        agent = await lab.connected("pc", task_duration=1.0)
+        sup = lab.supervisor
+        first = await sup.submit("first", device_id="pc", task_id="a")
+        second = await sup.submit("second", device_id="pc", task_id="b")
+        assert (await first.result()).ok
+        await trio.testing.wait_all_tasks_blocked()
+        # The loop is now sending "b", and that send is held: leave the block.
+    assert isinstance(second.outcome, TaskCancelled)
+    assert [f.request for f in frames_of(agent, "task")] == ["first"]
 
 
 async def test_a_peer_that_stops_reading_an_in_memory_connection_fails_it_after_send_timeout(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    network = MemoryNetwork(buffer=1)
     confirmation = encode_server(ServerMessage(ServerMessageType.HEARTBEAT, WireStatus.OK))
 
     async def confirm_then_stop_reading(connection: MemoryServerConnection) -> None:
@@ -215,41 +206,32 @@ async def test_a_peer_that_stops_reading_an_in_memory_connection_fails_it_after_
         await connection.send(confirmation)
         await trio.sleep_forever()
 
-    async with trio.open_nursery() as nursery:
-        network.listen(URL, confirm_then_stop_reading, nursery)
-        async with open_supervisor(
-            task_name="lab", connector=network.connector(), send_timeout=3.0
-        ) as sup:
-            with sup.subscribe() as events:
-                sup.add_device("pc", URL, "Linux", connect=False)
-                assert not await sup.connect("pc")
-                failure = await next_event(events, lambda e: isinstance(e, ConnectionFailed))
-        assert isinstance(failure, ConnectionFailed)
-        assert (failure.reason, failure.detail) == ("connection_closed", "send stalled for 3 s")
-        assert failure.at == 3.0
-        nursery.cancel_scope.cancel()
+    async with memory_lab(network=MemoryNetwork(buffer=1), send_timeout=3.0) as lab:
+        lab.network.listen(URL, confirm_then_stop_reading, lab.nursery)
+        sup = lab.supervisor
+        with sup.subscribe() as events:
+            sup.add_device("pc", URL, "Linux", connect=False)
+            assert not await sup.connect("pc")
+            failure = await next_event(events, lambda e: isinstance(e, ConnectionFailed))
+    assert isinstance(failure, ConnectionFailed)
+    assert (failure.reason, failure.detail) == ("connection_closed", "send stalled for 3 s")
+    assert failure.at == 3.0
 
 
 async def test_a_disconnect_during_the_loops_send_cancels_that_task(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        network = MemoryNetwork()
-        agent = SimulatedAgent(devices=["pc"], task_duration=1.0)
-        agent.serve_memory(network, URL, nursery)
-        connector = HoldingConnector(network.connector(), "b")
-        async with open_supervisor(task_name="lab", connector=connector) as sup:
-            sup.add_device("pc", URL, "Linux", connect=False)
-            assert await sup.connect("pc")
-            first = await sup.submit("first", device_id="pc", task_id="a")
-            second = await sup.submit("second", device_id="pc", task_id="b")
-            assert (await first.result()).ok
-            await trio.sleep(1)  # the loop is sending "b", and that send is held
-            await sup.disconnect("pc")
-            assert trio.current_time() == 2.0
-            with pytest.raises(TaskCancelled, match="disconnected before it was sent"):
-                await second.result()
-            assert sup.registry.require("pc").status is DeviceStatus.DISCONNECTED
-            assert sup.snapshot("pc").queue_depth == 0
-        assert [f.request for f in frames_of(agent, "task")] == ["first"]
-        nursery.cancel_scope.cancel()
+    async with memory_lab(wrap_connector=lambda c: HoldingConnector(c, "b")) as lab:
+        agent = await lab.connected("pc", task_duration=1.0)
+        sup = lab.supervisor
+        first = await sup.submit("first", device_id="pc", task_id="a")
+        second = await sup.submit("second", device_id="pc", task_id="b")
+        assert (await first.result()).ok
+        await trio.sleep(1)  # the loop is sending "b", and that send is held
+        await sup.disconnect("pc")
+        assert trio.current_time() == 2.0
+        with pytest.raises(TaskCancelled, match="disconnected before it was sent"):
+            await second.result()
+        assert sup.registry.require("pc").status is DeviceStatus.DISCONNECTED
+        assert sup.snapshot("pc").queue_depth == 0
+    assert [f.request for f in frames_of(agent, "task")] == ["first"]

@@ -270,18 +270,21 @@ class Session:
                         handback = self._handback
                         if handback is not None:
                             await handback.wait()
-                            now = current_time()
                         else:
                             try:
                                 raw = await transport.receive()
                             except TransportClosed as exc:
                                 await self._closed(exc)
-                            now = current_time()
-                            if not self._take(raw, now):
-                                await trio.lowlevel.checkpoint()  # raises: the Session failed
+                            self._take(raw, current_time())
                             driver = self._driver
                             if driver is not None and driver.done:
                                 self._release_driver()  # we routed the end of its task
+                        if self.scope.cancel_called:
+                            # The Session failed or was stopped, maybe by a waiting caller
+                            # while this task already held its next frame (routed above: a
+                            # result that arrived is kept). Nothing more is started.
+                            await trio.lowlevel.checkpoint()  # raises Cancelled
+                        now = current_time()
                         if self.in_flight is None and (self.stopping or mailbox):
                             if self.stopping or not self._frame_safe:
                                 break  # stop, or send the next task shielded, outside
@@ -310,8 +313,8 @@ class Session:
 
     def _take(self, raw: str | bytes, now: float) -> bool:
         """One received frame: it proves the connection alive, then is decoded and routed.
-        False if it ends the Session (a binary frame, AIP.md); a bad text frame is counted,
-        logged and dropped."""
+        False if it ended the Session (a binary frame, AIP.md: `fail` was called); a bad
+        text frame is counted, logged and dropped."""
         self._hb_oldest = None
         self.actor.profile.last_heartbeat = now
         try:

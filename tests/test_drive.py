@@ -15,10 +15,21 @@ from lab import frames_of, memory_lab
 from galaxy_actors import (
     DeviceDisconnected,
     DeviceStatus,
+    RestartPolicy,
     TaskCancelled,
+    TaskEnded,
     TaskTimeout,
 )
 from galaxy_actors._transport import MemoryConnector, Transport
+from galaxy_actors.testing import (
+    DeviceSchedule,
+    DropConnection,
+    FaultSchedule,
+    MalformedFrame,
+    TaskSubmission,
+    check_invariants,
+    run_scenario,
+)
 
 
 class StepCounter(trio.abc.Instrument):
@@ -184,3 +195,25 @@ async def test_a_waiting_caller_learns_of_its_timeout_before_the_connection_is_c
         with pytest.raises(TaskTimeout):
             await lab.supervisor.run_task("lost", device_id="pc", timeout=7.0)
         assert trio.current_time() == 7.0  # not 12: the close is still going on
+
+
+def test_a_session_failed_by_the_waiting_caller_starts_nothing_more() -> None:
+    # Found by the property tests: the waiting caller read a binary frame and failed the
+    # Session while the loop already held the next frame (the running task's TASK_END); the
+    # loop routed it, then started the queued task on the failed Session.
+    schedule = FaultSchedule(
+        devices=(
+            DeviceSchedule(
+                device_id="d0",
+                faults=(DropConnection(at=0.0), MalformedFrame(at=16.0, binary=True)),
+            ),
+        ),
+        tasks=(
+            TaskSubmission(at=15.0, device="d0", task_id="t0"),
+            TaskSubmission(at=15.0, device="d0", task_id="t1"),
+        ),
+    )
+    trace = run_scenario(schedule, RestartPolicy(reconnect_delay=1.0, max_retries=0), seed=1)
+    check_invariants(trace)
+    ended = {e.task_id: e.outcome for e in trace.events if isinstance(e, TaskEnded)}
+    assert ended == {"t0": "completed", "t1": "DeviceUnavailable"}

@@ -171,11 +171,27 @@ class _RecordingTransport:
     _wire: _Wire
     _device_id: str
     _connection: int
+    _frame_safe: bool = attrs.field(default=False, init=False)
+
+    def frame_safe_sends(self, send_timeout: float) -> bool:
+        # As frame-safe as the transport under it, so scenarios run the path real ws://
+        # connections take.
+        inner = getattr(self._inner, "frame_safe_sends", None)
+        self._frame_safe = bool(inner is not None and inner(send_timeout))
+        return self._frame_safe
 
     async def send(self, frame: str) -> None:
         # Logged before it leaves: any answer is logged after it.
-        self._wire.frame(self._device_id, "sent", self._connection, frame)
-        await self._inner.send(frame)
+        wire = self._wire
+        wire.frame(self._device_id, "sent", self._connection, frame)
+        logged = wire.records[-1]
+        try:
+            await self._inner.send(frame)
+        except trio.Cancelled:
+            # A frame-safe send cancelled: nothing of the frame left, so it was not sent.
+            if self._frame_safe and wire.records and wire.records[-1] is logged:
+                wire.records.pop()
+            raise
 
     async def receive(self) -> str | bytes:
         frame = await self._inner.receive()

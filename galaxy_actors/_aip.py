@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 
@@ -188,18 +188,18 @@ _E = TypeVar("_E", bound=enum.StrEnum)
 
 # Members by wire value: a dict lookup per field instead of EnumMeta.__call__, which was a
 # measurable part of decoding a frame on the dispatch path (benchmarks, docs/performance.md).
-_MEMBERS: dict[type[enum.StrEnum], dict[str, enum.StrEnum]] = {}
+_MEMBERS: Final[dict[type[enum.StrEnum], dict[str, enum.StrEnum]]] = {
+    enum_type: {m.value: m for m in enum_type}
+    for enum_type in (ServerMessageType, ClientMessageType, WireStatus, ClientType)
+}
 
 
 def _enum_field(obj: Mapping[str, Any], name: str, enum_type: type[_E], raw: str) -> _E:
     value = obj.get(name)
     if value is None:
         raise ProtocolError(f"frame has no {name!r}", raw)
-    members = _MEMBERS.get(enum_type)
-    if members is None:
-        members = _MEMBERS[enum_type] = {m.value: m for m in enum_type}
     try:
-        return members[value]  # type: ignore[return-value]
+        return _MEMBERS[enum_type][value]  # type: ignore[return-value]
     except (KeyError, TypeError):  # TypeError: an unhashable value, e.g. a list
         raise ProtocolError(f"unknown {name} {value!r}", raw) from None
 
@@ -213,8 +213,8 @@ def _check_strings(obj: Mapping[str, Any], names: frozenset[str], raw: str) -> N
             )
 
 
-_SERVER_TYPES: Final[dict[str, ServerMessageType]] = {m.value: m for m in ServerMessageType}
-_STATUSES: Final[dict[str, WireStatus]] = {m.value: m for m in WireStatus}
+_SERVER_TYPES: Final = cast(dict[str, ServerMessageType], _MEMBERS[ServerMessageType])
+_STATUSES: Final = cast(dict[str, WireStatus], _MEMBERS[WireStatus])
 _STR_OR_NULL: Final = frozenset({str, type(None)})
 _SERVER_STR_FIELD_NAMES: Final = tuple(sorted(_SERVER_STR_FIELDS))
 # Every field but type and status, in the order of ServerMessage's positional arguments.

@@ -270,12 +270,14 @@ class Session:
                         handback = self._handback
                         if handback is not None:
                             await handback.wait()
+                            now = current_time()
                         else:
                             try:
                                 raw = await transport.receive()
                             except TransportClosed as exc:
                                 await self._closed(exc)
-                            self._take(raw, current_time())
+                            now = current_time()
+                            self._take(raw, now)
                             driver = self._driver
                             if driver is not None and driver.done:
                                 self._release_driver()  # we routed the end of its task
@@ -284,7 +286,6 @@ class Session:
                             # while this task already held its next frame (routed above: a
                             # result that arrived is kept). Nothing more is started.
                             await trio.lowlevel.checkpoint()  # raises Cancelled
-                        now = current_time()
                         if self.in_flight is None and (self.stopping or mailbox):
                             if self.stopping or not self._frame_safe:
                                 break  # stop, or send the next task shielded, outside
@@ -311,22 +312,27 @@ class Session:
         finally:
             self._release_driver()
 
-    def _take(self, raw: str | bytes, now: float) -> bool:
-        """One received frame: it proves the connection alive, then is decoded and routed.
-        False if it ended the Session (a binary frame, AIP.md: `fail` was called); a bad
-        text frame is counted, logged and dropped."""
+    def _take(self, raw: str | bytes, now: float) -> None:
+        """One frame received after the connect sequence: decoded and routed. A frame that
+        ends the Session (`_decode`) cancels its scope, which the reader then meets."""
+        message = self._decode(raw, now)
+        if message is not None:
+            self._route(message, now)
+
+    def _decode(self, raw: str | bytes, now: float) -> ServerMessage | None:
+        """One received frame proves the connection alive; its message, or None for a frame
+        that does not decode: a text one is counted, logged and dropped, a binary one fails
+        the Session (AIP.md)."""
         self._hb_oldest = None
         self.actor.profile.last_heartbeat = now
         try:
-            message = decode_server(raw)
+            return decode_server(raw)
         except ProtocolError as exc:
             if isinstance(raw, bytes):
                 self.fail(FailureReason.PROTOCOL_ERROR, str(exc))
-                return False
-            self.actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
-            return True
-        self._route(message, now)
-        return True
+            else:
+                self.actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
+            return None
 
     # ------------------------------------------------------------------- a caller reads
 
@@ -358,8 +364,7 @@ class Session:
                         raw = await transport.receive()
                     except TransportClosed:
                         break  # the loop reads the same and ends the Session with the reason
-                    if not self._take(raw, trio.current_time()):
-                        break
+                    self._take(raw, trio.current_time())  # a failure cancels ``scope``
         finally:
             self._driver = self._driver_scope = self._handback = None
             handback.set()
@@ -409,12 +414,11 @@ class Session:
                 if now >= self._phase_deadline:
                     return None
                 continue
-            self._hb_oldest = None
-            self.actor.profile.last_heartbeat = now
-            try:
-                return decode_server(raw)
-            except ProtocolError as exc:
-                await self._bad_frame(raw, exc)
+            message = self._decode(raw, now)
+            if message is not None:
+                return message
+            if self.scope.cancel_called:
+                await trio.lowlevel.checkpoint()  # raises Cancelled: the frame failed it
 
     async def _closed(self, exc: TransportClosed) -> NoReturn:
         reason = (
@@ -423,13 +427,6 @@ class Session:
             else FailureReason.CONNECTION_CLOSED
         )
         await self._abort(reason, str(exc))
-
-    async def _bad_frame(self, raw: str | bytes, exc: ProtocolError) -> None:
-        """A frame that does not decode: a binary one ends the Session (AIP.md), a text
-        one is counted, logged and dropped."""
-        if isinstance(raw, bytes):
-            await self._abort(FailureReason.PROTOCOL_ERROR, str(exc))
-        self.actor.bad_frame("protocol_error", f"{exc}: {raw[:200]!r}")
 
     async def _check_timeouts(self, now: float) -> None:
         settings = self.actor.settings

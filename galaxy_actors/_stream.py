@@ -32,23 +32,23 @@ import trio
 class FrameSafeStream(trio.abc.HalfCloseableStream):
     """Wraps a connected `trio.SocketStream`; every other operation is the wrapped one's."""
 
-    __slots__ = ("_fd_owner", "_stream", "send_timeout", "stalled")
+    __slots__ = ("_socket", "_stream", "send_timeout", "stalled")
 
     def __init__(self, stream: trio.SocketStream, send_timeout: float = math.inf) -> None:
         self._stream = stream
-        self._fd_owner = stream.socket
+        self._socket = stream.socket
         self.send_timeout = send_timeout
         # Why the last send failed when the socket stayed unwritable (None: it did not).
         self.stalled: str | None = None
 
     @property
     def socket(self) -> trio.socket.SocketType:
-        return self._stream.socket
+        return self._socket
 
     def _write(self, data: memoryview) -> int:
         # The descriptor is checked at every write: once the stream is closed its number
         # may already belong to another connection.
-        fd = self._fd_owner.fileno()
+        fd = self._socket.fileno()
         if fd == -1:
             raise trio.ClosedResourceError("the connection's socket was closed")
         try:
@@ -69,7 +69,7 @@ class FrameSafeStream(trio.abc.HalfCloseableStream):
         limit = self.send_timeout
         with trio.CancelScope(shield=sent > 0, deadline=trio.current_time() + limit) as scope:
             while sent < size:
-                await trio.lowlevel.wait_writable(self._fd_owner)
+                await trio.lowlevel.wait_writable(self._socket)
                 sent += self._write(view[sent:])
                 if sent:
                     scope.shield = True

@@ -175,9 +175,7 @@ class TaskHandle:
 
     async def result(self) -> ExecutionResult:
         """Wait for the outcome: the `ExecutionResult`, or raise its `TaskError`."""
-        session = self._session  # as in `wait`, written out: one coroutine less per task
-        if not (session is not None and await session.drive(self) and self._stage is _Stage.DONE):
-            await self._done.wait()
+        await self.wait()
         outcome = self._outcome
         if isinstance(outcome, TaskError):
             raise outcome

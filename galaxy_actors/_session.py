@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, NoReturn
 import trio
 
 from ._aip import (
-    ServerMessage,
+    ServerFields,
     ServerMessageType,
     WireStatus,
-    decode_server,
     device_info_from,
+    parse_server,
+    server_message,
     session_id_for,
 )
 from ._errors import DeviceDisconnected, ProtocolError, TaskRejected, TaskTimeout
@@ -187,21 +188,23 @@ class Session:
         self._phase_deadline = trio.current_time() + settings.registration_timeout
         await self._send(actor.frames.register())
         while True:
-            message = await self._next_frame()
-            if message is None:
+            frame = await self._next_frame()
+            if frame is None:
                 await self._abort(
                     FailureReason.CONNECT_FAILED,
                     f"no answer to REGISTER within {settings.registration_timeout:g} s",
                 )
-            if message.type is _HEARTBEAT and message.status is WireStatus.OK:
+            kind, status, fields = frame
+            if kind is _HEARTBEAT and status is WireStatus.OK:
                 break
-            if message.type is _ERROR:
+            if kind is _ERROR:
                 # The server closes the socket right after this frame (TRIO-NOTES, pitfall
                 # 7): fail on the frame, so the reason reads as a rejection.
                 await self._abort(
-                    FailureReason.REGISTRATION_REJECTED, message.error or "registration rejected"
+                    FailureReason.REGISTRATION_REJECTED,
+                    fields.get("error") or "registration rejected",
                 )
-            actor.bad_frame("unexpected", f"{message.type} frame before registration")
+            actor.bad_frame("unexpected", f"{kind} frame before registration")
         now = trio.current_time()
         actor.profile.last_heartbeat = now
         actor.set_status(DeviceStatus.CONNECTED)
@@ -216,8 +219,8 @@ class Session:
         await self._send(actor.frames.device_info_request(request_id))
         info = None
         while True:
-            message = await self._next_frame()
-            if message is None:
+            frame = await self._next_frame()
+            if frame is None:
                 logger.warning(
                     "device %s: no device info within %g s",
                     actor.device_id,
@@ -225,14 +228,15 @@ class Session:
                     extra={"device_id": actor.device_id},
                 )
                 break
-            if message.type is _INFO and message.response_id == request_id:
-                info = device_info_from(message)
+            kind, _, fields = frame
+            if kind is _INFO and fields.get("response_id") == request_id:
+                info = device_info_from(server_message(frame))
                 break
-            if message.type is _ERROR:
+            if kind is _ERROR:
                 # Authorization failures come back as an error frame without request_id.
-                actor.bad_frame("error_frame", f"device info refused: {message.error}")
+                actor.bad_frame("error_frame", f"device info refused: {fields.get('error')}")
                 break
-            self._route(message, trio.current_time())
+            self._route(frame, trio.current_time())
         self._phase_deadline = math.inf
         actor.connected(info)
         self.ready = True
@@ -315,18 +319,19 @@ class Session:
     def _take(self, raw: str | bytes, now: float) -> None:
         """One frame received after the connect sequence: decoded and routed. A frame that
         ends the Session (`_decode`) cancels its scope, which the reader then meets."""
-        message = self._decode(raw, now)
-        if message is not None:
-            self._route(message, now)
+        frame = self._decode(raw, now)
+        if frame is not None:
+            self._route(frame, now)
 
-    def _decode(self, raw: str | bytes, now: float) -> ServerMessage | None:
-        """One received frame proves the connection alive; its message, or None for a frame
-        that does not decode: a text one is counted, logged and dropped, a binary one fails
-        the Session (AIP.md)."""
+    def _decode(self, raw: str | bytes, now: float) -> ServerFields | None:
+        """One received frame proves the connection alive; its checked fields, or None for
+        a frame that does not decode: a text one is counted, logged and dropped, a binary
+        one fails the Session (AIP.md). No `ServerMessage` is built: it would be a third of
+        the cost of decoding, on every frame (`parse_server`)."""
         self._hb_oldest = None
         self.actor.profile.last_heartbeat = now
         try:
-            return decode_server(raw)
+            return parse_server(raw)
         except ProtocolError as exc:
             if isinstance(raw, bytes):
                 self.fail(FailureReason.PROTOCOL_ERROR, str(exc))
@@ -395,7 +400,7 @@ class Session:
             deadline = min(deadline, task._deadline)
         return deadline
 
-    async def _next_frame(self) -> ServerMessage | None:
+    async def _next_frame(self) -> ServerFields | None:
         """The next valid frame during the connect sequence, or None once the phase
         deadline passed. Sends heartbeats when due; aborts the Session on a heartbeat
         timeout, a closed connection or a binary frame; drops bad text frames."""
@@ -414,9 +419,9 @@ class Session:
                 if now >= self._phase_deadline:
                     return None
                 continue
-            message = self._decode(raw, now)
-            if message is not None:
-                return message
+            frame = self._decode(raw, now)
+            if frame is not None:
+                return frame
             if self.scope.cancel_called:
                 await trio.lowlevel.checkpoint()  # raises Cancelled: the frame failed it
 
@@ -447,11 +452,11 @@ class Session:
             self.actor.task_ended(task, error)
             await self._abort(FailureReason.TASK_TIMEOUT, f"task {task.task_id!r} timed out")
 
-    def _route(self, message: ServerMessage, now: float) -> None:
+    def _route(self, frame: ServerFields, now: float) -> None:
         """Handle one frame outside the connect sequence. Never raises, never waits."""
         actor = self.actor
-        kind = message.type
-        sid = message.session_id
+        kind, status, fields = frame
+        sid = fields.get("session_id")
         task = self.in_flight
         if kind is _HEARTBEAT:
             if sid is None:
@@ -463,19 +468,16 @@ class Session:
         elif kind is _TASK_END:
             if task is not None and sid == self._in_flight_sid:
                 self.in_flight = None
-                status = (
-                    ResultStatus.FAILED
-                    if message.status in _FAILED_STATUSES
-                    else ResultStatus.COMPLETED
-                )
                 actor.task_ended(
                     task,
                     ExecutionResult(
                         task.task_id,
                         actor.device_id,
-                        status,
-                        message.result,
-                        message.error,
+                        ResultStatus.FAILED
+                        if status in _FAILED_STATUSES
+                        else ResultStatus.COMPLETED,
+                        fields.get("result"),
+                        fields.get("error"),
                         task.timings(now),
                     ),
                     now,
@@ -486,7 +488,7 @@ class Session:
             if task is not None and task._accepted_at is None:
                 # A refused task gets an error frame without its session_id (AIP.md, flow 4).
                 self.in_flight = None
-                text = message.error or "task refused by the server"
+                text = fields.get("error") or "task refused by the server"
                 actor.task_ended(
                     task,
                     TaskRejected(
@@ -497,7 +499,7 @@ class Session:
                     ),
                 )
                 return
-            actor.bad_frame("error_frame", message.error or "error frame without text")
+            actor.bad_frame("error_frame", fields.get("error") or "error frame without text")
         elif kind is _INFO:
             actor.bad_frame("unexpected", "device_info_response nobody waits for")
         else:

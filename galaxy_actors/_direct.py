@@ -54,6 +54,10 @@ class DirectSender:
         and without a checkpoint, when the send must take the public path (the lock is
         held, or the connection is closing: ``send_message`` then raises as it should).
 
+        A cancellation point, before the write; a schedule point only if the frame had to
+        wait for room in the socket (`FrameSafeStream.send_all_eagerly`): the Session,
+        which sends through here, receives next, and that is one.
+
         Raises `trio_websocket.ConnectionClosed` if the socket is broken, as
         ``send_message`` does; `trio.Cancelled` only before any of the frame left."""
         ws = self._ws
@@ -67,7 +71,7 @@ class DirectSender:
         try:
             data = ws._wsproto.send(TextMessage(data=frame))
             try:
-                await self._stream.send_all(data)
+                await self._stream.send_all_eagerly(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await ws._abort_web_socket()
                 assert ws._close_reason is not None

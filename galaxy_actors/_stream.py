@@ -59,13 +59,25 @@ class FrameSafeStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError(f"socket error: {exc}") from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if await self._send(data):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def send_all_eagerly(self, data: bytes | bytearray | memoryview) -> None:
+        """`send_all` without the schedule point after a frame written at once: then only a
+        cancellation point (before the write). For a caller whose next step is a schedule
+        point anyway (a Session sends, then receives), that yield would cost a scheduler
+        pass per frame and let other tasks run before its own next step, for nothing."""
+        await self._send(data)
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> bool:
+        """Write ``data`` whole. True if it went out at once, with no schedule point yet;
+        False if it had to wait for room in the socket (it yielded then)."""
         view = memoryview(data)
         size = len(view)
         await trio.lowlevel.checkpoint_if_cancelled()
         sent = self._write(view) if size else 0
         if sent == size:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+            return True
         limit = self.send_timeout
         with trio.CancelScope(shield=sent > 0, deadline=trio.current_time() + limit) as scope:
             while sent < size:
@@ -76,6 +88,7 @@ class FrameSafeStream(trio.abc.HalfCloseableStream):
         if scope.cancelled_caught:
             self.stalled = f"send stalled for {limit:g} s"
             raise trio.BrokenResourceError(self.stalled)
+        return False
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()

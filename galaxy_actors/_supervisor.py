@@ -312,11 +312,16 @@ class Supervisor:
         `DuplicateTaskId`, `SupervisorClosed`, `ConfigurationError` (bad argument, or data
         that is not JSON-serialisable).
         """
+        # A checkpoint, as Trio's own calls are (a queued task makes none, and a frame the
+        # Session writes at once is followed by no schedule point), in their usual shape:
+        # cancellable before anything happens, yielding once it has.
+        await trio.lowlevel.checkpoint_if_cancelled()
         task, session = self._admit(
             description, data, device_id, capabilities, task_id, timeout, delivery, priority
         )
         if session is not None:
             await self._send_now(session, task)
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return task
 
     def _admit(

@@ -67,7 +67,9 @@ class ConnectFailed(GalaxyActorsError):
 
 class Transport(Protocol):
     async def send(self, frame: str) -> None:
-        """Send one text frame. Raises `TransportClosed`."""
+        """Send one text frame. Raises `TransportClosed`. A cancellation point; it need not
+        be a schedule point once the frame is out (a Session receives next, and that is
+        one): both of ours return at once then, as a yield would only delay the caller."""
 
     async def receive(self) -> str | bytes:
         """The next frame (bytes for a binary frame). Raises `TransportClosed`."""
@@ -345,7 +347,6 @@ class _MemoryEnd:
                 raise TransportClosed(f"send stalled for {self._send_timeout:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed("connection closed", self._state.code) from None
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> str | bytes:
         try:

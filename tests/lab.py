@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -93,3 +93,26 @@ async def next_event(subscription: Subscription, predicate: Callable[[Event], bo
 
 def became(device_id: str, status: DeviceStatus) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, StatusChanged) and e.device_id == device_id and e.new is status
+
+
+class YieldCounter(trio.abc.Instrument):
+    """Counts the times the current task yields to the scheduler (the end of each of its
+    steps), from `counting_yields()` on: a cancellation point that does not yield is not one."""
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.yields = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.yields += 1
+
+
+@contextmanager
+def counting_yields() -> Iterator[YieldCounter]:
+    counter = YieldCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        yield counter
+    finally:
+        trio.lowlevel.remove_instrument(counter)

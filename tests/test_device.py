@@ -125,6 +125,34 @@ async def test_five_queued_tasks_run_in_fifo_order(autojump_clock: trio.abc.Cloc
         assert sent == [session_id_for("lab", f"t{i}") for i in range(5)]
 
 
+async def test_submit_is_a_checkpoint_whether_the_task_is_sent_or_queued(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with memory_lab() as lab:
+        agent = await lab.connected("pc", task_duration=1.0)
+        sup = lab.supervisor
+        # Cancelled: raises Cancelled, and no task exists, whether the device is idle (the
+        # task would be sent at once) or busy (it would be queued).
+        for busy in (False, True):
+            running = await sup.submit("keeps the device busy", device_id="pc") if busy else None
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await sup.submit("never", device_id="pc", task_id=f"never-{busy}")
+            assert scope.cancelled_caught
+            assert sup.snapshot("pc").queue_depth == 0
+            if running is not None:
+                assert (await running.result()).ok
+        never = {session_id_for("lab", f"never-{busy}") for busy in (False, True)}
+        assert never.isdisjoint(m.session_id for m in frames_of(agent, "task"))
+        # Not cancelled: a schedule point too, for the task sent at once and the one queued.
+        with trio.testing.assert_checkpoints():
+            first = await sup.submit("sent at once", device_id="pc")
+        with trio.testing.assert_checkpoints():
+            second = await sup.submit("queued", device_id="pc")
+        assert first.sent and not second.sent
+        assert (await second.result()).ok
+
+
 async def test_disconnect_cancels_queued_tasks_and_lets_the_running_one_finish(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio_websocket
+from lab import counting_yields
 
 from galaxy_actors import WebSocketConnector
 from galaxy_actors._aip import FrameBuilder, decode_server
@@ -58,40 +59,23 @@ async def test_the_installed_trio_websocket_takes_the_direct_path() -> None:
         assert registrations(agent) == 1
 
 
-class StepCounter(trio.abc.Instrument):
-    """Counts the scheduler steps one task finishes: a step ends where the task yields."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.steps = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-
-
 async def test_a_direct_send_writes_before_yielding_to_the_scheduler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Through send_message, taking trio-websocket's free send lock is a checkpoint: other
     # runnable tasks run before the frame is written, which is latency on every round trip.
-    counter = StepCounter(trio.lowlevel.current_task())
-    steps_at_write: list[int] = []
+    yields_at_write: list[int] = []
     write = FrameSafeStream._write
 
     def recording_write(self: FrameSafeStream, data: memoryview) -> int:
-        steps_at_write.append(counter.steps)
+        yields_at_write.append(counter.yields)
         return write(self, data)
 
     async with connection() as (agent, transport):
         monkeypatch.setattr(FrameSafeStream, "_write", recording_write)
-        trio.lowlevel.add_instrument(counter)
-        try:
-            steps_before = counter.steps
+        with counting_yields() as counter:
             await transport.send(FRAMES.register())
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-        assert steps_at_write == [steps_before]
+        assert yields_at_write == [0]
         await transport.receive()
         assert registrations(agent) == 1
 

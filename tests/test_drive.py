@@ -200,7 +200,8 @@ async def test_a_waiting_caller_learns_of_its_timeout_before_the_connection_is_c
 def test_a_session_failed_by_the_waiting_caller_starts_nothing_more() -> None:
     # Found by the property tests: the waiting caller read a binary frame and failed the
     # Session while the loop already held the next frame (the running task's TASK_END); the
-    # loop routed it, then started the queued task on the failed Session.
+    # loop routed it, then started the queued task on the failed Session. The seed picks
+    # the scheduler's order: seed 6 is one that breaks invariant 1 without the fix.
     schedule = FaultSchedule(
         devices=(
             DeviceSchedule(
@@ -213,7 +214,7 @@ def test_a_session_failed_by_the_waiting_caller_starts_nothing_more() -> None:
             TaskSubmission(at=15.0, device="d0", task_id="t1"),
         ),
     )
-    trace = run_scenario(schedule, RestartPolicy(reconnect_delay=1.0, max_retries=0), seed=1)
+    trace = run_scenario(schedule, RestartPolicy(reconnect_delay=1.0, max_retries=0), seed=6)
     check_invariants(trace)
     ended = {e.task_id: e.outcome for e in trace.events if isinstance(e, TaskEnded)}
     assert ended == {"t0": "completed", "t1": "DeviceUnavailable"}

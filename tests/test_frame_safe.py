@@ -11,7 +11,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from lab import frames_of, memory_lab, next_event
+from lab import counting_yields, frames_of, memory_lab, next_event
 
 from galaxy_actors import (
     ConnectionFailed,
@@ -56,6 +56,26 @@ async def test_a_small_frame_goes_out_whole(autojump_clock: trio.abc.Clock) -> N
     async with socket_pair() as (safe, peer):
         await safe.send_all(b"hello")
         assert await read_exactly(peer, 5) == b"hello"
+
+
+async def test_an_eager_send_is_a_cancellation_point_but_does_not_yield_after_the_write(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with socket_pair() as (safe, peer):
+        # send_all is a full checkpoint, as every Trio stream call.
+        with counting_yields() as counter:
+            await safe.send_all(b"one")
+        assert counter.yields == 1
+        # send_all_eagerly writes and returns at once: its caller's next step (a receive)
+        # is the schedule point.
+        with counting_yields() as counter:
+            await safe.send_all_eagerly(b"two")
+        assert counter.yields == 0
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await safe.send_all_eagerly(b"torn?")
+        assert scope.cancelled_caught
+        assert await read_exactly(peer, 6) == b"onetwo"
 
 
 async def test_a_cancelled_send_writes_nothing(autojump_clock: trio.abc.Clock) -> None:

@@ -6,8 +6,9 @@
    runs ``--tasks`` tasks on each side, the order of the sides alternating from round to
    round; a round's ratio is our median (and p99) over the bare one's.
    Targets: median of the per-round median ratios <= 1.05, of the p99 ratios <= 1.5.
-   Also (``--interleaved``, no target): the two sides alternating task by task, so that both
-   see the same moments of a noisy machine; the ratio of blocks of 500 pairs.
+   Also (``--interleaved``, no target): the sides alternating task by task, so that both
+   see the same moments of a noisy machine; the ratio of blocks of 500 pairs. A third side
+   there is the bare client writing each TASK frame before it yields, as we do.
 2. Throughput: ``--devices`` devices with ``--callers`` callers each (many tasks in flight,
    most of them queued), against as many bare connections each sending tasks back to back.
    Target: median per-round ratio of tasks/s >= 0.9.
@@ -110,30 +111,40 @@ async def bare_sequential(bare: BareConnection, tag: str, n: int) -> list[float]
 async def interleaved(
     manager: DeviceManager, device_id: str, bare: BareConnection, n: int
 ) -> dict[str, Any]:
-    """``n`` tasks a side, alternating one by one (which side goes first flips every pair):
-    both sides meet the same moments of a noisy machine, unlike rounds of 500."""
+    """``n`` tasks a side, alternating one by one (the order of the sides rotates every
+    turn): the sides meet the same moments of a noisy machine, unlike rounds of 500. A third
+    side, with no target, is the bare client writing its frames before it yields
+    (`BareConnection.run_task_eagerly`), as galaxy_actors does."""
     clock = time.perf_counter
     assign = manager.assign_task_to_device
-    ours: list[float] = []
-    bare_: list[float] = []
+    sides: dict[str, Callable[[str], Awaitable[Any]]] = {
+        "ours": lambda task_id: assign(task_id, device_id, DESCRIPTION, DATA),
+        "bare": lambda task_id: bare.run_task(task_id, DESCRIPTION, DATA),
+        "bare_eager": lambda task_id: bare.run_task_eagerly(task_id, DESCRIPTION, DATA),
+    }
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    order = list(sides)
     for i in range(n):
-        for side in ("ours", "bare") if i % 2 else ("bare", "ours"):
+        order.append(order.pop(0))
+        for side in order:
             start = clock()
-            if side == "ours":
-                await assign(f"i-{i}", device_id, DESCRIPTION, DATA)
-                ours.append(clock() - start)
-            else:
-                await bare.run_task(f"i-{i}", DESCRIPTION, DATA)
-                bare_.append(clock() - start)
+            await sides[side](f"i-{side}-{i}")
+            times[side].append(clock() - start)
     block = 500
-    ours_blocks = [percentile(ours[k : k + block], 50) for k in range(0, n, block)]
-    bare_blocks = [percentile(bare_[k : k + block], 50) for k in range(0, n, block)]
+    blocks = {
+        side: [percentile(t[k : k + block], 50) for k in range(0, n, block)]
+        for side, t in times.items()
+    }
     return {
         "tasks_per_side": n,
         "block": block,
-        "block_median_ratio": ratio_summary(ours_blocks, bare_blocks),
-        "ours_us": {k: v * 1e6 for k, v in summary(ours).items() if k != "n"},
-        "bare_us": {k: v * 1e6 for k, v in summary(bare_).items() if k != "n"},
+        "block_median_ratio": ratio_summary(blocks["ours"], blocks["bare"]),
+        "vs_eager_block_median_ratio": ratio_summary(blocks["ours"], blocks["bare_eager"]),
+        "eager_vs_bare_block_median_ratio": ratio_summary(blocks["bare_eager"], blocks["bare"]),
+        **{
+            f"{side}_us": {k: v * 1e6 for k, v in summary(t).items() if k != "n"}
+            for side, t in times.items()
+        },
     }
 
 
@@ -420,6 +431,16 @@ def report(results: dict[str, Any]) -> None:
                 f"{inter['ours_us']['median']:.0f}",
                 f"{inter['bare_us']['median']:.0f}",
                 fmt_ratio(inter["block_median_ratio"]),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "  against bare writing eagerly",
+                f"{inter['ours_us']['median']:.0f}",
+                f"{inter['bare_eager_us']['median']:.0f}",
+                fmt_ratio(inter["vs_eager_block_median_ratio"]),
                 "",
                 "",
             ]

@@ -11,12 +11,12 @@ TASK_END arriving to the next TASK leaving fell from about 175 to 145 µs, and t
 round trip from 1.12 to 1.04 times a bare trio-websocket client's
 (docs/performance.md).
 
-Over our `FrameSafeStream` (plain ws://) the write is a checkpoint of its own (cancellable
-before the first byte, shielded after it), so the lock is not needed to make the send
-one. When the lock is free, `DirectSender` takes it without waiting, encodes the frame
-and writes at once; when it is held (trio-websocket's reader is answering a ping, or
-another send waits for room in the socket) it does nothing, and the caller sends through
-``send_message`` as usual.
+Over our `FrameSafeStream` (plain ws://) the write is a cancellation point of its own
+(before the first byte; shielded after it), which is all a Session needs of a send: it
+receives next, and that is the schedule point. When the lock is free, `DirectSender`
+takes it without waiting, encodes the frame and writes at once; when it is held
+(trio-websocket's reader is answering a ping, or another send waits for room in the
+socket) it does nothing, and the caller sends through ``send_message`` as usual.
 
 This reads private attributes of trio-websocket's connection (``_stream``,
 ``_stream_lock``, ``_wsproto``, ``_close_reason``) and, on a broken socket, calls its

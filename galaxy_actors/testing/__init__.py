@@ -34,17 +34,17 @@ from ._faults import StallHeartbeats as StallHeartbeats
 from ._faults import TaskSubmission as TaskSubmission
 from ._harness import run_scenario as run_scenario
 from ._harness import run_scenario_async as run_scenario_async
-from ._invariants import INVARIANTS as INVARIANTS
 from ._invariants import InvariantViolation as InvariantViolation
-from ._invariants import PolicyModel as PolicyModel
-from ._invariants import Violation as Violation
 from ._invariants import check_invariants as check_invariants
 from ._invariants import find_violations as find_violations
+from ._restart_invariants import PolicyModel as PolicyModel
 from ._trace import AgentFrame as AgentFrame
 from ._trace import ScenarioSettings as ScenarioSettings
 from ._trace import TaskRecord as TaskRecord
 from ._trace import Trace as Trace
 from ._trace import WireRecord as WireRecord
+from ._violations import INVARIANTS as INVARIANTS
+from ._violations import Violation as Violation
 
 if TYPE_CHECKING:
     from ._strategies import FAULT_KINDS as FAULT_KINDS

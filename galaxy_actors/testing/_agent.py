@@ -28,7 +28,7 @@ import random
 import uuid
 from collections.abc import Collection, Mapping
 from functools import partial
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 import attrs
@@ -48,14 +48,12 @@ from .._aip import (
 from .._errors import ProtocolError
 from .._transport import (
     CLOSE_ABNORMAL,
-    CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     MemoryNetwork,
     MemoryServerConnection,
     TransportClosed,
-    WebSocketTransport,
-    close_websocket,
 )
+from ._agent_connections import _Connection, _Link, _MemoryLink, _WebSocketGroup, _WebSocketLink
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]
 
@@ -601,85 +599,3 @@ class _TaskPlan:
     result: Any
     error: str | None
     lose_end: bool
-
-
-@attrs.define(eq=False)
-class _Connection:
-    """One client connection, and what it registered."""
-
-    id: int
-    link: _Link
-    nursery: trio.Nursery
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    client_type: ClientType | None = None
-    client_id: str | None = None
-    target_id: str | None = None
-    sessions: set[str] = attrs.Factory(set)
-    frames: int = 0
-    # The code the agent closes with when it ends the conversation (shutdown, by default).
-    close_code: int = CLOSE_GOING_AWAY
-
-
-@attrs.define(eq=False)
-class _WebSocketGroup:
-    """The connections of one `SimulatedAgent.serve_websocket` call, for its shutdown."""
-
-    closing: bool = False
-    shields: set[trio.CancelScope] = attrs.Factory(set)
-    connections: set[_Connection] = attrs.Factory(set)
-
-    def shut_down(self, deadline: float) -> None:
-        self.closing = True
-        for connection in self.connections:
-            connection.scope.cancel()
-        for shield in self.shields:
-            shield.deadline = min(shield.deadline, deadline)
-
-
-# --------------------------------------------------------------------------- links
-
-
-class _Link(Protocol):
-    """What the agent needs of a connection; errors are `TransportClosed`."""
-
-    async def send(self, frame: str | bytes) -> None: ...
-
-    async def receive(self) -> str | bytes: ...
-
-    async def close(self, code: int) -> None:
-        """Close with a close frame; bounded, shielded, never raises."""
-
-    async def abort(self) -> None:
-        """Close without a close frame, as a vanished peer would."""
-
-
-@attrs.define(eq=False)
-class _MemoryLink:
-    _connection: MemoryServerConnection
-
-    async def send(self, frame: str | bytes) -> None:
-        await self._connection.send(frame)
-
-    async def receive(self) -> str | bytes:
-        return await self._connection.receive()
-
-    async def close(self, code: int) -> None:
-        with trio.CancelScope(shield=True):
-            await self._connection.close(code)
-
-    async def abort(self) -> None:
-        await self.close(CLOSE_ABNORMAL)
-
-
-@attrs.define(eq=False)
-class _WebSocketLink(WebSocketTransport):
-    # Held to abort: closing the TCP stream under trio-websocket sends no close frame.
-    _stream: trio.SocketStream
-    _close_timeout: float
-
-    async def close(self, code: int) -> None:
-        await close_websocket(self._ws, self._close_timeout, code)
-
-    async def abort(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self._stream.aclose()

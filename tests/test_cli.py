@@ -356,8 +356,9 @@ async def test_status_and_watch_commands(tmp_path: Path) -> None:
                         assert watch.stdout is not None
                         await watch.stdout.aclose()
                 assert re.search(rb"TaskEnded +pc +task_id=\w+ outcome=completed", printed)
-                # Idle or still busy with the last task submitted: the supervisor stops both.
-                assert re.search(rb"StatusChanged +pc +old=(idle|busy) new=disconnected", printed)
+                # From whatever it was at the signal (idle, still busy with the last task, or
+                # reconnecting on a loaded machine): the supervisor disconnects it.
+                assert re.search(rb"StatusChanged +pc +old=\w+ new=disconnected", printed)
             agents.cancel_scope.cancel()
 
 

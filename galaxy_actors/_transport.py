@@ -69,7 +69,8 @@ class Transport(Protocol):
     async def send(self, frame: str) -> None:
         """Send one text frame. Raises `TransportClosed`. A cancellation point; it need not
         be a schedule point once the frame is out (a Session receives next, and that is
-        one): both of ours return at once then, as a yield would only delay the caller."""
+        one): the in-memory transport, and ours over ``ws://`` when trio-websocket's send
+        lock is free, return at once then, as a yield would only delay the caller."""
 
     async def receive(self) -> str | bytes:
         """The next frame (bytes for a binary frame). Raises `TransportClosed`."""

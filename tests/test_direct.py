@@ -146,3 +146,11 @@ async def test_only_a_trio_websocket_connection_over_its_frame_safe_stream_goes_
         assert direct_sender(object(), stream) is None  # not a trio-websocket connection
         other = FrameSafeStream(stream._stream)
         assert direct_sender(ws, other) is None  # a stream the connection does not write to
+        # A trio-websocket without one of the attributes the direct path reads: public path.
+        for name in ("_stream_lock", "_wsproto", "_close_reason"):
+            kept = ws.__dict__.pop(name)
+            try:
+                assert direct_sender(ws, stream) is None, name
+            finally:
+                ws.__dict__[name] = kept
+        assert direct_sender(ws, stream) is not None

@@ -30,7 +30,7 @@ import attrs
 import trio
 import trio.testing
 
-from .._aip import decode_client, decode_server, session_id_for
+from .._aip import decode_client, parse_server, session_id_for
 from .._errors import ConfigurationError, GalaxyActorsError, ProtocolError, TaskError
 from .._events import (
     Event,
@@ -158,8 +158,9 @@ class _Wire:
                 sent = decode_client(raw)
                 msg_type, session_id = str(sent.type), sent.session_id
             else:
-                got = decode_server(raw)
-                msg_type, session_id = str(got.type), got.session_id
+                # The Session's own decoding: the checks, without a ServerMessage.
+                got, _, fields = parse_server(raw)
+                msg_type, session_id = str(got), fields.get("session_id")
         except ProtocolError:
             pass
         self.add(device_id, kind, connection=connection, type=msg_type, session_id=session_id)

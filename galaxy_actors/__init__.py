@@ -35,9 +35,6 @@ from ._aip import (
 from ._aip import (
     encode_server as encode_server,
 )
-from ._device import (
-    DeviceStats as DeviceStats,
-)
 from ._errors import (
     ConfigurationError as ConfigurationError,
 )
@@ -202,6 +199,9 @@ from ._transport import (
 )
 from ._transport import (
     validate_server_url as validate_server_url,
+)
+from ._workload import (
+    DeviceStats as DeviceStats,
 )
 
 __version__ = "0.1.0"

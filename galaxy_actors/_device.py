@@ -5,8 +5,12 @@ FAILED after giving up) until a connection is wanted; then each Session ends eit
 purpose (a disconnect: the actor parks again) or with a failure reason, which the actor
 reports to its owner, the supervisor. The supervisor's answer is a `Restart` after a delay,
 which the actor sleeps on Trio's clock (exact and instant under ``MockClock``), or a
-`GiveUp`. The mailbox belongs to the actor, not to a Session: queued tasks survive
-reconnections and run after them.
+`GiveUp`. The workload (queue and the task on the device, `_workload.py`) belongs to the
+actor, not to a Session: queued tasks survive reconnections and run after them.
+
+The actor is its Sessions' `SessionHost`: what the protocol engine says about the
+connection arrives as events in `on_event`; the Session never reaches into the actor
+otherwise, and the actor never reads the connection.
 
 Statuses change only through `set_status`, which checks the transition table in
 ``_status.py``.
@@ -15,20 +19,31 @@ Statuses change only through `set_status`, which checks the transition table in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
 
 from ._aip import FrameBuilder
-from ._errors import DeviceUnavailable, TaskCancelled, TaskError
-from ._events import BadFrame, EventHub, StatusChanged, TaskEnded, TaskQueued
-from ._mailbox import Mailbox
+from ._engine import (
+    AIPConnection,
+    BadFrameKind,
+    BadInput,
+    ConnectionDead,
+    EngineEvent,
+    InfoReceived,
+    Registered,
+    TaskAccepted,
+    TaskEnded,
+    TaskRefused,
+)
+from ._errors import DeviceUnavailable, TaskError, TaskRejected, TaskTimeout
+from ._events import BadFrame, EventHub, StatusChanged
 from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPolicy
 from ._session import Session
 from ._status import DeviceStatus, check_transition
-from ._task import ExecutionResult, TaskHandle
+from ._task import ExecutionResult, ResultStatus, TaskHandle
+from ._workload import DeviceStats, Workload
 
 if TYPE_CHECKING:
     from ._registry import AgentProfile
@@ -63,36 +78,23 @@ class Owner(Protocol):
     def device_of_session(self, session_id: str) -> str | None: ...
 
 
-@attrs.define
-class DeviceStats:
-    """Counters a user can read for one device."""
-
-    frames_received: int = 0
-    tasks_completed: int = 0
-    tasks_failed: int = 0
-    connections: int = 0
-    failures: int = 0
-    protocol_errors: int = 0
-    unexpected_frames: int = 0
-    error_frames: int = 0
-    unknown_task_frames: int = 0
-    cross_device_frames: int = 0
-
-
 class DeviceActor:
-    """One device. Created by the supervisor; users reach it through the supervisor."""
+    """One device. Created by the supervisor; users reach it through the supervisor.
+
+    It is the `SessionHost` of its Sessions: the engine's events arrive in `on_event`, and
+    the task on the device (``running``) is the actor's, not the Session's."""
 
     # A fleet holds thousands of these: no per-instance __dict__.
     __slots__ = (
         "_attempt_done",
         "_attempt_ok",
         "_changed",
+        "_frames_before",
         "_nap",
         "_parked",
         "device_id",
         "frames",
         "history",
-        "mailbox",
         "owner",
         "policy",
         "profile",
@@ -101,6 +103,7 @@ class DeviceActor:
         "settings",
         "stats",
         "wanted",
+        "work",
     )
 
     def __init__(self, profile: AgentProfile, owner: Owner, policy: RestartPolicy) -> None:
@@ -110,12 +113,13 @@ class DeviceActor:
         self.settings = owner.settings
         self.policy = policy
         self.frames = FrameBuilder(self.settings.task_name, profile.device_id)
-        self.mailbox = Mailbox()
         self.stats = DeviceStats()
+        self.work = Workload(self.device_id, owner.events, self.stats)
         self.history = RestartHistory()
         self.session: Session | None = None
         self.wanted = False
         self.removed = False
+        self._frames_before = 0
         self._nap: trio.CancelScope | None = None
         self._attempt_done: trio.Event | None = None
         self._attempt_ok = False
@@ -150,6 +154,15 @@ class DeviceActor:
         """Whether a task submitted now will be queued or run (not refused at once)."""
         return self.wanted and not self.removed
 
+    def sync_counters(self) -> None:
+        """Bring the counters the engine keeps per connection into the profile and stats."""
+        session = self.session
+        if session is not None:
+            engine = session.engine
+            self.stats.frames_received = self._frames_before + engine.frames_received
+            if engine.last_frame_at is not None:
+                self.profile.last_heartbeat = engine.last_frame_at
+
     # ------------------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
@@ -168,11 +181,29 @@ class DeviceActor:
                 self._parked = trio.Event()
                 await self._attempt()
         finally:
-            self._end_everything("device removed or supervisor shut down")
+            why = "device removed or supervisor shut down"
+            self.work.end_queued(lambda task: self.work.cancelled(task, why))
             self._finish_attempt(ok=False)
             if self.profile.status is not DeviceStatus.DISCONNECTED:
                 self.set_status(DeviceStatus.DISCONNECTED)
             self._parked.set()
+
+    def _new_session(self) -> Session:
+        settings = self.settings
+        owner = self.owner
+        engine = AIPConnection(
+            self.frames,
+            task_name=settings.task_name,
+            device_id=self.device_id,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            registration_timeout=settings.registration_timeout,
+            device_info_timeout=settings.device_info_timeout,
+            session_owner=owner.device_of_session,
+        )
+        return Session(
+            self, engine, send_timeout=settings.send_timeout, limiter=owner.handshake_limiter
+        )
 
     async def _attempt(self) -> None:
         profile = self.profile
@@ -181,10 +212,10 @@ class DeviceActor:
         if self._attempt_done is None:
             self._attempt_done = trio.Event()
         self.set_status(DeviceStatus.CONNECTING)
-        session = Session(self)
+        session = self._new_session()
         self.session = session
         try:
-            await session.run()
+            await session.run(self.owner.connector, profile.server_url)
         except Exception as exc:
             # Whatever it was, it ends this device's connection, not the supervisor.
             logger.exception(
@@ -192,29 +223,42 @@ class DeviceActor:
             )
             session.fail(FailureReason.PROTOCOL_ERROR, f"unexpected error: {exc!r}")
         finally:
+            self.sync_counters()
+            self._frames_before += session.engine.frames_received
             self.session = None
-            session.settle_in_flight()
+            self.work.settle(session.dead, accepting=self.accepting)
             profile.current_task_id = None
-        if session.failure is None:
+        dead = session.dead
+        if dead is None:
             # Ended on purpose: a disconnect.
             self._finish_attempt(ok=False)
             self.set_status(DeviceStatus.DISCONNECTED)
             return
-        reason, detail = session.failure
-        await self._failed(reason, detail)
+        await self._failed(dead.reason, dead.detail)
 
-    def session_failed(self, reason: FailureReason, detail: str) -> None:
-        """Called by the Session the moment it fails, before its task outcomes."""
+    def _session_failed(self, dead: ConnectionDead) -> None:
+        """The connection died: FAILED at once, before any task outcome is delivered, so
+        nobody woken by one sees the device idle and sends on a dying connection."""
         self.stats.failures += 1
-        self.profile.last_failure = f"{reason}: {detail}"
+        self.profile.last_failure = f"{dead.reason}: {dead.detail}"
         self.set_status(DeviceStatus.FAILED)
         logger.warning(
             "device %s disconnected: %s: %s",
             self.device_id,
-            reason,
-            detail,
+            dead.reason,
+            dead.detail,
             extra={"device_id": self.device_id},
         )
+        task = None if dead.timed_out_task is None else self.work.take_running(dead.timed_out_task)
+        if task is not None:
+            self._end_running(
+                task,
+                TaskTimeout(
+                    f"task {task.task_id!r} got no TASK_END within {task.timeout:g} s",
+                    task_id=task.task_id,
+                    device_id=self.device_id,
+                ),
+            )
 
     async def _failed(self, reason: FailureReason, detail: str) -> None:
         profile = self.profile
@@ -228,7 +272,7 @@ class DeviceActor:
         if isinstance(decision, GiveUp):
             self.wanted = False
             profile.gave_up = True
-            self._end_queued(
+            self.work.end_queued(
                 lambda task: DeviceUnavailable(
                     f"device {self.device_id!r} gave up reconnecting ({decision.why}) before "
                     f"task {task.task_id!r} ran",
@@ -246,12 +290,15 @@ class DeviceActor:
         if not self.wanted and profile.status is DeviceStatus.FAILED:
             self.set_status(DeviceStatus.DISCONNECTED)
 
-    def connected(self, system_info: dict[str, Any] | None) -> None:
-        """The connect sequence completed: called by the Session."""
-        now = trio.current_time()
+    def _connected(self, event: InfoReceived) -> None:
+        """The connect sequence completed."""
+        if event.note is not None:
+            logger.warning(
+                "device %s: %s", self.device_id, event.note, extra={"device_id": self.device_id}
+            )
         profile = self.profile
-        profile.system_info = system_info
-        self.history = self.policy.connected(self.history, now)
+        profile.system_info = event.info
+        self.history = self.policy.connected(self.history, event.at)
         profile.connection_attempts = self.history.attempts
         profile.gave_up = False
         profile.last_failure = None
@@ -295,13 +342,7 @@ class DeviceActor:
         ``grace`` seconds (none with ``force``), close the connection, and wait until the
         device is DISCONNECTED."""
         self.wanted = False
-        self._end_queued(
-            lambda task: TaskCancelled(
-                f"task {task.task_id!r} cancelled: device {self.device_id!r} was disconnected",
-                task_id=task.task_id,
-                device_id=self.device_id,
-            )
-        )
+        self.work.end_queued(lambda task: self.work.cancelled(task, "device was disconnected"))
         session = self.session
         if session is not None:
             session.stop(
@@ -312,6 +353,58 @@ class DeviceActor:
         await self._parked.wait()
         if self.profile.status is DeviceStatus.FAILED:
             self.set_status(DeviceStatus.DISCONNECTED)
+
+    # ------------------------------------------------------------------ the engine's events
+
+    def on_event(self, event: EngineEvent) -> None:
+        """An event of the current connection's engine (`SessionHost`)."""
+        kind = type(event)
+        if kind is TaskAccepted:
+            task = self.work.running
+            if task is not None:
+                task._mark_accepted(event.at)
+        elif kind is TaskEnded:
+            assert isinstance(event, TaskEnded)
+            task = self.work.take_running(event.task_id)
+            if task is not None:
+                self._end_running(
+                    task,
+                    ExecutionResult(
+                        task.task_id,
+                        self.device_id,
+                        ResultStatus.FAILED if event.failed else ResultStatus.COMPLETED,
+                        event.result,
+                        event.error,
+                        task.timings(event.at),
+                    ),
+                    event.at,
+                )
+        elif kind is BadInput:
+            assert isinstance(event, BadInput)
+            self.bad_frame(event.kind, event.detail)
+        elif kind is TaskRefused:
+            assert isinstance(event, TaskRefused)
+            task = self.work.take_running(event.task_id)
+            if task is not None:
+                self._end_running(
+                    task,
+                    TaskRejected(
+                        f"task {task.task_id!r} refused by device {self.device_id!r}: "
+                        f"{event.error}",
+                        task_id=task.task_id,
+                        device_id=self.device_id,
+                        server_error=event.error,
+                    ),
+                )
+        elif kind is Registered:
+            self.profile.last_heartbeat = event.at
+            self.set_status(DeviceStatus.CONNECTED)
+        elif kind is InfoReceived:
+            assert isinstance(event, InfoReceived)
+            self._connected(event)
+        elif kind is ConnectionDead:
+            assert isinstance(event, ConnectionDead)
+            self._session_failed(event)
 
     # ---------------------------------------------------------------------------- tasks
 
@@ -325,145 +418,65 @@ class DeviceActor:
             )
         task.device_id = self.device_id
         session = self.session
-        if session is not None and not self.mailbox and session.can_send_now():
+        if session is not None and not self.work.mailbox and session.can_send_now():
             return session
-        self.mailbox.push(task)
-        self._queued(task)
+        self.work.queue(task)
         return None
 
-    def requeue(self, task: TaskHandle) -> None:
-        """Put a task whose connection died back at the head of its priority (at-least-once
-        delivery): it runs again after the reconnection, before anything of its priority."""
-        self.mailbox.push_front(task)
-        self._queued(task)
+    def next_task(self) -> TaskHandle | None:
+        """The next queued task to send (`SessionHost`)."""
+        return self.work.mailbox.pop()
 
-    def _queued(self, task: TaskHandle) -> None:
-        events = self.owner.events
-        if events:
-            events.publish(
-                TaskQueued(
-                    task.task_id,
-                    self.device_id,
-                    task.priority,
-                    self.mailbox.depth_by_priority(),
-                    trio.current_time(),
-                )
-            )
-
-    def withdraw(self, task: TaskHandle, why: str) -> bool:
-        """End a queued task with `TaskCancelled`. False if it was sent or had ended."""
-        if task.done or (task.sent and self._is_in_flight(task)):
-            return False
-        if self._end(
-            task,
-            TaskCancelled(
-                f"task {task.task_id!r} cancelled: {why}",
-                task_id=task.task_id,
-                device_id=self.device_id,
-            ),
-        ):
-            self.mailbox.withdrawn(task)
-            return True
-        return False
-
-    def _is_in_flight(self, task: TaskHandle) -> bool:
-        session = self.session
-        return session is not None and session.in_flight is task
-
-    def abandon(self, task: TaskHandle, why: str) -> None:
-        """Nobody waits for ``task`` any more. Queued: withdrawn. On the device: it ends with
-        `TaskCancelled` now; the device stays busy until its TASK_END, which is dropped."""
-        if not self.withdraw(task, why):
-            task.abandoned = True
-            self._end(
-                task,
-                TaskCancelled(
-                    f"task {task.task_id!r} cancelled: {why}",
-                    task_id=task.task_id,
-                    device_id=self.device_id,
-                ),
-            )
-
-    def task_started(self, task: TaskHandle) -> None:
+    def task_sent(self, task: TaskHandle, now: float) -> None:
+        """``task`` is on the device from now on (`SessionHost`)."""
+        self.work.start(task, now)
         self.profile.current_task_id = task.task_id
         self.set_status(DeviceStatus.BUSY)
 
-    def task_not_started(self, task: TaskHandle, *, requeue: bool) -> None:
-        """``task``'s send was cancelled before any of it left (a frame-safe transport).
-        ``requeue``: back to the head of the queue; else the device is free again."""
-        self.profile.current_task_id = None
-        if requeue:
-            self.requeue(task)
-        elif self.profile.status is DeviceStatus.BUSY:
-            self.set_status(DeviceStatus.IDLE)
+    def task_not_sent(self, task: TaskHandle, *, by_caller: bool) -> None:
+        """A frame-safe send of ``task`` was cancelled before any of it left (`SessionHost`)."""
+        if self.work.not_sent(task, by_caller=by_caller, accepting=self.accepting):
+            self._device_free()
 
-    def task_ended(
+    def withdraw(self, task: TaskHandle, why: str) -> bool:
+        """End a queued task with `TaskCancelled`. False if it was sent or had ended."""
+        return self.work.withdraw(task, why)
+
+    def abandon(self, task: TaskHandle, why: str) -> None:
+        """Nobody waits for ``task`` any more. Queued: withdrawn. On the device: it ends with
+        `TaskCancelled` now; the device stays busy until its TASK_END, which is dropped, and
+        the task's id stays reserved until then (the agent may still be running it)."""
+        if not self.work.withdraw(task, why):
+            task.abandoned = True
+            self.work.end(task, self.work.cancelled(task, why))
+
+    def _end_running(
         self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
     ) -> None:
-        """The task on the device ended (TASK_END, refusal or timeout)."""
+        """The task on the device ended there (TASK_END, refusal, timeout)."""
+        self.work.finish(task, outcome, now)
+        self._device_free()
+
+    def _device_free(self) -> None:
         self.profile.current_task_id = None
-        if isinstance(outcome, ExecutionResult) and outcome.ok:
-            self.stats.tasks_completed += 1
-        else:
-            self.stats.tasks_failed += 1
-        self._end(task, outcome, now)
         if self.profile.status is DeviceStatus.BUSY:
             self.set_status(DeviceStatus.IDLE)
 
-    def task_cancelled(self, task: TaskHandle, why: str) -> None:
-        self.task_ended(
-            task,
-            TaskCancelled(
-                f"task {task.task_id!r} cancelled: {why}",
-                task_id=task.task_id,
-                device_id=self.device_id,
-            ),
-        )
-
-    def _end(
-        self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
-    ) -> bool:
-        now = trio.current_time() if now is None else now
-        if not task._resolve(outcome, now):
-            return False
-        events = self.owner.events
-        if events:
-            if isinstance(outcome, ExecutionResult):
-                name, detail = str(outcome.status), outcome.error
-            else:
-                name, detail = type(outcome).__name__, str(outcome)
-            events.publish(TaskEnded(task.task_id, self.device_id, name, detail, now))
-        return True
-
-    def _end_queued(self, error: Callable[[TaskHandle], TaskError]) -> None:
-        """End every queued task with the error ``error(task)`` makes for it."""
-        for task in self.mailbox.drain():
-            self._end(task, error(task))
-
-    def _end_everything(self, why: str) -> None:
-        self._end_queued(
-            lambda task: TaskCancelled(
-                f"task {task.task_id!r} cancelled: {why}",
-                task_id=task.task_id,
-                device_id=self.device_id,
-            )
-        )
-
     # ------------------------------------------------------------------------ bad input
 
-    def bad_frame(self, kind: str, detail: str) -> None:
+    def bad_frame(self, kind: BadFrameKind, detail: str) -> None:
         stats = self.stats
-        if kind == "protocol_error":
+        if kind is BadFrameKind.PROTOCOL_ERROR:
             stats.protocol_errors += 1
-        elif kind == "error_frame":
+        elif kind is BadFrameKind.ERROR_FRAME:
             stats.error_frames += 1
-        elif kind == "cross_device":
+        elif kind is BadFrameKind.CROSS_DEVICE:
             stats.cross_device_frames += 1
-        elif kind == "unknown_task":
+        elif kind is BadFrameKind.UNKNOWN_TASK:
             stats.unknown_task_frames += 1
         else:
             stats.unexpected_frames += 1
-        level = logging.ERROR if kind == "cross_device" else logging.WARNING
+        level = logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING
         logger.log(
             level,
             "device %s: %s: %s",
@@ -474,24 +487,7 @@ class DeviceActor:
         )
         events = self.owner.events
         if events:
-            events.publish(BadFrame(self.device_id, kind, detail, trio.current_time()))
-
-    def foreign_session(self, session_id: str | None, what: str) -> None:
-        """A frame about a task this connection does not have in flight."""
-        if session_id is None:
-            self.bad_frame("unknown_task", f"{what} without a session_id")
-            return
-        owner_device = self.owner.device_of_session(session_id)
-        if owner_device is not None and owner_device != self.device_id:
-            # The reference's "cross-device task-result injection": never accept it.
-            self.bad_frame(
-                "cross_device",
-                f"security: {what} for session {session_id!r} "
-                f"of device {owner_device!r} arrived on device {self.device_id!r}'s "
-                "connection; ignored",
-            )
-        else:
-            self.bad_frame("unknown_task", f"{what} for unknown session {session_id!r}")
+            events.publish(BadFrame(self.device_id, str(kind), detail, trio.current_time()))
 
     # -------------------------------------------------------------------------- teardown
 
@@ -512,11 +508,7 @@ class DeviceActor:
 
     @property
     def queue_depth(self) -> int:
-        return len(self.mailbox)
+        return len(self.work.mailbox)
 
     def load_before(self, priority: int) -> int:
-        """How many tasks would run before a new task of ``priority`` on this device."""
-        queued = sum(n for p, n in self.mailbox.depth_by_priority().items() if p <= priority)
-        session = self.session
-        busy = session is not None and session.in_flight is not None
-        return queued + (1 if busy else 0)
+        return self.work.load_before(priority)

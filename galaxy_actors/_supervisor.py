@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._device import ActorSettings, DeviceActor, DeviceStats
+from ._device import ActorSettings, DeviceActor
 from ._errors import (
     ConfigurationError,
     DeviceUnavailable,
@@ -51,6 +51,7 @@ from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._transport import Connector, WebSocketConnector, validate_server_url
+from ._workload import DeviceStats
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -222,10 +223,10 @@ class Supervisor:
 
     @staticmethod
     def _snapshot(actor: DeviceActor) -> DeviceSnapshot:
-        return actor.profile.snapshot(actor.queue_depth, actor.mailbox.depth_by_priority())
+        return actor.profile.snapshot(actor.queue_depth, actor.work.mailbox.depth_by_priority())
 
     def queue_depth_by_priority(self, device_id: str) -> dict[int, int]:
-        return self._actor(device_id).mailbox.depth_by_priority()
+        return self._actor(device_id).work.mailbox.depth_by_priority()
 
     async def wait_for_status(self, device_id: str, *statuses: DeviceStatus) -> None:
         """Wait until ``device_id`` is in one of ``statuses``.
@@ -379,7 +380,7 @@ class Supervisor:
             delivery=delivery,
             priority=priority,
             submitted_at=trio.current_time(),
-            on_done=self._forget,
+            on_released=self._forget,
         )
         session = actor.accept(task)
         self._live[task_id] = task

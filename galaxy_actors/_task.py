@@ -10,7 +10,6 @@ however the endings race.
 from __future__ import annotations
 
 import enum
-import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,8 +19,6 @@ from ._errors import TaskError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from ._session import Session
 
 __all__ = ["Delivery", "ExecutionResult", "ResultStatus", "TaskHandle", "TaskTimings"]
 
@@ -93,14 +90,13 @@ class TaskHandle:
 
     __slots__ = (
         "_accepted_at",
-        "_deadline",
+        "_before_send",
         "_done",
         "_ended_at",
-        "_on_done",
+        "_on_device",
+        "_on_released",
         "_outcome",
         "_sent_at",
-        "_seq",
-        "_session",
         "_stage",
         "abandoned",
         "data_json",
@@ -123,7 +119,7 @@ class TaskHandle:
         delivery: Delivery,
         priority: int,
         submitted_at: float,
-        on_done: Callable[[TaskHandle], None] | None = None,
+        on_released: Callable[[TaskHandle], None] | None = None,
     ) -> None:
         self.task_id = task_id
         self.description = description
@@ -139,13 +135,13 @@ class TaskHandle:
         self._sent_at: float | None = None
         self._accepted_at: float | None = None
         self._ended_at: float | None = None
-        self._deadline = math.inf
-        self._seq = 0
         self._outcome: ExecutionResult | TaskError | None = None
         self._done = trio.Event()
-        self._on_done = on_done
-        # The Session the task is on while it runs: a waiter may read its frames itself.
-        self._session: Session | None = None
+        # Called once the task has its outcome *and* no agent holds it any more: its id
+        # stays reserved until then, since the agent may still be running it.
+        self._on_released = on_released
+        self._on_device = False
+        self._before_send: tuple[float | None, float | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_id!r} device={self.device_id!r} {self._stage.name.lower()}>"
@@ -166,11 +162,6 @@ class TaskHandle:
 
     async def wait(self) -> None:
         """Wait until the task has its outcome. Cancelling the wait leaves the task be."""
-        session = self._session
-        # While the task runs, the first waiter reads the connection's frames itself
-        # (`Session.drive`); having waited there, it returns with no further checkpoint.
-        if session is not None and await session.drive(self) and self._stage is _Stage.DONE:
-            return
         await self._done.wait()
 
     async def result(self) -> ExecutionResult:
@@ -187,39 +178,42 @@ class TaskHandle:
 
     # ------------------------------------------------------------- owned by the device actor
 
-    def _mark_sent(self, now: float, session: Session | None = None) -> None:
-        self._session = session
+    def _mark_sent(self, now: float) -> None:
+        self._before_send = self._sent_at, self._accepted_at
         self._stage = _Stage.SENT
         self._sent_at = now
         self._accepted_at = None
-        self._deadline = now + self.timeout
+        self._on_device = True
 
-    def _unsend(self, sent_at: float | None, accepted_at: float | None) -> None:
+    def _unsend(self) -> None:
         """Undo `_mark_sent`: the send was cancelled before any of the frame left."""
-        self._session = None
         self._stage = _Stage.QUEUED
-        self._sent_at = sent_at
-        self._accepted_at = accepted_at
-        self._deadline = math.inf
+        self._sent_at, self._accepted_at = self._before_send
+        self._on_device = False
 
     def _mark_accepted(self, now: float) -> None:
         if self._accepted_at is None:
             self._accepted_at = now
 
     def _requeue(self) -> None:
-        self._session = None
         self._stage = _Stage.QUEUED
-        self._deadline = math.inf
+        self._left_device()
+
+    def _left_device(self) -> None:
+        """No agent holds the task any more (it ended there, or its connection is gone)."""
+        if self._on_device:
+            self._on_device = False
+            if self._stage is _Stage.DONE and self._on_released is not None:
+                self._on_released(self)
 
     def _resolve(self, outcome: ExecutionResult | TaskError, now: float) -> bool:
         """End the task with ``outcome`` unless it already ended. True if this call did."""
         if self._stage is _Stage.DONE:
             return False
         self._stage = _Stage.DONE
-        self._session = None
         self._ended_at = now
         self._outcome = outcome
         self._done.set()
-        if self._on_done is not None:
-            self._on_done(self)
+        if not self._on_device and self._on_released is not None:
+            self._on_released(self)
         return True

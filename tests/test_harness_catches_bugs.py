@@ -31,9 +31,11 @@ from galaxy_actors import (
 )
 from galaxy_actors import _device as device_module
 from galaxy_actors._device import DeviceActor
+from galaxy_actors._engine import AIPConnection, ConnectionDead
+from galaxy_actors._engine import Phase as AIPPhase
 from galaxy_actors._mailbox import Mailbox
-from galaxy_actors._session import Session
 from galaxy_actors._task import TaskHandle
+from galaxy_actors._workload import Workload
 from galaxy_actors.testing import (
     DeviceSchedule,
     DropConnection,
@@ -101,7 +103,7 @@ def test_a_device_that_drops_its_queue_on_reconnect_loses_tasks(
 
     async def forgetful_attempt(self: DeviceActor) -> None:
         if self.stats.failures:  # a reconnection: the bug starts with an empty queue
-            self.mailbox = Mailbox()
+            self.work.mailbox = Mailbox()
         await attempt(self)
 
     monkeypatch.setattr(DeviceActor, "_attempt", forgetful_attempt)
@@ -137,10 +139,10 @@ def test_a_policy_off_by_one_in_give_up_is_caught() -> None:
 def test_a_device_that_sends_the_next_task_before_the_task_end_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def eager(self: Session) -> bool:
-        return self.ready and not self.stopping  # forgot: `and self.in_flight is None`
+    def eager(self: AIPConnection) -> bool:
+        return self.phase is AIPPhase.SERVING  # forgot: `and self.in_flight is None`
 
-    monkeypatch.setattr(Session, "can_send_now", eager)
+    monkeypatch.setattr(AIPConnection, "can_send_task", eager)
     violation = shrunk_violation()
     assert 3 in violation.invariants
     assert any("was still on the device" in v.evidence for v in violation.violations)
@@ -151,15 +153,15 @@ def test_a_device_that_sends_the_next_task_before_the_task_end_is_caught(
 
 
 def test_an_at_most_once_task_sent_again_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    settle = Session.settle_in_flight
+    settle = Workload.settle
 
-    def resend_everything(self: Session) -> None:
-        task: TaskHandle | None = self.in_flight
-        if task is not None and self.failure is not None:
+    def resend_everything(self: Workload, dead: ConnectionDead | None, *, accepting: bool) -> None:
+        task: TaskHandle | None = self.running
+        if task is not None and dead is not None:
             task.delivery = Delivery.AT_LEAST_ONCE  # the bug: ignores what the caller asked
-        settle(self)
+        settle(self, dead, accepting=accepting)
 
-    monkeypatch.setattr(Session, "settle_in_flight", resend_everything)
+    monkeypatch.setattr(Workload, "settle", resend_everything)
     violation = shrunk_violation()
     assert 2 in violation.invariants
     assert any("reached its agent 2 times" in v.evidence for v in violation.violations)

@@ -1,0 +1,202 @@
+"""One device's workload: its queue, the task on the device, and the one outcome each
+task ends with.
+
+The device actor owns one `Workload` and decides *when* things happen (a connection
+ended, a frame arrived); the workload says *what* happens to the tasks: which one runs
+next, which outcome a task gets, and the one settlement rule for a task whose connection
+ended under it. It knows nothing of connections or statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ._engine import ConnectionDead
+from ._errors import DeviceDisconnected, TaskCancelled, TaskError
+from ._events import EventHub, TaskEnded, TaskQueued
+from ._mailbox import Mailbox
+from ._task import Delivery, ExecutionResult, TaskHandle
+
+__all__ = ["DeviceStats", "Workload"]
+
+
+@attrs.define
+class DeviceStats:
+    """Counters a user can read for one device."""
+
+    frames_received: int = 0
+    tasks_completed: int = 0
+    tasks_failed: int = 0
+    connections: int = 0
+    failures: int = 0
+    protocol_errors: int = 0
+    unexpected_frames: int = 0
+    error_frames: int = 0
+    unknown_task_frames: int = 0
+    cross_device_frames: int = 0
+
+
+class Workload:
+    __slots__ = ("device_id", "events", "mailbox", "running", "stats")
+
+    def __init__(self, device_id: str, events: EventHub, stats: DeviceStats) -> None:
+        self.device_id = device_id
+        self.events = events
+        self.stats = stats
+        self.mailbox = Mailbox()
+        # The task on the device: sent on the current connection, no TASK_END yet.
+        self.running: TaskHandle | None = None
+
+    # ------------------------------------------------------------------------- the queue
+
+    def queue(self, task: TaskHandle) -> None:
+        """Behind everything of its priority."""
+        self.mailbox.push(task)
+        self._queued(task)
+
+    def requeue(self, task: TaskHandle) -> None:
+        """Ahead of everything of its priority: a task that must run again."""
+        self.mailbox.push_front(task)
+        self._queued(task)
+
+    def _queued(self, task: TaskHandle) -> None:
+        if self.events:
+            self.events.publish(
+                TaskQueued(
+                    task.task_id,
+                    self.device_id,
+                    task.priority,
+                    self.mailbox.depth_by_priority(),
+                    trio.current_time(),
+                )
+            )
+
+    def withdraw(self, task: TaskHandle, why: str) -> bool:
+        """End a queued task with `TaskCancelled`. False if it is on the device or ended."""
+        if task.done or self.running is task:
+            return False
+        if self.end(task, self.cancelled(task, why)):
+            self.mailbox.withdrawn(task)
+            return True
+        return False
+
+    def end_queued(self, error: Callable[[TaskHandle], TaskError]) -> None:
+        """End every queued task with the error ``error(task)`` makes for it."""
+        for task in self.mailbox.drain():
+            self.end(task, error(task))
+
+    def load_before(self, priority: int) -> int:
+        """How many tasks would run before a new task of ``priority`` on this device."""
+        queued = sum(n for p, n in self.mailbox.depth_by_priority().items() if p <= priority)
+        return queued + (1 if self.running is not None else 0)
+
+    # ------------------------------------------------------------------- the task on the device
+
+    def start(self, task: TaskHandle, now: float) -> None:
+        self.running = task
+        task._mark_sent(now)
+
+    def take_running(self, task_id: str) -> TaskHandle | None:
+        """The task on the device if it is ``task_id``, no longer on the device."""
+        task = self.running
+        if task is None or task.task_id != task_id:
+            return None
+        self.running = None
+        return task
+
+    def finish(
+        self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
+    ) -> None:
+        """``task`` left the device with ``outcome`` (a no-op for the outcome if its caller
+        had already given up on it)."""
+        if isinstance(outcome, ExecutionResult) and outcome.ok:
+            self.stats.tasks_completed += 1
+        else:
+            self.stats.tasks_failed += 1
+        task._left_device()
+        self.end(task, outcome, now)
+
+    def settle(self, dead: ConnectionDead | None, *, accepting: bool) -> None:
+        """The one rule for the task on the device when its connection ended.
+
+        At-least-once, cut off by a failure: back to the head of the queue, to run after
+        the reconnection, if the device still accepts work (``accepting``); if it does not
+        (a disconnect or a removal is under way, which cancels the queue), `TaskCancelled`
+        like the queue. At-most-once, cut off by a failure: `DeviceDisconnected`. Closed on
+        purpose (``dead`` None: a disconnect whose grace ran out): `TaskCancelled`. No task
+        is left pending."""
+        task = self.running
+        self.running = None
+        if task is None:
+            return
+        if task.done:
+            task._left_device()
+        elif dead is None:
+            self.finish(task, self.cancelled(task, "device disconnected before the task ended"))
+        elif task.delivery is Delivery.AT_LEAST_ONCE and not task.abandoned:
+            if accepting:
+                task._requeue()
+                self.requeue(task)
+            else:
+                self.finish(
+                    task, self.cancelled(task, "device was disconnected before it ran again")
+                )
+        else:
+            self.finish(
+                task,
+                DeviceDisconnected(
+                    f"device {self.device_id!r} lost its connection during task "
+                    f"{task.task_id!r}: {dead.reason}: {dead.detail}",
+                    task_id=task.task_id,
+                    device_id=self.device_id,
+                    reason=str(dead.reason),
+                ),
+            )
+
+    def not_sent(self, task: TaskHandle, *, by_caller: bool, accepting: bool) -> bool:
+        """A frame-safe send of ``task`` was cancelled: nothing of it reached the device.
+        True if it was the task on the device (which is then free again).
+
+        Sent by its caller, who is being cancelled: the submission is undone (or, if the
+        connection already ended and requeued the task, the task is withdrawn, since nobody
+        will wait for it). Sent by the loop: back to the head of the queue, whatever its
+        delivery, unless the device no longer takes tasks: then it ends like the queue."""
+        if self.running is not task:
+            if by_caller and not task.done:
+                self.withdraw(task, "its caller was cancelled before it was sent")
+            return False
+        self.running = None
+        task._unsend()
+        if not by_caller:
+            if accepting:
+                self.requeue(task)
+            else:
+                self.end(task, self.cancelled(task, "device was disconnected before it was sent"))
+        return True
+
+    # ------------------------------------------------------------------------- outcomes
+
+    def cancelled(self, task: TaskHandle, why: str) -> TaskCancelled:
+        return TaskCancelled(
+            f"task {task.task_id!r} cancelled: {why}",
+            task_id=task.task_id,
+            device_id=self.device_id,
+        )
+
+    def end(
+        self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
+    ) -> bool:
+        """Give ``task`` its one outcome; False if it already had one."""
+        now = trio.current_time() if now is None else now
+        if not task._resolve(outcome, now):
+            return False
+        if self.events:
+            if isinstance(outcome, ExecutionResult):
+                name, detail = str(outcome.status), outcome.error
+            else:
+                name, detail = type(outcome).__name__, str(outcome)
+            self.events.publish(TaskEnded(task.task_id, self.device_id, name, detail, now))
+        return True

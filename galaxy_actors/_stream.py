@@ -11,15 +11,16 @@ half a WebSocket frame on the wire and the connection useless for every later fr
   `trio.BrokenResourceError` (the peer stopped reading), whether or not a byte was out.
 
 It writes with trio's public socket API only (`trio.SocketStream.socket`, then
-``await socket.send(data, flags)``): no file descriptor is written to directly, so it runs
-wherever trio's sockets do, Windows included.
+``await socket.send(data, flags)``): nothing here assumes that a socket is a C file
+descriptor, which it is not on Windows.
 
 Why the first ``send`` needs no shield: trio's socket ``send`` (``_nonblocking_helper`` in
-trio/_socket.py, with ``_try_sync``) checks for cancellation, then tries the non-blocking
-send; if that wrote anything, it ends with a cancel-shielded checkpoint and returns the
-count; only if nothing could be written does it wait for the socket to become writable,
-and that wait is the one place it can be cancelled. So a `trio.Cancelled` out of it means
-nothing was written. What is left after a partial write is written in a shielded scope
+trio/_socket.py, with ``_try_sync``; read in trio 0.35) checks for cancellation, then tries
+the non-blocking send; if that returns, it ends with a cancel-shielded checkpoint and
+returns the count; only if nothing could be written does it wait for the socket to become
+writable, then tries again. It can be cancelled only at that first check and in that wait,
+both before anything is written: a `trio.Cancelled` out of it means nothing was sent.
+What is left after a partial write is written in a shielded scope
 whose only way out, short of success or an error, is the stall deadline.
 
 trio-websocket sends every frame (ours, its pongs and its close frames) through one

@@ -30,7 +30,6 @@ from typing import Any, Final
 
 import trio
 import trio_websocket
-from wsproto.events import TextMessage
 
 from galaxy_actors._aip import FrameBuilder, session_id_for
 
@@ -255,29 +254,6 @@ class BareConnection:
         await self.ws.send_message(self.frames.task(task_id, description, json.dumps(data)))
         while True:
             message: dict[str, Any] = json.loads(await self.ws.get_message())
-            if message.get("type") == "task_end" and message.get("session_id") == session_id:
-                return message
-
-    async def run_task_eagerly(self, task_id: str, description: str, data: Any) -> dict[str, Any]:
-        """`run_task`, but the TASK frame is written before the task yields to the scheduler:
-        trio-websocket's free send lock is taken without waiting, as galaxy_actors'
-        `DirectSender` does (through the same private attributes). Not a baseline of the
-        targets: it shows what that one scheduler pass is worth to a bare client."""
-        ws = self.ws
-        session_id = session_id_for(self.task_name, task_id)
-        frame = self.frames.task(task_id, description, json.dumps(data))
-        lock = ws._stream_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await ws.send_message(frame)
-        else:
-            try:
-                await ws._stream.send_all(ws._wsproto.send(TextMessage(data=frame)))
-            finally:
-                lock.release()
-        while True:
-            message: dict[str, Any] = json.loads(await ws.get_message())
             if message.get("type") == "task_end" and message.get("session_id") == session_id:
                 return message
 

@@ -7,8 +7,7 @@
    round; a round's ratio is our median (and p99) over the bare one's.
    Targets: median of the per-round median ratios <= 1.05, of the p99 ratios <= 1.5.
    Also (``--interleaved``, no target): the sides alternating task by task, so that both
-   see the same moments of a noisy machine; the ratio of blocks of 500 pairs. A third side
-   there is the bare client writing each TASK frame before it yields, as we do.
+   see the same moments of a noisy machine; the ratio of blocks of 500 pairs.
 2. Throughput: ``--devices`` devices with ``--callers`` callers each (many tasks in flight,
    most of them queued), against as many bare connections each sending tasks back to back.
    Target: median per-round ratio of tasks/s >= 0.9.
@@ -112,15 +111,12 @@ async def interleaved(
     manager: DeviceManager, device_id: str, bare: BareConnection, n: int
 ) -> dict[str, Any]:
     """``n`` tasks a side, alternating one by one (the order of the sides rotates every
-    turn): the sides meet the same moments of a noisy machine, unlike rounds of 500. A third
-    side, with no target, is the bare client writing its frames before it yields
-    (`BareConnection.run_task_eagerly`), as galaxy_actors does."""
+    turn): the sides meet the same moments of a noisy machine, unlike rounds of 500."""
     clock = time.perf_counter
     assign = manager.assign_task_to_device
     sides: dict[str, Callable[[str], Awaitable[Any]]] = {
         "ours": lambda task_id: assign(task_id, device_id, DESCRIPTION, DATA),
         "bare": lambda task_id: bare.run_task(task_id, DESCRIPTION, DATA),
-        "bare_eager": lambda task_id: bare.run_task_eagerly(task_id, DESCRIPTION, DATA),
     }
     times: dict[str, list[float]] = {side: [] for side in sides}
     order = list(sides)
@@ -139,8 +135,6 @@ async def interleaved(
         "tasks_per_side": n,
         "block": block,
         "block_median_ratio": ratio_summary(blocks["ours"], blocks["bare"]),
-        "vs_eager_block_median_ratio": ratio_summary(blocks["ours"], blocks["bare_eager"]),
-        "eager_vs_bare_block_median_ratio": ratio_summary(blocks["bare_eager"], blocks["bare"]),
         **{
             f"{side}_us": {k: v * 1e6 for k, v in summary(t).items() if k != "n"}
             for side, t in times.items()
@@ -431,16 +425,6 @@ def report(results: dict[str, Any]) -> None:
                 f"{inter['ours_us']['median']:.0f}",
                 f"{inter['bare_us']['median']:.0f}",
                 fmt_ratio(inter["block_median_ratio"]),
-                "",
-                "",
-            ]
-        )
-        rows.append(
-            [
-                "  against bare writing eagerly",
-                f"{inter['ours_us']['median']:.0f}",
-                f"{inter['bare_eager_us']['median']:.0f}",
-                fmt_ratio(inter["vs_eager_block_median_ratio"]),
                 "",
                 "",
             ]

@@ -24,7 +24,6 @@ import attrs
 import trio
 import trio_websocket
 
-from ._direct import DirectSender, direct_sender
 from ._errors import GalaxyActorsError, InvalidServerURL
 from ._stream import FrameSafeStream
 
@@ -66,14 +65,27 @@ class ConnectFailed(GalaxyActorsError):
 
 
 class Transport(Protocol):
+    """One connection, as a Session uses it. The contract every implementation keeps:
+
+    - Exactly one task calls `receive` on a connection at any time: the Session's loop.
+      Never two readers at once; frame order would then be left to the scheduler.
+    - `send` may be called by another task while that one receives, and by several tasks at
+      once: the transport serialises concurrent sends, so frames never interleave.
+    - A `send` that raised `trio.Cancelled` may have sent part of its frame, which leaves
+      the connection unusable, unless the transport is a `FrameSafeTransport`: then it sent
+      nothing. A Session shields and bounds its sends over any other transport.
+    - A closed or broken connection raises `TransportClosed` from `send` and `receive`,
+      never the underlying library's exception.
+    """
+
     async def send(self, frame: str) -> None:
         """Send one text frame. Raises `TransportClosed`. A cancellation point; it need not
-        be a schedule point once the frame is out (a Session receives next, and that is
-        one): the in-memory transport, and ours over ``ws://`` when trio-websocket's send
-        lock is free, return at once then, as a yield would only delay the caller."""
+        be a schedule point once the frame is out (the in-memory transport returns at once
+        then: a Session receives next, and that is one)."""
 
     async def receive(self) -> str | bytes:
-        """The next frame (bytes for a binary frame). Raises `TransportClosed`."""
+        """The next frame (bytes for a binary frame). Raises `TransportClosed`. Called by
+        one task at a time."""
 
     async def aclose(self) -> None:
         """Close with a close frame and wait for the peer's. Callers bound it in time."""
@@ -123,17 +135,17 @@ def validate_server_url(url: str) -> str:
 @attrs.define(eq=False)
 class WebSocketTransport:
     """A `Transport` over a trio-websocket connection (the client's; the simulated agent's
-    server side reuses it)."""
+    server side reuses it).
+
+    Every frame goes out through ``send_message``, which serialises sends under the
+    connection's lock (its reader sends pongs and close frames through the same stream, so
+    it must). Over a `FrameSafeStream` a cancelled ``send_message`` sent nothing: it is
+    cancellable while it waits for that lock, when nothing is written, and the stream lets
+    a cancellation in only before the first byte."""
 
     _ws: trio_websocket.WebSocketConnection
     # Set when the connection runs over a FrameSafeStream (plain ws://, opened by us).
     _safe_stream: FrameSafeStream | None = attrs.field(default=None, kw_only=True)
-    # Text frames go out with no scheduling point before the write (`_direct`), if the
-    # installed trio-websocket allows it.
-    _direct: DirectSender | None = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._direct = direct_sender(self._ws, self._safe_stream)
 
     def frame_safe_sends(self, send_timeout: float) -> bool:
         if self._safe_stream is None:
@@ -142,10 +154,8 @@ class WebSocketTransport:
         return True
 
     async def send(self, frame: str | bytes) -> None:
-        direct = self._direct
         try:
-            if direct is None or type(frame) is not str or not await direct.send(frame):
-                await self._ws.send_message(frame)
+            await self._ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
             stream = self._safe_stream
             if stream is not None and stream.stalled:

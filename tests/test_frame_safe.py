@@ -1,9 +1,17 @@
-"""Sends that a cancellation cannot tear: `FrameSafeStream`, and what a Session does when a
-frame-safe send is cancelled before any of the frame left."""
+"""Sends that a cancellation cannot tear: `FrameSafeStream`, the same guarantees through a
+real ``ws://`` connection, and what a Session does when a frame-safe send is cancelled
+before any of the frame left.
+
+Real sockets only on loopback (a socket pair, or 127.0.0.1 port 0), every wait bounded."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,25 +25,52 @@ from galaxy_actors import (
     ConnectionFailed,
     DeviceStatus,
     TaskCancelled,
+    WebSocketConnector,
     encode_server,
 )
-from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus
+from galaxy_actors._aip import (
+    FrameBuilder,
+    ServerMessage,
+    ServerMessageType,
+    WireStatus,
+    decode_server,
+)
 from galaxy_actors._stream import FrameSafeStream
-from galaxy_actors._transport import MemoryConnector, MemoryServerConnection, Transport
-from galaxy_actors.testing import MemoryNetwork
+from galaxy_actors._transport import (
+    CLOSE_ABNORMAL,
+    MemoryConnector,
+    MemoryServerConnection,
+    Transport,
+    TransportClosed,
+    WebSocketTransport,
+)
+from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.
 BIG = 16 * 1024 * 1024
+LIMIT = 10  # seconds, for the tests in real time; each ends far sooner
+
+
+def full_socketpair() -> tuple[socket.socket, socket.socket, int]:
+    """A connected pair whose first socket's buffers (and its peer's) are full; and how
+    many bytes it took."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    filled = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filled += a.send(b"f" * 65536)
+    return a, b, filled
 
 
 @asynccontextmanager
 async def socket_pair(
-    send_timeout: float = 10.0,
+    send_timeout: float = 10.0, pair: tuple[socket.socket, socket.socket] | None = None
 ) -> AsyncIterator[tuple[FrameSafeStream, trio.SocketStream]]:
-    a, b = trio.socket.socketpair()
-    safe = FrameSafeStream(trio.SocketStream(a), send_timeout)
-    peer = trio.SocketStream(b)
+    a, b = pair or socket.socketpair()
+    safe = FrameSafeStream(trio.SocketStream(trio.socket.from_stdlib_socket(a)), send_timeout)
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(b))
     try:
         yield safe, peer
     finally:
@@ -52,30 +87,29 @@ async def read_exactly(stream: trio.SocketStream, size: int) -> bytes:
     return bytes(chunks)
 
 
+async def assert_nothing_more(stream: trio.SocketStream) -> None:
+    with trio.move_on_after(1):
+        extra = await stream.receive_some(100)
+        pytest.fail(f"the cancelled send wrote {extra!r}")
+
+
 async def test_a_small_frame_goes_out_whole(autojump_clock: trio.abc.Clock) -> None:
     async with socket_pair() as (safe, peer):
         await safe.send_all(b"hello")
         assert await read_exactly(peer, 5) == b"hello"
 
 
-async def test_an_eager_send_is_a_cancellation_point_but_does_not_yield_after_the_write(
+async def test_a_send_is_a_checkpoint_as_every_trio_stream_call(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with socket_pair() as (safe, peer):
-        # send_all is a full checkpoint, as every Trio stream call.
         with counting_yields() as counter:
             await safe.send_all(b"one")
         assert counter.yields == 1
-        # send_all_eagerly writes and returns at once: its caller's next step (a receive)
-        # is the schedule point.
         with counting_yields() as counter:
-            await safe.send_all_eagerly(b"two")
-        assert counter.yields == 0
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await safe.send_all_eagerly(b"torn?")
-        assert scope.cancelled_caught
-        assert await read_exactly(peer, 6) == b"onetwo"
+            await safe.send_all(b"")
+        assert counter.yields == 1
+        assert await read_exactly(peer, 3) == b"one"
 
 
 async def test_a_cancelled_send_writes_nothing(autojump_clock: trio.abc.Clock) -> None:
@@ -92,20 +126,14 @@ async def test_a_cancelled_send_writes_nothing(autojump_clock: trio.abc.Clock) -
 async def test_a_send_cancelled_while_waiting_for_room_writes_nothing(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with socket_pair() as (safe, peer):
-        filled = 0
-        while True:  # fill the socket's buffers: the peer reads nothing yet
-            try:
-                filled += os.write(safe.socket.fileno(), b"f" * 65536)
-            except BlockingIOError:
-                break
+    a, b, filled = full_socketpair()
+    async with socket_pair(pair=(a, b)) as (safe, peer):
         with trio.move_on_after(1) as scope:
             await safe.send_all(b"second")
         assert scope.cancelled_caught
+        assert safe.stalled is None
         assert await read_exactly(peer, filled) == b"f" * filled
-        with trio.move_on_after(1):
-            extra = await peer.receive_some(100)
-            pytest.fail(f"the cancelled send wrote {extra!r}")
+        await assert_nothing_more(peer)
 
 
 async def test_a_started_send_finishes_though_its_caller_is_cancelled(
@@ -125,6 +153,7 @@ async def test_a_started_send_finishes_though_its_caller_is_cancelled(
             got += await peer.receive_some(65536)  # the send has started
             sender_scope.cancel()
             got += await read_exactly(peer, len(payload) - len(got))
+        assert not sender_scope.cancelled_caught
         assert bytes(got) == payload
 
 
@@ -139,11 +168,147 @@ async def test_a_peer_that_stops_reading_fails_the_send_after_send_timeout(
         assert safe.stalled == "send stalled for 5 s"
 
 
+async def test_a_send_that_cannot_start_fails_after_send_timeout_having_sent_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    a, b, filled = full_socketpair()
+    async with socket_pair(send_timeout=5.0, pair=(a, b)) as (safe, peer):
+        start = trio.current_time()
+        with pytest.raises(trio.BrokenResourceError, match="send stalled for 5 s"):
+            await safe.send_all(b"never")
+        assert trio.current_time() - start == pytest.approx(5.0)
+        assert await read_exactly(peer, filled) == b"f" * filled
+        await assert_nothing_more(peer)
+
+
 async def test_sending_on_a_closed_stream_raises_closed_resource_error() -> None:
     async with socket_pair() as (safe, _peer):
         await safe.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await safe.send_all(b"late")
+        with pytest.raises(trio.ClosedResourceError):
+            await safe.send_all(b"")
+
+
+async def test_sending_after_send_eof_raises_closed_resource_error() -> None:
+    async with socket_pair() as (safe, _peer):
+        await safe.send_eof()
+        with pytest.raises(trio.ClosedResourceError):
+            await safe.send_all(b"late")
+
+
+async def test_a_peer_that_has_gone_is_a_broken_resource_error() -> None:
+    async with socket_pair() as (safe, peer):
+        await peer.aclose()
+        with trio.fail_after(LIMIT), pytest.raises(trio.BrokenResourceError):
+            while True:
+                await safe.send_all(b"x" * 65536)
+
+
+async def test_two_concurrent_sends_are_a_busy_resource_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with socket_pair() as (safe, peer), trio.open_nursery() as nursery:
+        nursery.start_soon(safe.send_all, b"x" * BIG)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await safe.send_all(b"interleaved")
+        await read_exactly(peer, BIG)
+
+
+# A host that restored the default SIGPIPE handler (Python itself ignores SIGPIPE): a write
+# to a peer that has gone must fail the send, not kill the process.
+SIGPIPE_SCRIPT = textwrap.dedent(
+    """
+    import signal
+    import trio
+    from galaxy_actors._stream import FrameSafeStream
+
+    async def main():
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        stream = FrameSafeStream(await trio.open_tcp_stream("127.0.0.1", port))
+        peer = await listener.accept()
+        await peer.aclose()
+        await listener.aclose()
+        try:
+            with trio.fail_after(5):
+                while True:
+                    await stream.send_all(b"x" * 65536)
+        except trio.BrokenResourceError:
+            print("broken")
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    trio.run(main)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="no SIGPIPE on this platform")
+def test_a_broken_peer_is_an_error_not_sigpipe_in_a_host_with_the_default_handler() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGPIPE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT * 3,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "broken"), done.stderr
+
+
+# --------------------------------------------------------------------------- over ws://
+
+FRAMES = FrameBuilder("frame-safe", "pc")
+
+
+@asynccontextmanager
+async def ws_connection() -> AsyncIterator[tuple[SimulatedAgent, WebSocketTransport]]:
+    agent = SimulatedAgent(devices=["pc"])
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(agent.serve_websocket)
+            async with WebSocketConnector().open(url) as transport:
+                assert isinstance(transport, WebSocketTransport)
+                yield agent, transport
+            nursery.cancel_scope.cancel()
+
+
+def registrations(agent: SimulatedAgent) -> int:
+    return sum(1 for f in agent.received if f.message is not None and f.message.type == "register")
+
+
+async def test_a_ws_connection_is_frame_safe_and_its_frames_arrive_whole() -> None:
+    async with ws_connection() as (agent, transport):
+        assert transport.frame_safe_sends(5.0)
+        await transport.send(FRAMES.register())
+        answer = decode_server(await transport.receive())
+        assert (answer.type, answer.status) == ("heartbeat", "ok")
+        assert registrations(agent) == 1
+
+
+async def test_a_cancelled_ws_send_sends_nothing_and_the_connection_goes_on() -> None:
+    async with ws_connection() as (agent, transport):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await transport.send(FRAMES.register())
+        assert scope.cancelled_caught
+        await transport.send(FRAMES.register())
+        await transport.receive()
+        # One registration, not two: the cancelled frame never left.
+        assert registrations(agent) == 1
+
+
+async def test_a_broken_socket_fails_the_send_and_closes_the_connection() -> None:
+    async with ws_connection() as (_, transport):
+        stream = transport._safe_stream
+        assert stream is not None
+        stream.socket.close()
+        with pytest.raises(TransportClosed) as caught:
+            await transport.send(FRAMES.register())
+        assert caught.value.code == CLOSE_ABNORMAL
+        with pytest.raises(TransportClosed) as caught:
+            await transport.send(FRAMES.register())
+        assert caught.value.code == CLOSE_ABNORMAL
 
 
 # --------------------------------------------------------------------------- in a Session

@@ -10,8 +10,13 @@ scheduler pass and buy nothing, since deciding never waits.
 
 Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
 parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
-closed with a close frame); then whatever is left is cancelled. Every task submitted has its
-outcome by the time the block has exited.
+closed with a close frame); then whatever is left is cancelled. The wait is bounded by
+``shutdown_grace + close_timeout + 1 s``, where ``close_timeout`` is the connector's
+attribute of that name, an optional part of a `Connector` (`WebSocketConnector` has one:
+its bound on a closing handshake), or 4 s for a connector without one. A device still
+closing past that bound is cancelled; the event hub is closed by then, and what it
+publishes afterwards is dropped (counted in ``events.dropped_after_close``). Every task
+submitted has its outcome by the time the block has exited.
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor", "open_supervisor"]
 
 logger = logging.getLogger("galaxy_actors.supervisor")
+
+# How long closing a connection may take when the connector does not say (no
+# ``close_timeout``), and what the shutdown allows beyond grace and close for the rest of
+# the unwinding. Together, the fixed 5 s the bound had before it read the connector's.
+_UNKNOWN_CLOSE_TIME = 4.0
+_SHUTDOWN_MARGIN = 1.0
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -495,14 +506,26 @@ class Supervisor:
             raise SupervisorClosed("the supervisor is closed, shutting down, or not accepting")
         return self._nursery
 
+    @property
+    def shutdown_bound(self) -> float:
+        """The longest the shutdown waits for devices to disconnect: ``shutdown_grace``,
+        plus the connector's ``close_timeout`` (4 s if it has none), plus 1 s."""
+        close = getattr(self.connector, "close_timeout", None)
+        if (
+            isinstance(close, bool)
+            or not isinstance(close, int | float)
+            or not (close >= 0 and math.isfinite(close))
+        ):
+            close = _UNKNOWN_CLOSE_TIME
+        return self.shutdown_grace + close + _SHUTDOWN_MARGIN
+
     async def _shutdown(self) -> None:
         self._closing = True
         actors = list(self._actors.values())
         # Shielded: shutdown must complete even when the block was left by cancellation;
-        # bounded: grace for running tasks plus time for close handshakes.
-        with trio.CancelScope(
-            shield=True, deadline=trio.current_time() + self.shutdown_grace + 5.0
-        ):
+        # bounded: grace for running tasks plus the connector's own bound on a close, so
+        # that a close the connector allows is not cut short.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.shutdown_bound):
             async with trio.open_nursery() as nursery:
                 for actor in actors:
                     nursery.start_soon(self._stop_actor, actor)
@@ -541,10 +564,12 @@ async def open_supervisor(
         registration_timeout / device_info_timeout: how long to wait for those answers.
         send_timeout: a frame that cannot be written within this long fails the connection.
         disconnect_grace: how long a running task may finish on a graceful disconnect.
-        shutdown_grace: the same when the block is left.
+        shutdown_grace: the same when the block is left; the whole shutdown waits at most
+            ``shutdown_grace + close_timeout + 1`` seconds (see `running`).
         policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
         connector: how to reach agents (default: trio-websocket); tests pass a
-            `MemoryNetwork` connector.
+            `MemoryNetwork` connector. A connector may have a ``close_timeout`` attribute
+            (seconds a close may take); the shutdown then waits that long for closes.
         max_concurrent_connections: at most this many handshakes at once (None: no limit).
         rng: random source for jitter (default: a fresh `random.Random()`).
     """
@@ -569,23 +594,42 @@ async def open_supervisor(
 @contextlib.asynccontextmanager
 async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
     """Run an already constructed `Supervisor` for the duration of the block (what
-    `open_supervisor` does after building one). A supervisor runs once."""
+    `open_supervisor` does after building one). A supervisor runs once.
+
+    Exceptions: the block's own exception comes out as itself. One of the supervisor's
+    tasks failing (something no device contains, such as a `KeyboardInterrupt`) comes out
+    as an `ExceptionGroup`, as from any Trio nursery; when the block failed too, its
+    exception is in that group beside the task's, so neither is lost. Catch either with
+    ``except*``.
+
+    Leaving the block waits for every device to disconnect, at most ``shutdown_grace +
+    close_timeout + 1`` seconds (``close_timeout``: the connector's attribute, 4 s if it has
+    none); events published after that are dropped, never raised."""
     if supervisor._nursery is not None or supervisor._closing:
         raise SupervisorClosed("a Supervisor runs only once")
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        supervisor._nursery = nursery
-        try:
-            yield supervisor
-        except GeneratorExit:
+    try:
+        async with trio.open_nursery() as nursery:
+            supervisor._nursery = nursery
+            try:
+                yield supervisor
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller sees its own exception
+                # rather than an ExceptionGroup wrapping it.
+                body_error = exc
+            finally:
+                await supervisor._shutdown()
+                supervisor.events.close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # A Cancelled in the block came from this nursery's cancellation (a task failed):
+        # it is not the block's own failure.
+        if body_error is None or isinstance(body_error, trio.Cancelled):
             raise
-        except BaseException as exc:
-            # Re-raised below, outside the nursery, so the caller sees its own exception
-            # rather than an ExceptionGroup wrapping it.
-            body_error = exc
-        finally:
-            await supervisor._shutdown()
-            supervisor.events.close()
-            nursery.cancel_scope.cancel()
+        raise BaseExceptionGroup(
+            "the supervisor's block and one of its tasks failed", [body_error, *group.exceptions]
+        ) from None
     if body_error is not None:
         raise body_error

@@ -3,15 +3,146 @@ started. Each test here failed (crashed, hung or saw the wrong thing) before its
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
 import trio
 from lab import memory_lab
 
 from galaxy_actors import (
     DeviceStatus,
     RestartPolicy,
+    StatusChanged,
+    TaskCancelled,
+    open_supervisor,
 )
+from galaxy_actors._transport import MemoryConnector, Transport
+from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 BAD, GOOD = "ws://bad/ws", "ws://good/ws"
+
+# ------------------------------------------------------------------ shutdown
+
+
+@attrs.define
+class SlowClosingConnector:
+    """Closing a connection takes ``close_time`` seconds, as with a peer slow to answer the
+    closing handshake."""
+
+    inner: MemoryConnector
+    close_time: float
+
+    @contextlib.asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Transport]:
+        async with self.inner.open(url) as transport:
+            try:
+                yield transport
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.close_time)
+
+
+@attrs.define
+class BoundedSlowClosingConnector(SlowClosingConnector):
+    """The same, saying how long a close may take, as `WebSocketConnector` does."""
+
+    close_timeout: float = 0.0
+
+
+async def test_a_close_slower_than_the_shutdown_bound_does_not_crash_the_exit(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        slow = memory_lab(wrap_connector=lambda c: SlowClosingConnector(c, close_time=60.0))
+        async with slow as lab:
+            await lab.connected("pc")
+            sup = lab.supervisor
+            events = stack.enter_context(sup.subscribe())  # attached past the block's end
+        # Shutdown gave up waiting at its bound; the close finished later, and what the
+        # device published then was dropped, not raised.
+        assert trio.current_time() == 60.0
+        assert sup.events.dropped_after_close > 0
+        seen = [e async for e in events]
+        assert not any(isinstance(e, StatusChanged) and e.device_id == "pc" for e in seen)
+
+
+async def test_shutdown_waits_for_the_connectors_close_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        slow = memory_lab(
+            wrap_connector=lambda c: BoundedSlowClosingConnector(c, 8.0, close_timeout=8.0),
+            shutdown_grace=5.0,
+        )
+        async with slow as lab:
+            await lab.connected("pc", task_duration=100.0)
+            sup = lab.supervisor
+            running = await sup.submit("long", device_id="pc")
+            events = stack.enter_context(sup.subscribe())
+        # 5 s of grace for the running task, then 8 s of close: past the old fixed bound
+        # of grace + 5 s, within grace + close_timeout.
+        assert trio.current_time() == 13.0
+        with pytest.raises(TaskCancelled):
+            await running.result()
+        seen = [e async for e in events]
+        assert sup.events.dropped_after_close == 0
+        last = [e for e in seen if isinstance(e, StatusChanged)][-1]
+        assert (last.device_id, last.new, last.at) == ("pc", DeviceStatus.DISCONNECTED, 13.0)
+
+
+class Boom(BaseException):
+    """Something a child task cannot contain (as KeyboardInterrupt)."""
+
+
+@attrs.define
+class ExplodingCloseConnector:
+    inner: MemoryConnector
+
+    @contextlib.asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Transport]:
+        async with self.inner.open(url) as transport:
+            try:
+                yield transport
+            finally:
+                raise Boom("the close failed")
+
+
+async def test_the_users_exception_and_a_childs_both_reach_the_caller(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    network = MemoryNetwork()
+    agent = SimulatedAgent(devices=["pc"])
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with trio.open_nursery() as agents:
+            agent.serve_memory(network, GOOD, agents)
+            connector = ExplodingCloseConnector(network.connector())
+            async with open_supervisor(connector=connector) as sup:
+                sup.add_device("pc", GOOD, connect=False)
+                assert await sup.connect("pc")
+                raise ValueError("the user's block failed")
+    assert [repr(e) for e in leaves(caught.value)] == [
+        repr(ValueError("the user's block failed")),
+        repr(Boom("the close failed")),
+    ]
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+async def test_the_users_exception_alone_is_raised_as_itself(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    network = MemoryNetwork()
+    with pytest.raises(ValueError, match="alone"):
+        async with open_supervisor(connector=network.connector()) as sup:
+            sup.add_device("pc", GOOD)
+            raise ValueError("alone")
+
 
 # ------------------------------------------------------------------ withdrawn tasks
 
@@ -38,3 +169,24 @@ async def test_callers_cancelled_during_an_outage_leave_nothing_queued(
         assert len(mailbox) == 0
         assert len(mailbox._heap) <= 1  # the withdrawn entries were let go
         await sup.disconnect("pc")
+
+
+# ------------------------------------------------------------------ the hub after close
+
+
+def test_publishing_after_the_hub_closed_is_dropped_and_counted() -> None:
+    from galaxy_actors._events import DeviceAdded, EventHub
+
+    hub = EventHub()
+    with hub.subscribe() as subscription:
+        hub.publish(DeviceAdded("a", 0.0))
+        hub.close()
+        hub.publish(DeviceAdded("b", 1.0))  # raised ClosedResourceError
+        hub.publish(DeviceAdded("c", 2.0))
+        assert hub.dropped_after_close == 2
+        assert subscription.receive_nowait() == DeviceAdded("a", 0.0)
+        with pytest.raises(trio.EndOfChannel):
+            subscription.receive_nowait()
+    # Subscribing to a closed hub: a stream already over.
+    with hub.subscribe() as late, pytest.raises(trio.EndOfChannel):
+        late.receive_nowait()

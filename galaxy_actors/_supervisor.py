@@ -8,6 +8,11 @@ give-up; the actor sleeps the delay on Trio's clock. The decision is a synchrono
 the supervisor in the failing actor's task: a hand-off to a supervisor task would cost a
 scheduler pass and buy nothing, since deciding never waits.
 
+Containment. A device's trouble stays the device's: a restart policy that raises (or
+answers something other than a decision) gives that device up, logged with the traceback,
+and the rest of the fleet carries on; `RestartFloor` keeps a policy that restarts at once
+for ever from spinning a device in a hot loop.
+
 Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
 parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
 closed with a close frame); then whatever is left is cancelled. The wait is bounded by
@@ -51,7 +56,15 @@ from ._events import (
     RestartScheduled,
     Subscription,
 )
-from ._policy import Decision, FailureReason, GiveUp, RandomSource, RestartPolicy
+from ._policy import (
+    Decision,
+    FailureReason,
+    GiveUp,
+    RandomSource,
+    Restart,
+    RestartFloor,
+    RestartPolicy,
+)
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
@@ -144,6 +157,8 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._accepting = True
+        #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
+        self.restart_floor = RestartFloor()
 
     # ---------------------------------------------------------------------------- devices
 
@@ -255,10 +270,45 @@ class Supervisor:
     # ------------------------------------------------------------------------ decisions
 
     def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
-        """Called by a failed device actor: restart after a delay, or give up."""
+        """Called by a failed device actor: restart after a delay, or give up.
+
+        Never raises for the policy: the policy is user code, run in the failing device's
+        task, inside the supervisor's nursery, where an exception would take every device
+        down. A policy that raises, or answers something other than a `Restart` or a
+        `GiveUp`, gives up this device (logged with the traceback); the others carry on.
+        A restart's delay is then raised to `restart_floor` if the device is in a hot loop.
+        """
         now = trio.current_time()
-        decision = actor.policy.decide(actor.history, reason, now, self._rng)
-        actor.history = actor.policy.record(actor.history, decision, now)
+        policy = actor.policy
+        decision: Decision
+        try:
+            decision = policy.decide(actor.history, reason, now, self._rng)
+            if not isinstance(decision, Restart | GiveUp):
+                raise TypeError(
+                    f"it returned {decision!r} ({type(decision).__name__}), "
+                    "not a Restart or a GiveUp"
+                )
+            history = policy.record(actor.history, decision, now)
+        except Exception as exc:
+            logger.exception(
+                "device %s: the restart policy failed after %s; giving this device up",
+                actor.device_id,
+                reason,
+                extra={"device_id": actor.device_id},
+            )
+            decision = GiveUp(f"the restart policy raised {type(exc).__name__}: {exc}")
+            history = actor.history
+        asked = decision
+        decision, actor.history = self.restart_floor.apply(history, decision, now)
+        if decision is not asked:
+            logger.warning(
+                "device %s: %d quick restarts in a row: waiting %g s, not %g s",
+                actor.device_id,
+                actor.history.quick_restarts,
+                self.restart_floor.delay,
+                asked.delay if isinstance(asked, Restart) else 0.0,
+                extra={"device_id": actor.device_id},
+            )
         profile = actor.profile
         events = self.events
         if events:

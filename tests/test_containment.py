@@ -4,16 +4,23 @@ started. Each test here failed (crashed, hung or saw the wrong thing) before its
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from collections.abc import AsyncIterator
 
 import attrs
 import pytest
 import trio
-from lab import memory_lab
+from lab import became, memory_lab, next_event
 
 from galaxy_actors import (
     DeviceStatus,
+    FailureReason,
+    GaveUp,
+    GiveUp,
+    Restart,
     RestartPolicy,
+    RestartScheduled,
     StatusChanged,
     TaskCancelled,
     open_supervisor,
@@ -22,6 +29,102 @@ from galaxy_actors._transport import MemoryConnector, Transport
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 BAD, GOOD = "ws://bad/ws", "ws://good/ws"
+
+# ------------------------------------------------------------------ a policy that raises
+
+
+def raises_on_heartbeat_timeout(reason: FailureReason, attempts: int) -> Restart | None:
+    if reason is FailureReason.HEARTBEAT_TIMEOUT:
+        raise KeyError(reason)  # a lookup table without this reason
+    return None
+
+
+async def test_a_raising_policy_gives_up_its_device_and_spares_the_fleet(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RestartPolicy(per_reason=raises_on_heartbeat_timeout)
+    async with memory_lab(policy=policy, heartbeat_interval=5.0, heartbeat_timeout=2.0) as lab:
+        sup = lab.supervisor
+        bad = await lab.connected("bad", BAD)
+        await lab.connected("good", GOOD, task_duration=60.0)
+        with sup.subscribe() as events:
+            running = await sup.submit("long", device_id="good")
+            bad.answer_heartbeats = False
+            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
+        assert isinstance(gave_up, GaveUp)
+        assert gave_up.device_id == "bad"
+        assert "policy raised" in gave_up.why and "KeyError" in gave_up.why
+        assert sup.snapshot("bad").status is DeviceStatus.FAILED
+        assert sup.registry.require("bad").gave_up
+        # The healthy device's task runs to its end, and the device serves on.
+        result = await running.result()
+        assert result.ok and trio.current_time() == 60.0
+        assert (await sup.run_task("next", device_id="good")).ok
+    logged = [r for r in caplog.records if getattr(r, "device_id", None) == "bad" and r.exc_info]
+    assert len(logged) == 1
+    assert logged[0].levelno == logging.ERROR
+    assert logged[0].exc_info is not None and logged[0].exc_info[0] is KeyError
+
+
+async def test_a_policy_answering_something_else_than_a_decision_gives_up(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    def sloppy(reason: FailureReason, attempts: int) -> Restart | None:
+        return 0.5  # type: ignore[return-value]  # meant Restart(0.5)
+
+    async with memory_lab(policy=RestartPolicy(per_reason=sloppy)) as lab:
+        sup = lab.supervisor
+        with sup.subscribe() as events:
+            sup.add_device("pc", "ws://nobody/ws")
+            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
+        assert isinstance(gave_up, GaveUp)
+        assert "policy" in gave_up.why and "float" in gave_up.why
+
+
+# ------------------------------------------------------------------ immediate restarts
+
+# The documented floor: 5 immediate restarts in a row are honoured, then each restart
+# waits at least 0.25 s, until a connection attempt lasts that long.
+FREE, FLOOR = 5, 0.25
+
+
+def at_once(reason: FailureReason, attempts: int) -> Restart:
+    return Restart(0.0)
+
+
+async def test_restart_at_once_for_ever_does_not_spin(autojump_clock: trio.abc.Clock) -> None:
+    async with memory_lab(policy=RestartPolicy(per_reason=at_once)) as lab:
+        sup = lab.supervisor
+        with sup.subscribe(buffer=math.inf) as events:
+            sup.add_device("pc", "ws://nobody/ws")  # every attempt is refused at once
+            restarts = []
+            while len(restarts) < 20:
+                event = await next_event(events, lambda e: isinstance(e, RestartScheduled))
+                assert isinstance(event, RestartScheduled)
+                restarts.append(event)
+            await sup.disconnect("pc")
+    assert [r.delay for r in restarts] == [0.0] * FREE + [FLOOR] * (20 - FREE)
+    assert [r.at for r in restarts] == [0.0] * (FREE + 1) + [FLOOR * n for n in range(1, 20 - FREE)]
+
+
+async def test_restart_at_once_after_a_long_connection_stays_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The reference's example (reconnect at once after a heartbeat timeout) is not a hot
+    # loop: each connection lived for seconds, so the floor never applies.
+    policy = RestartPolicy(per_reason=at_once)
+    async with memory_lab(policy=policy, heartbeat_interval=1.0, heartbeat_timeout=1.0) as lab:
+        agent = await lab.connected("pc")
+        sup = lab.supervisor
+        with sup.subscribe(buffer=math.inf) as events:
+            for _ in range(3 * FREE):
+                agent.answer_heartbeats = False
+                await next_event(events, became("pc", DeviceStatus.FAILED))
+                failed_at = trio.current_time()
+                agent.answer_heartbeats = True
+                await next_event(events, became("pc", DeviceStatus.IDLE))
+                assert trio.current_time() == failed_at  # reconnected at once
+
 
 # ------------------------------------------------------------------ shutdown
 
@@ -190,3 +293,16 @@ def test_publishing_after_the_hub_closed_is_dropped_and_counted() -> None:
     # Subscribing to a closed hub: a stream already over.
     with hub.subscribe() as late, pytest.raises(trio.EndOfChannel):
         late.receive_nowait()
+
+
+async def test_giving_up_per_policy_still_reads_as_before(autojump_clock: trio.abc.Clock) -> None:
+    # A GiveUp the policy returns on purpose is not reported as a policy failure.
+    def never(reason: FailureReason, attempts: int) -> GiveUp:
+        return GiveUp("not this one")
+
+    async with memory_lab(policy=RestartPolicy(per_reason=never)) as lab:
+        sup = lab.supervisor
+        with sup.subscribe() as events:
+            sup.add_device("pc", "ws://nobody/ws")
+            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
+        assert isinstance(gave_up, GaveUp) and gave_up.why == "not this one"

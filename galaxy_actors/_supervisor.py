@@ -159,6 +159,9 @@ class Supervisor:
         self._accepting = True
         #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
         self.restart_floor = RestartFloor()
+        # Callers of `wait_for_status`, per device: cancelled when the device is removed or
+        # the supervisor has shut down, as no status change may ever come to wake them.
+        self._status_waiters: dict[str, set[trio.CancelScope]] = {}
 
     # ---------------------------------------------------------------------------- devices
 
@@ -210,6 +213,8 @@ class Supervisor:
         actor.cancel()  # its task ends: nothing per device is left in the nursery
         del self._actors[device_id]
         self.registry.remove(device_id)
+        for waiter in self._status_waiters.pop(device_id, ()):
+            waiter.cancel()
         if self.events:
             self.events.publish(DeviceRemoved(device_id, trio.current_time()))
 
@@ -258,10 +263,30 @@ class Supervisor:
 
         It looks at the status when woken, so a status held only within one scheduling step
         (CONNECTING that fails at once, say) can pass unseen; to see every transition, read
-        `StatusChanged` events from `subscribe`."""
+        `StatusChanged` events from `subscribe`.
+
+        Raises `UnknownDevice` if the device is unknown, or is removed before the status
+        comes, and `SupervisorClosed` if the supervisor's block ends first."""
         actor = self._actor(device_id)
-        while actor.profile.status not in statuses:
-            await actor.wait_changed()
+        if actor.profile.status in statuses:
+            return
+        waiters = self._status_waiters.setdefault(device_id, set())
+        with trio.CancelScope() as scope:
+            waiters.add(scope)
+            try:
+                while actor.profile.status not in statuses:
+                    await actor.wait_changed()
+                return
+            finally:
+                waiters.discard(scope)
+                if not waiters and self._status_waiters.get(device_id) is waiters:
+                    del self._status_waiters[device_id]
+        if self._actors.get(device_id) is not actor:
+            raise UnknownDevice(device_id)
+        raise SupervisorClosed(
+            f"the supervisor shut down before device {device_id!r} reached "
+            + " or ".join(str(s) for s in statuses)
+        )
 
     @property
     def device_ids(self) -> list[str]:
@@ -580,6 +605,12 @@ class Supervisor:
                 for actor in actors:
                     nursery.start_soon(self._stop_actor, actor)
 
+    def _release_status_waiters(self) -> None:
+        waiters, self._status_waiters = self._status_waiters, {}
+        for scopes in waiters.values():
+            for scope in scopes:
+                scope.cancel()
+
     async def _stop_actor(self, actor: DeviceActor) -> None:
         await actor.disconnect(grace=self.shutdown_grace)
         actor.cancel()
@@ -672,6 +703,7 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
             finally:
                 await supervisor._shutdown()
                 supervisor.events.close()
+                supervisor._release_status_waiters()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # A Cancelled in the block came from this nursery's cancellation (a task failed):

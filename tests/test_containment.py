@@ -22,7 +22,9 @@ from galaxy_actors import (
     RestartPolicy,
     RestartScheduled,
     StatusChanged,
+    SupervisorClosed,
     TaskCancelled,
+    UnknownDevice,
     open_supervisor,
 )
 from galaxy_actors._transport import MemoryConnector, Transport
@@ -245,6 +247,67 @@ async def test_the_users_exception_alone_is_raised_as_itself(
         async with open_supervisor(connector=network.connector()) as sup:
             sup.add_device("pc", GOOD)
             raise ValueError("alone")
+
+
+# ------------------------------------------------------------------ waiting for a status
+
+
+async def test_waiting_for_a_status_of_a_device_removed_meanwhile_raises(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with memory_lab() as lab:
+        sup = lab.supervisor
+        sup.add_device("pc", "ws://nobody/ws", connect=False)  # stays DISCONNECTED
+
+        async def remove_later() -> None:
+            await trio.sleep(1.0)
+            await sup.remove_device("pc")
+
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(remove_later)
+                with pytest.raises(UnknownDevice):
+                    await sup.wait_for_status("pc", DeviceStatus.IDLE)
+        assert trio.current_time() == 1.0
+        with pytest.raises(UnknownDevice):
+            await sup.wait_for_status("pc", DeviceStatus.IDLE)
+
+
+async def test_waiting_during_a_removal_raises_once_it_is_done(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with memory_lab(disconnect_grace=10.0) as lab:
+        await lab.connected("pc", task_duration=30.0)
+        sup = lab.supervisor
+        await sup.submit("long", device_id="pc")
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.remove_device, "pc")
+                await trio.sleep(1.0)  # the removal waits for the running task's grace
+                with pytest.raises(UnknownDevice):
+                    # (Not IDLE: the device may be idle a moment between its task's end and
+                    # the close, and a waiter woken then returns.)
+                    await sup.wait_for_status("pc", DeviceStatus.CONNECTING)
+        assert trio.current_time() == 10.0
+
+
+async def test_waiting_for_a_status_ends_with_the_supervisor(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    caught: list[BaseException] = []
+
+    async def wait_idle(sup: object) -> None:
+        try:
+            await sup.wait_for_status("pc", DeviceStatus.IDLE)  # type: ignore[attr-defined]
+        except SupervisorClosed as exc:
+            caught.append(exc)
+
+    with trio.fail_after(100):
+        async with trio.open_nursery() as waiters, memory_lab() as lab:
+            lab.supervisor.add_device("pc", "ws://nobody/ws", connect=False)
+            waiters.start_soon(wait_idle, lab.supervisor)
+            await trio.sleep(1.0)
+    assert len(caught) == 1
 
 
 # ------------------------------------------------------------------ withdrawn tasks

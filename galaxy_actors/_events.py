@@ -3,6 +3,11 @@
 Publishing never blocks a device actor: each subscriber has a bounded buffer, and an event
 that does not fit is dropped for that subscriber and counted in its ``dropped``. With no
 subscriber, publishing costs one truth test.
+
+The hub closes when the supervisor's block ends, and every subscription's stream ends with
+it. A device still unwinding after that (a close slower than the shutdown's bound) may
+publish more: those events are dropped and counted in ``dropped_after_close``, never raised,
+since raising would turn one device's late status change into a crash of the whole block.
 """
 
 from __future__ import annotations
@@ -152,11 +157,17 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subscribers: dict[trio.MemorySendChannel[Event], Subscription] = {}
+        self._closed = False
+        #: Events published after `close`, while someone was still subscribed.
+        self.dropped_after_close = 0
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
+        if self._closed:
+            self.dropped_after_close += 1
+            return
         for send, subscription in self._subscribers.items():
             try:
                 send.send_nowait(event)
@@ -169,6 +180,8 @@ class EventHub:
             raise ValueError("buffer must be >= 1")
         send, receive = trio.open_memory_channel[Event](buffer)
         subscription = Subscription(receive)
+        if self._closed:
+            send.close()  # nothing more will come: the stream is over already
         self._subscribers[send] = subscription
         try:
             yield subscription
@@ -177,5 +190,7 @@ class EventHub:
             send.close()
 
     def close(self) -> None:
+        """End every subscription's stream; later events are dropped (and counted)."""
+        self._closed = True
         for send in self._subscribers:
             send.close()

@@ -6,7 +6,11 @@ goes ahead of everything of its priority. The mailbox belongs to the device acto
 connection, so it survives reconnections.
 
 Withdrawn tasks (cancelled while queued) are removed lazily: they stay in the heap, marked
-done, and are skipped when they reach the top, which keeps withdrawal O(1).
+done, and are skipped when they reach the top, which keeps withdrawal O(1). Lazily, but not
+for ever: once the heap holds more withdrawn entries than live ones, it is rebuilt from the
+live ones. During an outage callers may give up by the thousand while nothing is popped;
+the heap then stays within twice the live tasks, and each rebuild, linear in the heap, is
+paid for by the withdrawals since the last one (amortised O(1) per withdrawal).
 """
 
 from __future__ import annotations
@@ -62,8 +66,14 @@ class Mailbox:
         return None
 
     def withdrawn(self, task: TaskHandle) -> None:
-        """Account for a queued task that was ended while queued (it stays until popped)."""
+        """Account for a queued task that was ended while queued (it stays until popped, or
+        until withdrawn entries outnumber live ones)."""
         self._forget(task)
+        heap = self._heap
+        if len(heap) > 2 * self._live:
+            # (priority, seq) is unique per entry, so the rebuilt heap pops in the same order.
+            self._heap = [entry for entry in heap if not entry[2].done]
+            heapq.heapify(self._heap)
 
     def _forget(self, task: TaskHandle) -> None:
         self._live -= 1

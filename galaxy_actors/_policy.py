@@ -10,6 +10,9 @@ Rules of this file:
 - Everything beyond the reference is off by default: a cap on the delay, jitter, resetting
   the count only after the connection stayed up ``reset_after`` seconds, an OTP-style
   intensity limit, and a per-reason hook.
+- One guard is always on, outside the policy: `RestartFloor`, which the supervisor applies to
+  every decision so that a policy answering ``Restart(0)`` for ever cannot spin a device in
+  a hot reconnect loop. It never changes the default backoff (its delays are all above it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "Jitter",
     "RandomSource",
     "Restart",
+    "RestartFloor",
     "RestartHistory",
     "RestartPolicy",
 ]
@@ -92,13 +96,17 @@ class RestartHistory:
     """What the policy needs to remember about one device, as a value.
 
     ``attempts`` is the reference's ``connection_attempts``: reconnection attempts made since
-    the last success (or the last reset).
+    the last success (or the last reset). ``quick_restarts`` and ``next_attempt_at`` are
+    `RestartFloor`'s: restarts in a row after attempts that ended almost at once, and when
+    the attempt after the last restart was due to start.
     """
 
     attempts: int = 0
     restart_times: tuple[float, ...] = ()
     last_delay: float | None = None
     up_since: float | None = None
+    quick_restarts: int = 0
+    next_attempt_at: float | None = None
 
 
 def _non_negative(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
@@ -119,6 +127,11 @@ def _optional_positive(
 def _check_max_retries(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError(f"max_retries must be an int >= 0, got {value!r}")
+
+
+def _check_immediate(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"immediate must be an int >= 0, got {value!r}")
 
 
 def _check_intensity(
@@ -159,7 +172,14 @@ class RestartPolicy:
         reset_after: None resets the attempt count on every successful reconnection (the
             reference); a number resets it only once a connection stayed up that long.
         intensity: ``(R, T)``: give up when R restarts already happened within T seconds.
-        per_reason: a hook that may decide differently for some failure reasons.
+        per_reason: a hook that may decide differently for some failure reasons. Its
+            decision is final (no ``max_retries``, no intensity limit), with two guards
+            the supervisor keeps: a hook that raises, or answers something other than a
+            `Restart` or a `GiveUp`, gives up that device only (logged with the traceback);
+            and `RestartFloor`: after 5 immediate restarts in a row (each after an attempt
+            that ended within 0.25 s of starting), every restart waits at least 0.25 s,
+            until an attempt lasts longer. ``Restart(0)`` after a heartbeat timeout stays
+            immediate: that connection lived for seconds.
     """
 
     reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))
@@ -246,8 +266,12 @@ class RestartPolicy:
         if self.intensity is not None:
             period = self.intensity[1]
             times = (*(t for t in times if now - t < period), now)
-        return RestartHistory(
-            attempts=attempts + 1, restart_times=times, last_delay=decision.delay, up_since=None
+        return attrs.evolve(
+            history,
+            attempts=attempts + 1,
+            restart_times=times,
+            last_delay=decision.delay,
+            up_since=None,
         )
 
     def connected(self, history: RestartHistory, now: float) -> RestartHistory:
@@ -255,3 +279,54 @@ class RestartPolicy:
         if self.reset_after is None:
             return attrs.evolve(history, attempts=0, last_delay=None, up_since=now)
         return attrs.evolve(history, up_since=now)
+
+
+@attrs.frozen
+class RestartFloor:
+    """The least a restart waits once a device restarts in a hot loop; the supervisor
+    applies it to every decision, whichever policy took it.
+
+    A policy may answer ``Restart(0)`` (at once), and a per-reason hook may do so for ever.
+    After a connection that lived, that is what the user wants; after an attempt that was
+    refused in a millisecond, it is a loop that reconnects as fast as the CPU allows and
+    floods the logs and the server. The floor tells the two apart by how long the failed
+    attempt lasted, not by the reason or the attempt count (a connection that registers and
+    is closed at once resets the count every time):
+
+    - an attempt is *quick* when it ended less than ``delay`` seconds after it was due to
+      start (the first attempt, whose start the floor does not know, counts as quick);
+    - the first ``immediate`` restarts in a row after quick attempts keep the policy's delay;
+    - from the next one on, a delay under ``delay`` becomes ``delay``, until an attempt
+      lasts ``delay`` seconds or more.
+
+    So a device that keeps failing at once makes at most one attempt per ``delay`` seconds
+    after a burst of ``immediate + 1``. Delays of ``delay`` or more are never changed: the
+    default backoff (5 s and up) is untouched. Sans-IO like the policy: values in, values
+    out; the state lives in `RestartHistory`.
+
+    >>> floor = RestartFloor(delay=0.25, immediate=1)
+    >>> history = RestartHistory()
+    >>> first, history = floor.apply(history, Restart(0.0), now=0.0)
+    >>> second, history = floor.apply(history, Restart(0.0), now=0.0)
+    >>> first, second
+    (Restart(delay=0.0), Restart(delay=0.25))
+    """
+
+    delay: float = attrs.field(default=0.25, validator=_non_negative("delay"))
+    immediate: int = attrs.field(default=5, validator=_check_immediate)
+
+    def apply(
+        self, history: RestartHistory, decision: Decision, now: float
+    ) -> tuple[Decision, RestartHistory]:
+        """The decision to carry out at ``now`` and the history after it. ``history`` is
+        the policy's history after `RestartPolicy.record` (which keeps the floor's fields)."""
+        if isinstance(decision, GiveUp):
+            return decision, attrs.evolve(history, quick_restarts=0, next_attempt_at=None)
+        started = history.next_attempt_at
+        quick = started is None or now - started < self.delay
+        streak = history.quick_restarts + 1 if quick else 0
+        if streak > self.immediate and decision.delay < self.delay:
+            decision = Restart(self.delay)
+        return decision, attrs.evolve(
+            history, quick_restarts=streak, next_attempt_at=now + decision.delay
+        )

@@ -8,10 +8,20 @@ give-up; the actor sleeps the delay on Trio's clock. The decision is a synchrono
 the supervisor in the failing actor's task: a hand-off to a supervisor task would cost a
 scheduler pass and buy nothing, since deciding never waits.
 
+Containment. A device's trouble stays the device's: a restart policy that raises (or
+answers something other than a decision) gives that device up, logged with the traceback,
+and the rest of the fleet carries on; `RestartFloor` keeps a policy that restarts at once
+for ever from spinning a device in a hot loop.
+
 Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
 parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
-closed with a close frame); then whatever is left is cancelled. Every task submitted has its
-outcome by the time the block has exited.
+closed with a close frame); then whatever is left is cancelled. The wait is bounded by
+``shutdown_grace + close_timeout + 1 s``, where ``close_timeout`` is the connector's
+attribute of that name, an optional part of a `Connector` (`WebSocketConnector` has one:
+its bound on a closing handshake), or 4 s for a connector without one. A device still
+closing past that bound is cancelled; the event hub is closed by then, and what it
+publishes afterwards is dropped (counted in ``events.dropped_after_close``). Every task
+submitted has its outcome by the time the block has exited.
 """
 
 from __future__ import annotations
@@ -46,7 +56,15 @@ from ._events import (
     RestartScheduled,
     Subscription,
 )
-from ._policy import Decision, FailureReason, GiveUp, RandomSource, RestartPolicy
+from ._policy import (
+    Decision,
+    FailureReason,
+    GiveUp,
+    RandomSource,
+    Restart,
+    RestartFloor,
+    RestartPolicy,
+)
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
@@ -59,6 +77,12 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor", "open_supervisor"]
 
 logger = logging.getLogger("galaxy_actors.supervisor")
+
+# How long closing a connection may take when the connector does not say (no
+# ``close_timeout``), and what the shutdown allows beyond grace and close for the rest of
+# the unwinding. Together, the fixed 5 s the bound had before it read the connector's.
+_UNKNOWN_CLOSE_TIME = 4.0
+_SHUTDOWN_MARGIN = 1.0
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -134,6 +158,11 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._accepting = True
+        #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
+        self.restart_floor = RestartFloor()
+        # Callers of `wait_for_status`, per device: cancelled when the device is removed or
+        # the supervisor has shut down, as no status change may ever come to wake them.
+        self._status_waiters: dict[str, set[trio.CancelScope]] = {}
 
     # ---------------------------------------------------------------------------- devices
 
@@ -185,6 +214,8 @@ class Supervisor:
         actor.cancel()  # its task ends: nothing per device is left in the nursery
         del self._actors[device_id]
         self.registry.remove(device_id)
+        for waiter in self._status_waiters.pop(device_id, ()):
+            waiter.cancel()
         if self.events:
             self.events.publish(DeviceRemoved(device_id, trio.current_time()))
 
@@ -233,10 +264,30 @@ class Supervisor:
 
         It looks at the status when woken, so a status held only within one scheduling step
         (CONNECTING that fails at once, say) can pass unseen; to see every transition, read
-        `StatusChanged` events from `subscribe`."""
+        `StatusChanged` events from `subscribe`.
+
+        Raises `UnknownDevice` if the device is unknown, or is removed before the status
+        comes, and `SupervisorClosed` if the supervisor's block ends first."""
         actor = self._actor(device_id)
-        while actor.profile.status not in statuses:
-            await actor.wait_changed()
+        if actor.profile.status in statuses:
+            return
+        waiters = self._status_waiters.setdefault(device_id, set())
+        with trio.CancelScope() as scope:
+            waiters.add(scope)
+            try:
+                while actor.profile.status not in statuses:
+                    await actor.wait_changed()
+                return
+            finally:
+                waiters.discard(scope)
+                if not waiters and self._status_waiters.get(device_id) is waiters:
+                    del self._status_waiters[device_id]
+        if self._actors.get(device_id) is not actor:
+            raise UnknownDevice(device_id)
+        raise SupervisorClosed(
+            f"the supervisor shut down before device {device_id!r} reached "
+            + " or ".join(str(s) for s in statuses)
+        )
 
     @property
     def device_ids(self) -> list[str]:
@@ -245,10 +296,45 @@ class Supervisor:
     # ------------------------------------------------------------------------ decisions
 
     def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
-        """Called by a failed device actor: restart after a delay, or give up."""
+        """Called by a failed device actor: restart after a delay, or give up.
+
+        Never raises for the policy: the policy is user code, run in the failing device's
+        task, inside the supervisor's nursery, where an exception would take every device
+        down. A policy that raises, or answers something other than a `Restart` or a
+        `GiveUp`, gives up this device (logged with the traceback); the others carry on.
+        A restart's delay is then raised to `restart_floor` if the device is in a hot loop.
+        """
         now = trio.current_time()
-        decision = actor.policy.decide(actor.history, reason, now, self._rng)
-        actor.history = actor.policy.record(actor.history, decision, now)
+        policy = actor.policy
+        decision: Decision
+        try:
+            decision = policy.decide(actor.history, reason, now, self._rng)
+            if not isinstance(decision, Restart | GiveUp):
+                raise TypeError(
+                    f"it returned {decision!r} ({type(decision).__name__}), "
+                    "not a Restart or a GiveUp"
+                )
+            history = policy.record(actor.history, decision, now)
+        except Exception as exc:
+            logger.exception(
+                "device %s: the restart policy failed after %s; giving this device up",
+                actor.device_id,
+                reason,
+                extra={"device_id": actor.device_id},
+            )
+            decision = GiveUp(f"the restart policy raised {type(exc).__name__}: {exc}")
+            history = actor.history
+        asked = decision
+        decision, actor.history = self.restart_floor.apply(history, decision, now)
+        if decision is not asked:
+            logger.warning(
+                "device %s: %d quick restarts in a row: waiting %g s, not %g s",
+                actor.device_id,
+                actor.history.quick_restarts,
+                self.restart_floor.delay,
+                asked.delay if isinstance(asked, Restart) else 0.0,
+                extra={"device_id": actor.device_id},
+            )
         profile = actor.profile
         events = self.events
         if events:
@@ -496,17 +582,35 @@ class Supervisor:
             raise SupervisorClosed("the supervisor is closed, shutting down, or not accepting")
         return self._nursery
 
+    @property
+    def shutdown_bound(self) -> float:
+        """The longest the shutdown waits for devices to disconnect: ``shutdown_grace``,
+        plus the connector's ``close_timeout`` (4 s if it has none), plus 1 s."""
+        close = getattr(self.connector, "close_timeout", None)
+        if (
+            isinstance(close, bool)
+            or not isinstance(close, int | float)
+            or not (close >= 0 and math.isfinite(close))
+        ):
+            close = _UNKNOWN_CLOSE_TIME
+        return self.shutdown_grace + close + _SHUTDOWN_MARGIN
+
     async def _shutdown(self) -> None:
         self._closing = True
         actors = list(self._actors.values())
         # Shielded: shutdown must complete even when the block was left by cancellation;
-        # bounded: grace for running tasks plus time for close handshakes.
-        with trio.CancelScope(
-            shield=True, deadline=trio.current_time() + self.shutdown_grace + 5.0
-        ):
+        # bounded: grace for running tasks plus the connector's own bound on a close, so
+        # that a close the connector allows is not cut short.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.shutdown_bound):
             async with trio.open_nursery() as nursery:
                 for actor in actors:
                     nursery.start_soon(self._stop_actor, actor)
+
+    def _release_status_waiters(self) -> None:
+        waiters, self._status_waiters = self._status_waiters, {}
+        for scopes in waiters.values():
+            for scope in scopes:
+                scope.cancel()
 
     async def _stop_actor(self, actor: DeviceActor) -> None:
         await actor.disconnect(grace=self.shutdown_grace)
@@ -542,10 +646,12 @@ async def open_supervisor(
         registration_timeout / device_info_timeout: how long to wait for those answers.
         send_timeout: a frame that cannot be written within this long fails the connection.
         disconnect_grace: how long a running task may finish on a graceful disconnect.
-        shutdown_grace: the same when the block is left.
+        shutdown_grace: the same when the block is left; the whole shutdown waits at most
+            ``shutdown_grace + close_timeout + 1`` seconds (see `running`).
         policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
         connector: how to reach agents (default: trio-websocket); tests pass a
-            `MemoryNetwork` connector.
+            `MemoryNetwork` connector. A connector may have a ``close_timeout`` attribute
+            (seconds a close may take); the shutdown then waits that long for closes.
         max_concurrent_connections: at most this many handshakes at once (None: no limit).
         rng: random source for jitter (default: a fresh `random.Random()`).
     """
@@ -570,23 +676,43 @@ async def open_supervisor(
 @contextlib.asynccontextmanager
 async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
     """Run an already constructed `Supervisor` for the duration of the block (what
-    `open_supervisor` does after building one). A supervisor runs once."""
+    `open_supervisor` does after building one). A supervisor runs once.
+
+    Exceptions: the block's own exception comes out as itself. One of the supervisor's
+    tasks failing (something no device contains, such as a `KeyboardInterrupt`) comes out
+    as an `ExceptionGroup`, as from any Trio nursery; when the block failed too, its
+    exception is in that group beside the task's, so neither is lost. Catch either with
+    ``except*``.
+
+    Leaving the block waits for every device to disconnect, at most ``shutdown_grace +
+    close_timeout + 1`` seconds (``close_timeout``: the connector's attribute, 4 s if it has
+    none); events published after that are dropped, never raised."""
     if supervisor._nursery is not None or supervisor._closing:
         raise SupervisorClosed("a Supervisor runs only once")
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        supervisor._nursery = nursery
-        try:
-            yield supervisor
-        except GeneratorExit:
+    try:
+        async with trio.open_nursery() as nursery:
+            supervisor._nursery = nursery
+            try:
+                yield supervisor
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller sees its own exception
+                # rather than an ExceptionGroup wrapping it.
+                body_error = exc
+            finally:
+                await supervisor._shutdown()
+                supervisor.events.close()
+                supervisor._release_status_waiters()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # A Cancelled in the block came from this nursery's cancellation (a task failed):
+        # it is not the block's own failure.
+        if body_error is None or isinstance(body_error, trio.Cancelled):
             raise
-        except BaseException as exc:
-            # Re-raised below, outside the nursery, so the caller sees its own exception
-            # rather than an ExceptionGroup wrapping it.
-            body_error = exc
-        finally:
-            await supervisor._shutdown()
-            supervisor.events.close()
-            nursery.cancel_scope.cancel()
+        raise BaseExceptionGroup(
+            "the supervisor's block and one of its tasks failed", [body_error, *group.exceptions]
+        ) from None
     if body_error is not None:
         raise body_error

@@ -304,3 +304,39 @@ def test_property_pop_order_matches_the_reference_model(
     assert list(mailbox.drain()) == model.order()
     assert len(mailbox) == 0
     assert mailbox.pop() is None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_withdrawn_tasks_do_not_pile_up_in_the_heap() -> None:
+    # An outage: callers give up one after another while their tasks wait. The heap holds
+    # at most as many withdrawn entries as live ones (plus the one just withdrawn).
+    mailbox = Mailbox()
+    keep = [task(f"keep{i}") for i in range(3)]
+    for handle in keep:
+        mailbox.push(handle)
+    biggest = 0
+    for _ in range(20_000):
+        handle = task()
+        mailbox.push(handle)
+        withdraw(mailbox, handle)
+        biggest = max(biggest, len(mailbox._heap))
+    assert biggest <= 2 * len(keep) + 2
+    assert len(mailbox) == 3
+    assert pop_all(mailbox) == ["keep0", "keep1", "keep2"]
+
+
+def test_withdrawing_a_whole_backlog_lets_it_go() -> None:
+    mailbox = Mailbox()
+    handles = [task(priority=i % 3) for i in range(5_000)]
+    for handle in handles:
+        mailbox.push(handle)
+    for handle in handles[::2]:
+        withdraw(mailbox, handle)
+    assert len(mailbox._heap) <= 2 * len(mailbox) + 1
+    for handle in handles[1::2]:
+        withdraw(mailbox, handle)
+    assert len(mailbox) == 0
+    assert len(mailbox._heap) <= 1
+    assert mailbox.pop() is None

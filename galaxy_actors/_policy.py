@@ -160,6 +160,15 @@ class RestartPolicy:
             reference); a number resets it only once a connection stayed up that long.
         intensity: ``(R, T)``: give up when R restarts already happened within T seconds.
         per_reason: a hook that may decide differently for some failure reasons.
+
+    .. warning:: A ``per_reason`` decision is final: it is not checked against
+       ``max_retries`` or ``intensity``. A hook that returns ``Restart(0.0)`` for a failure
+       that happens again at once (a rejected registration, a refused connection) reconnects
+       in a tight loop: thousands of attempts a second against the server, and under a virtual
+       clock time never moves on. Return a growing delay (``attempts`` counts the failed
+       attempts), or ``None`` to fall through to the backoff and its ``max_retries``.
+       ``reconnect_delay=0`` with a large ``max_retries`` does the same up to its limit.
+       ``galaxy_actors.testing.run_scenario`` fails such a scenario with ``ScenarioStalled``.
     """
 
     reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))

@@ -180,6 +180,17 @@ class RestartPolicy:
             that ended within 0.25 s of starting), every restart waits at least 0.25 s,
             until an attempt lasts longer. ``Restart(0)`` after a heartbeat timeout stays
             immediate: that connection lived for seconds.
+
+    .. warning:: A ``per_reason`` decision is final: it is not checked against
+       ``max_retries`` or ``intensity``. A hook that returns ``Restart(0.0)`` for a failure
+       that happens again at once (a rejected registration, a refused connection) reconnects
+       in a tight loop: thousands of attempts a second against the server, and under a virtual
+       clock time never moves on. Return a growing delay (``attempts`` counts the failed
+       attempts), or ``None`` to fall through to the backoff and its ``max_retries``.
+       ``reconnect_delay=0`` with a large ``max_retries`` does the same up to its limit.
+       The supervisor's restart floor spaces such restarts (see above), and
+       ``galaxy_actors.testing.run_scenario`` fails a scenario that makes no progress in
+       virtual time with ``ScenarioStalled``.
     """
 
     reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))

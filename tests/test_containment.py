@@ -321,7 +321,7 @@ async def test_callers_cancelled_during_an_outage_leave_nothing_queued(
         sup = lab.supervisor
         sup.add_device("pc", "ws://nobody/ws")  # down, retrying in 1000 s
         await sup.wait_for_status("pc", DeviceStatus.FAILED)
-        mailbox = sup._actor("pc").mailbox
+        mailbox = sup._actor("pc").work.mailbox
 
         async def impatient(n: int) -> None:
             with trio.move_on_after(1.0 + n * 0.001):

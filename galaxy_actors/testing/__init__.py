@@ -37,8 +37,10 @@ from ._harness import run_scenario_async as run_scenario_async
 from ._invariants import InvariantViolation as InvariantViolation
 from ._invariants import check_invariants as check_invariants
 from ._invariants import find_violations as find_violations
+from ._progress import ScenarioStalled as ScenarioStalled
 from ._restart_invariants import PolicyModel as PolicyModel
 from ._trace import AgentFrame as AgentFrame
+from ._trace import LogLine as LogLine
 from ._trace import ScenarioSettings as ScenarioSettings
 from ._trace import TaskRecord as TaskRecord
 from ._trace import Trace as Trace
@@ -82,6 +84,7 @@ __all__ = [
     "Fault",
     "FaultSchedule",
     "InvariantViolation",
+    "LogLine",
     "LoseTaskEnd",
     "MalformedFrame",
     "MemoryNetwork",
@@ -91,6 +94,7 @@ __all__ = [
     "RejectRegistration",
     "RejectTasks",
     "ScenarioSettings",
+    "ScenarioStalled",
     "SimulatedAgent",
     "StallHeartbeats",
     "TaskRecord",

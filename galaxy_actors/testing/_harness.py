@@ -6,8 +6,12 @@ Theory of operation. `run_scenario` starts one `SimulatedAgent` per device on a
 every frame in both directions (one log, one sequence number, so "before" is exact even at one
 virtual instant), plays the schedule's steps at their times on ``MockClock(autojump_threshold=0)``
 (virtual time: exact and instant), leaves the block at ``schedule.run_until``, and records what
-is left. Everything random is seeded from ``seed``: the supervisor's jitter, the agents'
-reordering, and Trio's scheduler; the same seed gives the same `Trace`.
+is left. The supervisor's jitter and the agents' reordering are seeded from ``seed``; Trio's
+scheduler is seeded by Hypothesis (see `_determinism`), so the same arguments give the same
+`Trace`, and the trace says so (``trace.deterministic``) or says why not.
+
+Two guards keep a run finite: a virtual-time deadline, and the `ProgressGuard`, which stops a
+scenario that keeps running at one virtual instant (`ScenarioStalled`).
 
 `check_invariants` reads only the trace. It does not trust the supervisor's bookkeeping: task
 order is rebuilt from the wire, and the restart decisions from `PolicyModel`, the restart
@@ -18,11 +22,9 @@ policy's documented behaviour written out a second time, independently of
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import random
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import defaultdict
 from functools import partial
 from typing import Any, Final
 
@@ -30,8 +32,8 @@ import attrs
 import trio
 import trio.testing
 
-from .._aip import decode_client, parse_server, session_id_for
-from .._errors import ConfigurationError, GalaxyActorsError, ProtocolError, TaskError
+from .._aip import session_id_for
+from .._errors import ConfigurationError, GalaxyActorsError, TaskError
 from .._events import (
     Event,
     Subscription,
@@ -39,8 +41,9 @@ from .._events import (
 from .._policy import RestartPolicy
 from .._supervisor import Supervisor, open_supervisor
 from .._task import TaskHandle
-from .._transport import ConnectFailed, Connector, MemoryNetwork, Transport
+from .._transport import MemoryNetwork
 from ._agent import MALFORMED_FRAME, SimulatedAgent
+from ._determinism import call_seeded, in_hypothesis_example, scheduling_nondeterminism
 from ._faults import (
     Action,
     CancelTask,
@@ -58,7 +61,10 @@ from ._faults import (
     Step,
     TaskSubmission,
 )
-from ._trace import AgentFrame, ScenarioSettings, TaskRecord, Trace, WireRecord
+from ._progress import ProgressGuard, ScenarioStalled
+from ._recording import RecordingConnector, TaskWatch, Wire, descends_from, describe_task
+from ._report import capture_logs, note_report
+from ._trace import AgentFrame, LogLine, ScenarioSettings, TaskRecord, Trace
 
 BINARY_FRAME: Final = b"\x00binary frame"
 
@@ -75,21 +81,28 @@ def run_scenario(
 ) -> Trace:
     """Play ``schedule`` against a supervisor using ``policy``, in virtual time, and return
     its `Trace`. Synchronous: it calls `trio.run` with ``MockClock(autojump_threshold=0)``,
-    so a minute of scenario takes milliseconds. Deterministic: the same arguments give the
-    same trace (the jitter, the agents and Trio's scheduler are all seeded from ``seed``).
+    so a minute of scenario takes milliseconds.
+
+    Deterministic when Hypothesis is installed: the jitter and the agents are seeded from
+    ``seed``, and Trio's scheduler by Hypothesis (outside a Hypothesis example, the run is
+    wrapped in a one-example Hypothesis test for that). ``trace.deterministic`` says whether
+    it was, ``trace.nondeterminism`` why not. Inside a Hypothesis example the scenario's
+    report (timeline and ``replay:`` line) is noted, so it prints whichever assertion fails.
+
+    Raises `ScenarioStalled` when the scenario stops moving in virtual time (see
+    `ScenarioSettings`).
 
     >>> trace = run_scenario(schedule, RestartPolicy(reconnect_delay=1.0), seed=7)
     ... # doctest: +SKIP
     >>> check_invariants(trace)
     """
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    with _deterministic_scheduler(seed):
-        return trio.run(
-            partial(
-                _run, schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings()
-            ),
-            clock=clock,
-        )
+    run = partial(
+        trio.run,
+        partial(_run, schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings()),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    trace, why_not = call_seeded(run)
+    return _finish(attrs.evolve(trace, nondeterminism=why_not))
 
 
 async def run_scenario_async(
@@ -101,166 +114,27 @@ async def run_scenario_async(
 ) -> Trace:
     """`run_scenario` inside a running Trio test, which must run on
     ``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock`` fixture). The
-    scenario's times count from the moment of the call. Its trace is deterministic when
-    nothing else in the test runs meanwhile (pytest-trio makes the scheduler deterministic
-    once Hypothesis is imported)."""
+    scenario's times count from the moment of the call. Its scheduling is reproducible only
+    inside a Hypothesis example, and only if nothing else in the test runs meanwhile: the
+    trace cannot see the rest of the test, so it says deterministic only in such an example."""
     clock = trio.lowlevel.current_clock()
     if not isinstance(clock, trio.testing.MockClock) or clock.autojump_threshold != 0:
         raise ConfigurationError(
             "run_scenario_async needs trio.testing.MockClock(autojump_threshold=0): "
             "use pytest-trio's autojump_clock fixture, or run_scenario"
         )
-    return await _run(schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings())
+    why_not = scheduling_nondeterminism()
+    if why_not is None and not in_hypothesis_example():
+        why_not = "run_scenario_async ran outside a Hypothesis example"
+    trace = await _run(schedule, policy or RestartPolicy(), seed, settings or ScenarioSettings())
+    return _finish(attrs.evolve(trace, nondeterminism=why_not))
 
 
-@contextlib.contextmanager
-def _deterministic_scheduler(seed: int) -> Any:
-    # Trio shuffles each batch of runnable tasks with a module-level Random, and only sorts
-    # the batch first (making the shuffle reproducible) when this flag is set; Trio's own
-    # Hypothesis plugin sets both the same way. Restored afterwards: other code's runs are
-    # none of our business.
-    from trio._core import _run as trio_run
-
-    flag = "_ALLOW_DETERMINISTIC_SCHEDULING"
-    old_flag = getattr(trio_run, flag, None)
-    rng = getattr(trio_run, "_r", None)
-    old_state = rng.getstate() if isinstance(rng, random.Random) else None
-    if old_flag is not None:
-        setattr(trio_run, flag, True)
-    if isinstance(rng, random.Random):
-        rng.seed(seed)
-    try:
-        yield
-    finally:
-        if old_flag is not None:
-            setattr(trio_run, flag, old_flag)
-        if isinstance(rng, random.Random) and old_state is not None:
-            rng.setstate(old_state)
-
-
-class _Wire:
-    """The one log: connection attempts, frames both ways, closes, submissions."""
-
-    def __init__(self) -> None:
-        self.records: list[WireRecord] = []
-        self._seq = itertools.count()
-        self.connections: Counter[str] = Counter()
-
-    def add(self, device_id: str, kind: str, **fields: Any) -> None:
-        self.records.append(
-            WireRecord(next(self._seq), trio.current_time(), device_id, kind, **fields)
-        )
-
-    def frame(self, device_id: str, kind: str, connection: int, raw: str | bytes) -> None:
-        msg_type = session_id = None
-        try:
-            if kind == "sent":
-                sent = decode_client(raw)
-                msg_type, session_id = str(sent.type), sent.session_id
-            else:
-                # The Session's own decoding: the checks, without a ServerMessage.
-                got, _, fields = parse_server(raw)
-                msg_type, session_id = str(got), fields.get("session_id")
-        except ProtocolError:
-            pass
-        self.add(device_id, kind, connection=connection, type=msg_type, session_id=session_id)
-
-
-@attrs.define(eq=False)
-class _RecordingTransport:
-    _inner: Transport
-    _wire: _Wire
-    _device_id: str
-    _connection: int
-    _frame_safe: bool = attrs.field(default=False, init=False)
-
-    def frame_safe_sends(self, send_timeout: float) -> bool:
-        # As frame-safe as the transport under it, so scenarios run the path real ws://
-        # connections take.
-        inner = getattr(self._inner, "frame_safe_sends", None)
-        self._frame_safe = bool(inner is not None and inner(send_timeout))
-        return self._frame_safe
-
-    async def send(self, frame: str) -> None:
-        # Logged before it leaves: any answer is logged after it.
-        wire = self._wire
-        wire.frame(self._device_id, "sent", self._connection, frame)
-        logged = wire.records[-1]
-        try:
-            await self._inner.send(frame)
-        except trio.Cancelled:
-            # A frame-safe send cancelled: nothing of the frame left, so it was not sent.
-            if self._frame_safe and wire.records and wire.records[-1] is logged:
-                wire.records.pop()
-            raise
-
-    async def receive(self) -> str | bytes:
-        frame = await self._inner.receive()
-        self._wire.frame(self._device_id, "received", self._connection, frame)
-        return frame
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-@attrs.frozen
-class _RecordingConnector:
-    _inner: Connector
-    _wire: _Wire
-    _devices: Mapping[str, str]  # url -> device id
-
-    @contextlib.asynccontextmanager
-    async def open(self, url: str) -> AsyncIterator[Transport]:
-        device_id = self._devices.get(url, url)
-        wire = self._wire
-        # Logged before the first checkpoint: at the very instant the device became CONNECTING.
-        wire.add(device_id, "attempt")
-        number = 0
-        try:
-            async with self._inner.open(url) as transport:
-                wire.connections[device_id] += 1
-                number = wire.connections[device_id]
-                wire.add(device_id, "open", connection=number)
-                yield _RecordingTransport(transport, wire, device_id, number)
-        except ConnectFailed as exc:
-            if not number:
-                wire.add(device_id, "refused", detail=str(exc))
-            raise
-        finally:
-            if number:
-                # After the inner block: the connection is closed by now.
-                wire.add(device_id, "closed", connection=number)
-
-
-class _TaskWatch(trio.abc.Instrument):
-    """Tasks spawned while the supervisor block runs, and which of them are still alive."""
-
-    def __init__(self) -> None:
-        self.recording = False
-        self.alive: dict[trio.lowlevel.Task, None] = {}
-
-    def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        if self.recording:
-            self.alive[task] = None
-
-    def task_exited(self, task: trio.lowlevel.Task) -> None:
-        self.alive.pop(task, None)
-
-
-def _describe_task(task: trio.lowlevel.Task) -> str:
-    nursery = task.parent_nursery
-    parent = "nobody" if nursery is None else nursery.parent_task.name
-    return f"{task.name!r} (a child of {parent!r})"
-
-
-def _descends_from(task: trio.lowlevel.Task, nurseries: Iterable[trio.Nursery]) -> bool:
-    owners = set(map(id, nurseries))
-    nursery = task.parent_nursery
-    while nursery is not None:
-        if id(nursery) in owners:
-            return True
-        nursery = nursery.parent_task.parent_nursery
-    return False
+def _finish(trace: Trace) -> Trace:
+    trace = note_report(trace)
+    if trace.stalled is not None:
+        raise ScenarioStalled(trace.stalled, trace)
+    return trace
 
 
 @attrs.define(eq=False)
@@ -294,14 +168,22 @@ class _Scenario:
     settings: ScenarioSettings
     started_at: float = attrs.Factory(trio.current_time)
     network: MemoryNetwork = attrs.Factory(MemoryNetwork)
-    wire: _Wire = attrs.Factory(_Wire)
+    wire: Wire = attrs.Factory(Wire)
     knobs: dict[str, _Knobs] = attrs.Factory(dict)
     handles: dict[str, TaskHandle] = attrs.Factory(dict)
     refused: dict[str, str] = attrs.Factory(dict)
     caller_saw: dict[str, list[str]] = attrs.Factory(lambda: defaultdict(list))
     events: list[Event] = attrs.Factory(list)
-    watch: _TaskWatch = attrs.Factory(_TaskWatch)
+    watch: TaskWatch = attrs.Factory(TaskWatch)
+    progress: ProgressGuard = attrs.field(init=False)
+    log: list[LogLine] = attrs.Factory(list)
     exit_at: float = math.nan
+
+    def __attrs_post_init__(self) -> None:
+        settings = self.settings
+        self.progress = ProgressGuard(
+            settings.max_attempts_per_instant, settings.max_steps_per_instant, self.started_at
+        )
 
     @property
     def urls(self) -> dict[str, str]:
@@ -311,25 +193,30 @@ class _Scenario:
         schedule = self.schedule
         leftovers: list[str] = []
         trio.lowlevel.add_instrument(self.watch)
+        trio.lowlevel.add_instrument(self.progress)
         try:
-            async with trio.open_nursery() as agents_nursery:
-                self._start_agents(agents_nursery)
-                async with trio.open_nursery() as callers:
-                    deadline = self.started_at + schedule.run_until + 1000.0
-                    with trio.move_on_at(deadline) as guard:
-                        await self._supervise(callers)
-                    self.exit_at = trio.current_time()
-                    self.watch.recording = False
-                    leftovers = [
-                        _describe_task(task)
-                        for task in self.watch.alive
-                        if not _descends_from(task, (agents_nursery, callers))
-                    ]
-                    await self._let_the_dust_settle()
-                    open_after = {d: k.agent.open_connections for d, k in self.knobs.items()}
-                    callers.cancel_scope.cancel()
-                agents_nursery.cancel_scope.cancel()
+            with capture_logs(self.started_at) as self.log:
+                async with trio.open_nursery() as agents_nursery:
+                    self._start_agents(agents_nursery)
+                    async with trio.open_nursery() as callers:
+                        deadline = self.started_at + schedule.run_until + 1000.0
+                        with trio.move_on_at(deadline) as guard:
+                            self.progress.scope = guard
+                            await self._supervise(callers)
+                        self.progress.scope = None
+                        self.exit_at = trio.current_time()
+                        self.watch.recording = False
+                        leftovers = [
+                            describe_task(task)
+                            for task in self.watch.alive
+                            if not descends_from(task, (agents_nursery, callers))
+                        ]
+                        await self._let_the_dust_settle()
+                        open_after = {d: k.agent.open_connections for d, k in self.knobs.items()}
+                        callers.cancel_scope.cancel()
+                    agents_nursery.cancel_scope.cancel()
         finally:
+            trio.lowlevel.remove_instrument(self.progress)
             trio.lowlevel.remove_instrument(self.watch)
         return self._trace(leftovers, open_after, finished=not guard.cancelled_caught)
 
@@ -361,8 +248,11 @@ class _Scenario:
                     disconnect_grace=settings.disconnect_grace,
                     shutdown_grace=settings.shutdown_grace,
                     policy=self.policy,
-                    connector=_RecordingConnector(
-                        self.network.connector(), self.wire, {u: d for d, u in urls.items()}
+                    connector=RecordingConnector(
+                        self.network.connector(),
+                        self.wire,
+                        {u: d for d, u in urls.items()},
+                        self.progress.attempt,
                     ),
                     rng=random.Random(self.seed),
                 ) as sup:
@@ -503,6 +393,8 @@ class _Scenario:
             leftover_tasks=tuple(leftovers),
             open_connections_after_exit=open_after,
             finished=finished,
+            log=tuple(self.log),
+            stalled=self.progress.stalled,
         )
 
 

@@ -18,8 +18,9 @@ from .._events import TaskEnded
 from .._policy import RestartPolicy
 from .._status import ALLOWED_TRANSITIONS, DeviceStatus
 from .._task import Delivery
+from ._report import scenario_report
 from ._restart_invariants import _check_restarts
-from ._trace import TaskRecord, Trace, _policy_repr
+from ._trace import TaskRecord, Trace
 from ._violations import INVARIANTS, Violation
 
 _FINAL_AT_LEAST_ONCE: Final = frozenset(
@@ -33,7 +34,8 @@ _FINAL_AT_LEAST_ONCE: Final = frozenset(
 class InvariantViolation(AssertionError):
     """A scenario broke an invariant. ``violations`` holds all that were found (the first is
     ``invariant`` and ``evidence``); the message ends with the scenario and a line that plays
-    it again."""
+    it again (inside a Hypothesis example, `run_scenario` noted them already: Hypothesis
+    prints them with the failing example)."""
 
     def __init__(self, violations: Sequence[Violation], trace: Trace) -> None:
         self.violations = tuple(violations)
@@ -45,10 +47,12 @@ class InvariantViolation(AssertionError):
         lines += [f"  and {v}" for v in self.violations[1:6]]
         if len(self.violations) > 6:
             lines.append(f"  and {len(self.violations) - 6} more")
-        lines.append(f"scenario (seed={trace.seed}):")
-        lines.append(trace.schedule.describe())
-        lines.append(f"policy: {_policy_repr(trace.policy)}")
-        lines.append(f"replay: {trace.replay()}")
+        if trace.noted:
+            # Hypothesis prints the whole report with the failing example: not twice.
+            lines.append("scenario: its timeline is in the note below")
+            lines.append(f"replay: {trace.replay()}")
+        else:
+            lines.append(scenario_report(trace))
         super().__init__("\n".join(lines))
 
     @property

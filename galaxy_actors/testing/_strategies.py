@@ -15,8 +15,20 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import attrs
-from hypothesis import strategies as st
-from hypothesis.strategies import SearchStrategy
+
+from ._determinism import INSTALL_HINT
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.strategies import SearchStrategy
+except ModuleNotFoundError as exc:
+    if exc.name is None or exc.name.partition(".")[0] != "hypothesis":
+        raise
+    raise ImportError(
+        "galaxy_actors.testing's strategies (fault_schedules, restart_policies, faults, "
+        f"task_submissions, actions) need Hypothesis: {INSTALL_HINT}",
+        name=exc.name,
+    ) from exc
 
 from .._policy import Jitter, ReasonHook, RestartPolicy
 from .._task import Delivery

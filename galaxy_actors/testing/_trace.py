@@ -27,7 +27,10 @@ from ._faults import (
 
 @attrs.frozen
 class ScenarioSettings:
-    """The supervisor's settings in a scenario (short, so scenarios stay small)."""
+    """The supervisor's settings in a scenario (short, so scenarios stay small), and the
+    limits past which a scenario that makes no progress in virtual time fails with
+    `ScenarioStalled` instead of hanging: connection attempts by one device, and scheduler
+    steps, at one virtual instant."""
 
     task_name: str = "scenario"
     heartbeat_interval: float = 10.0
@@ -37,6 +40,8 @@ class ScenarioSettings:
     send_timeout: float = 5.0
     disconnect_grace: float = 3.0
     shutdown_grace: float = 2.0
+    max_attempts_per_instant: int = 1000
+    max_steps_per_instant: int = 100_000
 
 
 @attrs.frozen
@@ -73,6 +78,21 @@ class AgentFrame:
 
 
 @attrs.frozen
+class LogLine:
+    """A log record of the library's, emitted while a scenario ran (``at``: virtual time
+    from the scenario's start; None if it came from outside Trio)."""
+
+    at: float | None
+    level: str
+    logger: str
+    message: str
+
+    def __str__(self) -> str:
+        at = "?" if self.at is None else f"{self.at:g}"
+        return f"t={at:<8} {self.level} {self.logger}: {self.message}"
+
+
+@attrs.frozen
 class TaskRecord:
     """What became of one `TaskSubmission`.
 
@@ -94,7 +114,8 @@ class Trace:
     """Everything a scenario did, for `check_invariants` and for tests' own assertions.
 
     Times are `trio.current_time()` values; ``started_at`` is the scenario's time zero (0.0
-    under `run_scenario`). Equal seeds give equal traces.
+    under `run_scenario`). Equal seeds give equal traces when ``deterministic`` (see
+    docs/testing.md, "Replaying a failure").
     """
 
     schedule: FaultSchedule
@@ -116,6 +137,23 @@ class Trace:
     open_connections_after_exit: Mapping[str, int]
     #: False when the scenario hit its virtual-time guard instead of ending.
     finished: bool = True
+    #: Why the scenario was stopped before its end: it made no progress in virtual time
+    #: (`run_scenario` then raises `ScenarioStalled` with this trace).
+    stalled: str | None = None
+    #: Why Trio's scheduling order may not be reproducible (None: it is, the same arguments
+    #: give the same trace).
+    nondeterminism: str | None = None
+    #: The library's log records while the scenario ran: kept here rather than passed on
+    #: to the root logger's handlers (a property run logs thousands).
+    log: tuple[LogLine, ...] = ()
+    #: True when the scenario's report was given to Hypothesis's `note` (it prints with a
+    #: failing example, whichever assertion failed).
+    noted: bool = attrs.field(default=False, eq=False, repr=False)
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the same arguments are known to give the same trace again."""
+        return self.nondeterminism is None
 
     def status_changes(self, device_id: str | None = None) -> list[StatusChanged]:
         return [

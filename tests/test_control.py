@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -32,7 +34,10 @@ from galaxy_actors import (
 )
 from galaxy_actors._control import ControlServer, open_control_listeners
 from galaxy_actors._control_client import (
+    AddressFileInUse,
     ControlClient,
+    StaleAddressFile,
+    claim_address_file,
     open_control_client,
     read_address_file,
     write_address_file,
@@ -343,6 +348,7 @@ async def test_the_listener_url_names_the_bound_port() -> None:
 
 def test_address_file_round_trip_is_private(tmp_path: Path) -> None:
     path = tmp_path / "run" / "addr.json"
+    path.parent.mkdir()
     write_address_file(path, "ws://127.0.0.1:5/", "tok")
     assert read_address_file(path) == ("ws://127.0.0.1:5/", "tok")
     assert json.loads(path.read_text())["pid"] == os.getpid()
@@ -528,3 +534,29 @@ async def test_devices_and_events_never_show_a_url_token(monkeypatch: pytest.Mon
         devices = await client.devices()
     assert event["detail"] == "connect_failed: cannot reach ws://h/ws?token=***"
     assert devices[0]["last_failure"] == event["detail"]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process (until the system reuses it)
+    return child.pid
+
+
+def test_a_stale_address_file_is_named_as_such_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "addr.json"
+    pid = dead_pid()
+    path.write_text(json.dumps({"url": "ws://127.0.0.1:5/", "pid": pid}))
+    with pytest.raises(StaleAddressFile) as info:
+        read_address_file(path)
+    assert str(info.value) == f"stale address file {path} (pid {pid} is not running)"
+    assert claim_address_file(path, "ws://127.0.0.1:6/") == str(info.value)
+    assert read_address_file(path) == ("ws://127.0.0.1:6/", None)
+
+
+def test_the_address_file_of_a_running_supervisor_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "addr.json"
+    other = {"url": "ws://127.0.0.1:5/", "pid": os.getppid()}  # a live process, not us
+    path.write_text(json.dumps(other))
+    with pytest.raises(AddressFileInUse, match=f"running supervisor \\(pid {os.getppid()}\\)"):
+        claim_address_file(path, "ws://127.0.0.1:6/")
+    assert json.loads(path.read_text()) == other

@@ -1,7 +1,9 @@
 """The ``galaxy-actors`` console command.
 
 Subcommands: ``run`` (the supervisor process), ``demo``, ``agent`` (one simulated agent),
-and ``submit``, ``status``, ``watch`` (clients of a running supervisor's control endpoint).
+and the clients of a running supervisor's control endpoint (``_cli_control``): ``submit``,
+``status``, ``watch``, ``connect``, ``disconnect``, ``add``, ``remove``, ``cancel``,
+``reload``.
 Exit statuses: 0 ok; 1 a task failed or a runtime error (endpoint unreachable, cannot
 bind); 2 a usage or configuration mistake, with nothing started. The reference is
 ``docs/process.md``.
@@ -10,50 +12,38 @@ bind); 2 a usage or configuration mistake, with nothing started. The reference i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
-from ._config import TOKEN_ENV, ConfigError, load_config
-from ._control_client import ControlClient, EventStream, open_control_client, read_address_file
+from . import __version__
+from ._cli_control import (
+    CLIENT_COMMANDS,
+    PROG,
+    UsageError,
+    add_client_commands,
+    positive_float,
+    run_client_command,
+    until_signal,
+)
+from ._config import ConfigError, load_config
 from ._logging import setup_logging
-from ._process import run_supervisor_process, watch_signals
-from ._report import DeviceRow
-from ._transport import ConnectFailed, TransportClosed
-from ._view import VIEW_MODES, choose_view, format_rows, summary_line
+from ._process import run_supervisor_process
+from ._redact import RedactingFilter
+from ._view import VIEW_MODES, choose_view
 
 if TYPE_CHECKING:
     from .testing import SimulatedAgent
 
 __all__ = ["build_parser", "main"]
 
-PROG = "galaxy-actors"
-# Error types of a control reply that mean the request itself was wrong (exit 2).
-_USAGE_ERRORS = frozenset({"BadRequest", "Unauthorized", "ConfigurationError"})
-
-
-class UsageError(Exception):
-    """A mistake on the command line: message on stderr, exit 2."""
-
-
 # --------------------------------------------------------------------------- parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -63,16 +53,6 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
-    return value
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
     return value
 
 
@@ -94,7 +74,7 @@ def _fault(text: str) -> tuple[str, str | None]:
         choices += "refuse-connections, reject-tasks=TEXT, lose-task-end"
         raise argparse.ArgumentTypeError(f"unknown fault {text!r}; expected one of {choices}")
     if name == "drop-every":
-        _positive_float(value)
+        positive_float(value)
     return name, value if sep else None
 
 
@@ -103,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Supervise fleets of AIP device agents (docs/process.md)."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     logs = argparse.ArgumentParser(add_help=False)
@@ -117,22 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="status display: live table on a terminal, plain lines otherwise (default: auto)",
     )
-    client = argparse.ArgumentParser(add_help=False)
-    where = client.add_mutually_exclusive_group()
-    where.add_argument("--control", metavar="URL", help="endpoint URL, ws://127.0.0.1:PORT/")
-    where.add_argument("--address-file", type=Path, help="the file `run` wrote the URL into")
-    client.add_argument("--token", help=f"endpoint token (default: ${TOKEN_ENV}, else the file's)")
-    client.add_argument("--json", action="store_true", help="print the raw JSON")
-
     run = sub.add_parser("run", parents=[logs, view], help="supervise the devices of a TOML file")
     run.add_argument("config", type=Path, help="configuration file (docs/process.md)")
 
     demo = sub.add_parser("demo", parents=[logs, view], help="a simulated fleet, some flaky")
     demo.add_argument("--devices", type=int, default=8, help="simulated agents (default: 8)")
     demo.add_argument("--flaky", type=_fraction, default=0.25, help="fraction that is flaky")
-    demo.add_argument("--duration", type=_positive_float, default=20.0, help="seconds to run")
+    demo.add_argument("--duration", type=positive_float, default=20.0, help="seconds to run")
     demo.add_argument("--seed", type=int, help="random seed, to repeat a run (default: random)")
-    demo.add_argument("--rate", type=_positive_float, default=8.0, help="tasks per second")
+    demo.add_argument("--rate", type=positive_float, default=8.0, help="tasks per second")
 
     agent = sub.add_parser("agent", parents=[logs], help="serve one simulated agent")
     agent.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
@@ -148,23 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--task-duration", type=float, default=0.0, help="seconds per task")
 
-    submit = sub.add_parser("submit", parents=[client], help="run a task, print its outcome")
-    target = submit.add_mutually_exclusive_group(required=True)
-    target.add_argument("--device", metavar="ID")
-    target.add_argument("--capability", action="append", metavar="CAP", dest="capabilities")
-    submit.add_argument("description")
-    submit.add_argument("--data", type=_json_object, help="task data, a JSON object")
-    submit.add_argument("--timeout", type=_positive_float, help="seconds on the device")
-    submit.add_argument("--priority", type=int, help="lower runs sooner (default: 0)")
-    submit.add_argument("--delivery", choices=("at_most_once", "at_least_once"))
-    submit.add_argument("--task-id")
-
-    sub.add_parser("status", parents=[client], help="list devices and their state")
-    sub.add_parser("watch", parents=[client], help="print lifecycle events as they happen")
+    add_client_commands(sub)
     return parser
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _logs(log_format: str, level: str) -> None:
+    # Every record passes the handler: the one place that masks URLs in all of them.
+    setup_logging(log_format, level).addFilter(RedactingFilter())
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -173,7 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_format or config.logging.format, args.log_level or config.logging.level)
+    _logs(args.log_format or config.logging.format, args.log_level or config.logging.level)
     view = choose_view(args.view, sys.stdout)
     return trio.run(partial(run_supervisor_process, config, view=view, out=sys.stdout))
 
@@ -184,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.devices < 1:
         raise UsageError("--devices must be at least 1")
-    setup_logging(args.log_format or "text", args.log_level or "warning")
+    _logs(args.log_format or "text", args.log_level or "warning")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     settings = DemoSettings(args.devices, args.flaky, args.duration, seed, args.rate)
     view = choose_view(args.view, sys.stdout)
@@ -193,23 +160,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tally = await run_demo(settings, out=sys.stdout, view=view, stop=stop)
         return 0 if tally.lost == 0 else 1
 
-    return trio.run(_until_signal, demo)
-
-
-async def _until_signal(body: Callable[[trio.Event], Awaitable[int]]) -> int:
-    """Run ``body(stop)``; the first SIGINT/SIGTERM sets ``stop``, a second exits at once."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watch_signals, stop)
-        status = await body(stop)
-        nursery.cancel_scope.cancel()
-    return status
+    return trio.run(until_signal, demo)
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     from .testing import SimulatedAgent
 
-    setup_logging(args.log_format or "text", args.log_level or "info")
+    _logs(args.log_format or "text", args.log_level or "info")
     faults = dict(args.fault)
     agent = SimulatedAgent(
         devices=args.device,
@@ -233,7 +190,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             nursery.cancel_scope.cancel()
         return 0
 
-    return trio.run(_until_signal, serve)
+    return trio.run(until_signal, serve)
 
 
 async def _drop_every(agent: SimulatedAgent, seconds: float) -> None:
@@ -242,142 +199,11 @@ async def _drop_every(agent: SimulatedAgent, seconds: float) -> None:
         await agent.drop_connections()
 
 
-def _endpoint(args: argparse.Namespace) -> tuple[str, str]:
-    token = args.token or os.environ.get(TOKEN_ENV)
-    url = args.control
-    if url is None:
-        if args.address_file is None:
-            raise UsageError("say where the supervisor is: --control URL or --address-file PATH")
-        try:
-            url, file_token = read_address_file(args.address_file)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read {args.address_file}: {exc}") from None
-        token = token or file_token
-    if not token:
-        raise UsageError(f"no token: give --token or set ${TOKEN_ENV}")
-    return url, token
-
-
-def _cmd_client(args: argparse.Namespace) -> int:
-    url, token = _endpoint(args)
-    command: Callable[[ControlClient], Awaitable[int]] = {
-        "submit": partial(_submit, args),
-        "status": partial(_status, args),
-        "watch": partial(_watch, args),
-    }[args.command]
-
-    async def talk(stop: trio.Event) -> int:
-        status = 0
-        async with trio.open_nursery() as nursery:
-
-            async def converse() -> None:
-                nonlocal status
-                # Caught where raised: crossing a nursery would wrap them in a group.
-                try:
-                    async with open_control_client(url, token) as client:
-                        try:
-                            status = await command(client)
-                        except TransportClosed as exc:
-                            status = _unreachable(url, exc)
-                except ConnectFailed as exc:
-                    status = _unreachable(url, exc)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(converse)
-            await stop.wait()
-            # Interrupted: the way a watch ends; anything else did not finish.
-            status = 0 if args.command == "watch" else 128 + signal.SIGINT
-            nursery.cancel_scope.cancel()
-        return status
-
-    return trio.run(_until_signal, talk)
-
-
-def _unreachable(url: str, exc: Exception) -> int:
-    print(f"{PROG}: control endpoint {url}: {exc}", file=sys.stderr)
-    return 1
-
-
-def _reply_status(reply: dict[str, Any]) -> int:
-    if reply.get("ok"):
-        return 0
-    error = reply.get("error") or {}
-    kind = error.get("type") if isinstance(error, dict) else None
-    return 2 if kind in _USAGE_ERRORS else 1
-
-
-async def _submit(args: argparse.Namespace, client: ControlClient) -> int:
-    fields: dict[str, Any] = {}
-    for name, key in (
-        ("device", "device"),
-        ("capabilities", "capabilities"),
-        ("data", "data"),
-        ("timeout", "timeout"),
-        ("priority", "priority"),
-        ("delivery", "delivery"),
-        ("task_id", "task_id"),
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            fields[key] = value
-    reply = await client.submit(args.description, **fields)
-    if args.json:
-        print(json.dumps(reply, indent=2))
-    elif reply.get("ok"):
-        timings = reply["timings"]
-        ran = timings["ran_for"]
-        print(
-            f"{reply['outcome']} on {reply['device_id']} (task {reply['task_id']}, queued "
-            f"{timings['queued_for']:.2f} s, ran {ran if ran is None else round(ran, 2)} s)"
-        )
-        if reply.get("error"):
-            print(f"error: {reply['error']}")
-        print(json.dumps(reply["result"], indent=2))
-    else:
-        print(f"{reply['error']['type']}: {reply['error']['message']}", file=sys.stderr)
-    status = _reply_status(reply)
-    return 1 if status == 0 and reply.get("outcome") != "completed" else status
-
-
-async def _status(args: argparse.Namespace, client: ControlClient) -> int:
-    reply = await client.request("devices")
-    if args.json:
-        print(json.dumps(reply, indent=2))
-    elif reply.get("ok"):
-        rows = [DeviceRow.from_json(row) for row in reply["devices"]]
-        print(summary_line(rows) + ("" if reply.get("accepting", True) else " (shutting down)"))
-        print("\n".join(format_rows(rows)))
-    else:
-        print(f"{reply['error']['type']}: {reply['error']['message']}", file=sys.stderr)
-    return _reply_status(reply)
-
-
-def _event_line(event: dict[str, Any]) -> str:
-    details = " ".join(
-        f"{key}={value}"
-        for key, value in event.items()
-        if key not in ("event", "device_id", "at") and value is not None
-    )
-    return f"{event.get('event', '?'):<16} {event.get('device_id') or '-':<16} {details}"
-
-
-async def _watch(args: argparse.Namespace, client: ControlClient) -> int:
-    reply = await client.request("watch")
-    if not reply.get("ok"):
-        print(f"{reply['error']['type']}: {reply['error']['message']}", file=sys.stderr)
-        return _reply_status(reply)
-    async for event in EventStream(client):
-        print(json.dumps(event) if args.json else _event_line(event), flush=True)
-    return 0
-
-
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "demo": _cmd_demo,
     "agent": _cmd_agent,
-    "submit": _cmd_client,
-    "status": _cmd_client,
-    "watch": _cmd_client,
+    **dict.fromkeys(CLIENT_COMMANDS, run_client_command),
 }
 
 

@@ -25,6 +25,7 @@ import attrs
 from ._config_values import ValueReader, describe
 from ._errors import ConfigurationError
 from ._policy import Jitter, RestartPolicy
+from ._redact import redact
 from ._transport import WebSocketConnector, validate_server_url
 
 __all__ = [
@@ -55,6 +56,8 @@ class ConfigError(ConfigurationError):
     """
 
     def __init__(self, file: str, key: str, problem: str) -> None:
+        # Masked: a problem may quote a URL, and a URL may carry a token (docs/process.md).
+        problem = redact(problem)
         super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
         self.file = file
         self.key = key

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 __all__ = ["ValueReader", "describe", "join"]
 
+#: Keys whose values never appear in a message.
+SECRET_KEYS: Final = frozenset({"token"})
 TYPE_NAMES: Final = {
     bool: "boolean",
     int: "integer",
@@ -53,7 +55,9 @@ class ValueReader:
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             wanted = "number" if kinds == (int, float) else TYPE_NAMES[kinds[0]]
             article = "an" if wanted[0] in "aeiou" else "a"
-            raise self.fail(join(path, key), f"expected {article} {wanted}, got {describe(value)}")
+            # A secret's value is never shown, even a mistyped one: it may be the real one.
+            got = type(value).__name__ if key in SECRET_KEYS else describe(value)
+            raise self.fail(join(path, key), f"expected {article} {wanted}, got {got}")
         return value
 
     def string(self, table: Mapping[str, Any], key: str, path: str, default: str) -> str:

@@ -5,16 +5,24 @@ Theory of operation. `ControlServer.serve` accepts connections on listeners boun
 Each client connection is served by one task, one request at a time; connections are served
 concurrently. A request is one JSON text frame carrying the token:
 
-    {"token": "...", "op": "submit" | "devices" | "watch", "id": <anything, echoed>, ...}
+    {"token": "...", "op": "submit" | "devices" | "watch" | "connect" | ..., "id": <any>, ...}
 
 and gets one reply frame ``{"op", "id", "ok", ...}``; ``ok`` false comes with
 ``"error": {"type", "message"}``. ``watch`` replies once, then streams events as frames
 ``{"event": "<class name>", ...}`` until either side closes; a watching connection takes no
-more requests. The protocol reference is in ``docs/process.md``.
+more requests. The operator's ops (``connect``, ``disconnect``, ``add``, ``remove``,
+``cancel``, ``reload``) change the running fleet. The protocol reference is in
+``docs/process.md``.
 
 Nothing a client sends can hurt the supervisor: requests are validated here, every failure
 becomes an error reply, and a watcher reads events through a bounded subscription that drops
-(and reports) what a slow reader cannot take, so no device ever waits for a client.
+(and reports) what a slow reader cannot take, so no device ever waits for a client. Until a
+request has shown the token, nothing of it is echoed back, and refusals are logged at most
+once per ``refusal_log_interval`` seconds per kind (a flood must not flood the log).
+
+At `aclose`, a watcher is sent every event published before it, then its stream ends: the
+last events of a shutdown (each device's ``disconnected``) are the ones a watcher most
+wants.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -31,6 +39,8 @@ import trio
 import trio_websocket
 
 from ._errors import GalaxyActorsError, TaskError
+from ._events import Event, Subscription
+from ._redact import Throttled, bounded, redact
 from ._report import device_rows, event_to_json, outcome_to_json
 from ._supervisor import Supervisor
 from ._transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, close_websocket
@@ -39,18 +49,49 @@ __all__ = ["ControlServer", "open_control_listeners"]
 
 logger = logging.getLogger("galaxy_actors.control")
 
-OPS: Final = ("submit", "devices", "watch")
 _ENVELOPE: Final = ("token", "op", "id")
-_SUBMIT_FIELDS: Final = {
-    "description": (str,),
-    "device": (str, type(None)),
-    "capabilities": (list, type(None)),
-    "data": (dict, type(None)),
-    "timeout": (int, float),
-    "priority": (int,),
-    "delivery": (str,),
-    "task_id": (str, type(None)),
+# Each op's fields and their JSON types; `_REQUIRED` names the ones that must be present.
+_FIELDS: Final[Mapping[str, Mapping[str, tuple[type, ...]]]] = {
+    "submit": {
+        "description": (str,),
+        "device": (str, type(None)),
+        "capabilities": (list, type(None)),
+        "data": (dict, type(None)),
+        "timeout": (int, float),
+        "priority": (int,),
+        "delivery": (str,),
+        "task_id": (str, type(None)),
+    },
+    "devices": {},
+    "watch": {},
+    "connect": {"device": (str,)},
+    "disconnect": {"device": (str,), "force": (bool,)},
+    "add": {
+        "device": (str,),
+        "url": (str,),
+        "os": (str,),
+        "capabilities": (list,),
+        "metadata": (dict,),
+        "max_retries": (int,),
+    },
+    "remove": {"device": (str,), "force": (bool,)},
+    "cancel": {"task_id": (str,)},
+    "reload": {},
 }
+_REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
+    "submit": ("description",),
+    "connect": ("device",),
+    "disconnect": ("device",),
+    "add": ("device", "url"),
+    "remove": ("device",),
+    "cancel": ("task_id",),
+}
+OPS: Final = tuple(_FIELDS)
+#: Deeper JSON is refused: no request needs it, and parsing or echoing it costs a stack frame
+#: per level (Python's json gives up with a RecursionError near 1000).
+MAX_DEPTH: Final = 64
+#: What a ``reload`` calls: apply the configuration file again, return the reply's fields.
+Reload = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class _RequestError(Exception):
@@ -66,6 +107,10 @@ class _RequestError(Exception):
 class _Client:
     ws: trio_websocket.WebSocketConnection
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    watching: bool = False
+    # Set while a watcher waits for the next event: `aclose` cancels it to end the stream
+    # once what is buffered has been sent.
+    waiting: trio.CancelScope | None = None
 
     async def send(self, message: Mapping[str, Any]) -> None:
         await self.ws.send_message(json.dumps(message, default=str))
@@ -84,23 +129,37 @@ class ControlServer:
     """Serves the control protocol for ``supervisor`` to clients holding ``token``.
 
     Arguments:
+        reload: what the ``reload`` op runs (None: the op is refused as unsupported).
+        changes: held while a request adds or removes devices; share it with whatever else
+            changes the fleet (the process's SIGHUP reload), so that changes never interleave.
         watch_buffer: events a watcher may fall behind before it misses some.
         close_timeout: bound on each closing handshake.
         max_message_size: a larger request closes its connection (code 1009).
+        refusal_log_interval: seconds between two log lines about refused requests of one
+            kind (the next line counts the ones held back).
     """
 
     supervisor: Supervisor
     token: str
+    reload: Reload | None = None
+    changes: trio.Lock = attrs.Factory(trio.Lock)
     watch_buffer: int = 1000
     close_timeout: float = 2.0
     handshake_timeout: float = 10.0
     max_message_size: int = 1024 * 1024
+    refusal_log_interval: float = 10.0
     #: False once `stop_accepting` (or `aclose`) was called: submits get ``ShuttingDown``.
     accepting: bool = attrs.field(init=False, default=True)
     _closing: bool = attrs.field(init=False, default=False)
     _clients: set[_Client] = attrs.field(init=False, factory=set)
     _pending: int = attrs.field(init=False, default=0)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _waits: dict[str, trio.CancelScope] = attrs.field(init=False, factory=dict)
+    _refusals: Throttled = attrs.field(init=False)
+
+    @_refusals.default
+    def _make_refusals(self) -> Throttled:
+        return Throttled(logger, self.refusal_log_interval)
 
     async def serve(
         self,
@@ -118,12 +177,17 @@ class ControlServer:
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Stop: refuse new tasks and connections, give requests in progress up to ``grace``
-        seconds to send their replies, then close every connection with a close frame."""
+        seconds to send their replies and watchers as long to receive every event published
+        so far, then close every connection with a close frame."""
         self.accepting = False
         self._closing = True
+        for client in self._clients:
+            if client.waiting is not None:
+                client.waiting.cancel()
         with trio.move_on_after(grace):
-            while self._pending:
+            while self._pending or any(client.watching for client in self._clients):
                 await self._wait_changed()
+        self._refusals.flush()
         for client in list(self._clients):
             client.scope.cancel()
         with trio.move_on_after(self.close_timeout + 1.0):
@@ -187,7 +251,7 @@ class ControlServer:
             try:
                 request = self._parse(frame, envelope)
                 if request["op"] == "watch":
-                    self._check_fields(request, {})
+                    self._check_fields(request)
                     # Replies, then streams until either side ends: so does the connection.
                     await self._watch(client, envelope)
                     return
@@ -205,12 +269,19 @@ class ControlServer:
     # ------------------------------------------------------------------ requests
 
     async def _reply(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        op = request["op"]
         try:
-            if request["op"] == "submit":
+            self._check_fields(request)
+            if op == "submit":
                 return await self._submit(request)
-            self._check_fields(request, {})
-            rows = [row.to_json() for row in device_rows(self.supervisor)]
-            return {"ok": True, "accepting": self.accepting, "devices": rows}
+            if op == "devices":
+                # Redacted: a failure's text may quote a device's URL, and its token.
+                rows = [_redacted(row.to_json()) for row in device_rows(self.supervisor)]
+                return {"ok": True, "accepting": self.accepting, "devices": rows}
+            try:
+                return await self._operate(op, request)
+            except GalaxyActorsError as exc:
+                raise _RequestError(type(exc).__name__, redact(str(exc))) from None
         except _RequestError as exc:
             return _error_reply(exc)
         except Exception as exc:
@@ -218,52 +289,102 @@ class ControlServer:
             logger.exception("control request failed")
             return {"ok": False, "error": {"type": "InternalError", "message": repr(exc)}}
 
+    def _refuse(self, kind: str, error: str, message: str) -> _RequestError:
+        self._refusals.warning(kind, f"control request refused: {kind}")
+        return _RequestError(error, message)
+
     def _parse(self, frame: str | bytes, envelope: dict[str, Any]) -> dict[str, Any]:
+        # Until the token is checked, the reply says nothing of what the request held: an
+        # endpoint must not reflect a stranger's input (nor its id) back.
         if not isinstance(frame, str):
-            raise _RequestError("BadRequest", "binary frame: a request is JSON text")
+            raise self._refuse("binary frame", "BadRequest", "binary frame: a request is JSON text")
         try:
             request = json.loads(frame)
         except ValueError as exc:
-            raise _RequestError("BadRequest", f"not JSON: {exc}") from None
+            raise self._refuse("not JSON", "BadRequest", f"not JSON: {exc}") from None
+        except RecursionError:
+            request = None
+        if request is None or _depth_over(request, MAX_DEPTH):
+            message = f"nested deeper than {MAX_DEPTH} levels"
+            raise self._refuse("too deep", "BadRequest", message)
         if not isinstance(request, dict):
-            raise _RequestError("BadRequest", "a request must be a JSON object")
-        envelope["id"] = request.get("id")
-        op = request.get("op")
-        envelope["op"] = op if isinstance(op, str) else None
+            raise self._refuse("not an object", "BadRequest", "a request must be a JSON object")
         token = request.get("token")
         # Checked before anything else is looked at; compare_digest: no timing oracle.
         if not isinstance(token, str) or not hmac.compare_digest(
             token.encode(), self.token.encode()
         ):
-            logger.warning("control request refused: %s token", "wrong" if token else "no")
-            raise _RequestError("Unauthorized", "missing or wrong token")
+            kind = "wrong token" if token else "no token"
+            raise self._refuse(kind, "Unauthorized", "missing or wrong token")
+        envelope["id"] = request.get("id")
+        op = request.get("op")
+        envelope["op"] = op if isinstance(op, str) else None
         if op not in OPS:
-            raise _RequestError("BadRequest", f"unknown op {op!r}; expected one of {OPS}")
+            raise _RequestError(
+                "BadRequest", f"unknown op {bounded(repr(op), 80)}; expected one of {OPS}"
+            )
         return request
 
     @staticmethod
-    def _check_fields(request: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]]) -> None:
+    def _check_fields(request: Mapping[str, Any]) -> None:
+        op = request["op"]
+        fields = _FIELDS[op]
         for key, value in request.items():
             if key in _ENVELOPE:
                 continue
             kinds = fields.get(key)
             if kinds is None:
-                raise _RequestError("BadRequest", f"unknown field {key!r} for {request['op']}")
+                raise _RequestError("BadRequest", f"unknown field {bounded(key, 80)!r} for {op}")
             # JSON true/false are Python ints: never accept one for a number.
             if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
                 names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-                raise _RequestError("BadRequest", f"field {key!r} must be {names}, got {value!r}")
+                shown = bounded(repr(value), 80)
+                raise _RequestError("BadRequest", f"field {key!r} must be {names}, got {shown}")
+        for key in _REQUIRED.get(op, ()):
+            if key not in request:
+                raise _RequestError("BadRequest", f"{op} needs a {key!r}")
+        if not all(isinstance(c, str) for c in request.get("capabilities") or ()):
+            raise _RequestError("BadRequest", "'capabilities' must be a list of strings")
+
+    async def _operate(self, op: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The operator's ops; a `GalaxyActorsError` becomes the error reply."""
+        sup = self.supervisor
+        device = request.get("device", "")
+        if op == "connect":
+            connected = await sup.connect(device)
+            return {"ok": True, "device_id": device, "connected": connected}
+        if op == "disconnect":
+            await sup.disconnect(device, force=request.get("force", False))
+            return {"ok": True, "device_id": device}
+        if op == "cancel":
+            task_id = request["task_id"]
+            withdrawn = sup.cancel(task_id, "cancelled through the control endpoint")
+            if task_id in self._waits:
+                self._waits[task_id].cancel()  # its outcome is in: reply at once
+            return {"ok": True, "task_id": task_id, "withdrawn": withdrawn}
+        if op == "reload":
+            if self.reload is None:
+                raise _RequestError("Unsupported", "this endpoint cannot reload")
+            return {"ok": True, **await self.reload()}
+        async with self.changes:
+            if op == "add":
+                sup.add_device(
+                    device,
+                    request["url"],
+                    request.get("os", "unknown"),
+                    capabilities=request.get("capabilities"),
+                    metadata=request.get("metadata"),
+                    max_retries=request.get("max_retries"),
+                )
+            else:
+                await sup.remove_device(device, force=request.get("force", False))
+        return {"ok": True, "device_id": device}
 
     async def _submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        self._check_fields(request, _SUBMIT_FIELDS)
-        if "description" not in request:
-            raise _RequestError("BadRequest", "submit needs a 'description'")
         device = request.get("device")
         capabilities = request.get("capabilities")
         if device is not None and capabilities is not None:
             raise _RequestError("BadRequest", "give 'device' or 'capabilities', not both")
-        if capabilities is not None and not all(isinstance(c, str) for c in capabilities):
-            raise _RequestError("BadRequest", "'capabilities' must be a list of strings")
         if not self.accepting:
             raise _RequestError("ShuttingDown", "the supervisor is shutting down: no new tasks")
         try:
@@ -281,29 +402,75 @@ class ControlServer:
             return outcome_to_json(exc)
         except GalaxyActorsError as exc:
             raise _RequestError(type(exc).__name__, str(exc)) from None
-        await handle.wait()
+        # The `cancel` op cancels this wait: a waiter reading the device's frames itself
+        # (`Session.drive`) is not woken when another task abandons its task, only by the
+        # connection's next frame, which may be a heartbeat interval away.
+        with trio.CancelScope() as self._waits[handle.task_id]:
+            try:
+                await handle.wait()
+            finally:
+                del self._waits[handle.task_id]
         assert handle.outcome is not None
         return outcome_to_json(handle.outcome)
 
     async def _watch(self, client: _Client, envelope: Mapping[str, Any]) -> None:
         with self.supervisor.subscribe(self.watch_buffer) as events:
             await client.send({**envelope, "ok": True})
+            client.watching = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drain, client.ws, nursery.cancel_scope)
                 # Suppressed here: crossing the nursery it would arrive wrapped in a group.
                 with contextlib.suppress(trio_websocket.ConnectionClosed):
                     reported = 0
-                    async for event in events:
+                    while (event := await self._next_event(client, events)) is not None:
                         if events.dropped != reported:
                             reported = events.dropped
                             await client.send({"event": "Dropped", "count": reported})
-                        await client.send(event_to_json(event))
-                # The supervisor closed, or the client went away: the stream is over.
+                        await client.send(_redacted(event_to_json(event)))
+                # The supervisor closed, the endpoint is closing, or the client went away.
                 nursery.cancel_scope.cancel()
+            client.watching = False
+
+    async def _next_event(self, client: _Client, events: Subscription) -> Event | None:
+        """The next event to send, or None once the stream is over: the hub closed, or
+        `aclose` began and every event buffered before it has been taken."""
+        while True:
+            try:
+                return events.receive_nowait()
+            except trio.WouldBlock:
+                if self._closing:
+                    return None
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            # Only the wait is cancellable by `aclose`, never a send half done.
+            with trio.CancelScope() as client.waiting:
+                try:
+                    return await events.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return None
+                finally:
+                    client.waiting = None
 
 
 def _error_reply(exc: _RequestError) -> dict[str, Any]:
     return {"ok": False, **exc.extra, "error": {"type": exc.kind, "message": str(exc)}}
+
+
+def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: redact(v) if isinstance(v, str) else v for key, v in fields.items()}
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    # Iterative: the check must not itself need a stack as deep as the value.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def _drain(ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:

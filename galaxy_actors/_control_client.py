@@ -5,6 +5,11 @@ connect and close, the socket always released). `run` writes the address file on
 endpoint listens; ``submit``, ``status`` and ``watch`` read it to find the endpoint (and the
 token, when `run` generated one). The protocol is described in ``_control.py`` and
 ``docs/process.md``.
+
+An address file names the process that wrote it (``pid``). One whose process is gone (it
+was killed, or the machine restarted) is stale: clients say so rather than fail to connect
+to a port that may belong to someone else by now, and `run` replaces it. One whose process
+still runs belongs to another supervisor: `run` refuses to take it over.
 """
 
 from __future__ import annotations
@@ -21,12 +26,48 @@ from ._errors import GalaxyActorsError
 from ._transport import Transport, TransportClosed, WebSocketConnector
 
 __all__ = [
+    "AddressFileInUse",
     "ControlClient",
     "EventStream",
+    "StaleAddressFile",
+    "claim_address_file",
     "open_control_client",
+    "pid_running",
     "read_address_file",
     "write_address_file",
 ]
+
+
+class StaleAddressFile(ValueError):
+    """The address file's process is not running: the supervisor that wrote it is gone."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"stale address file {path} (pid {pid} is not running)")
+        self.path = path
+        self.pid = pid
+
+
+class AddressFileInUse(OSError):
+    """The address file belongs to another supervisor that is still running."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"address file {path} is in use by a running supervisor (pid {pid})")
+        self.path = path
+        self.pid = pid
+
+
+def pid_running(pid: int) -> bool:
+    """True if a process ``pid`` exists (or we cannot tell: then it may)."""
+    if os.name == "nt":
+        # os.kill(pid, 0) is not a probe there: signal 0 is CTRL_C_EVENT.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class ControlClient:
@@ -101,11 +142,14 @@ async def open_control_client(
 
 def write_address_file(path: Path, url: str, token: str | None = None) -> None:
     """Write ``{"url", "pid"[, "token"]}`` atomically, readable by this user only (it may
-    hold the token)."""
-    content = {"url": url, "pid": os.getpid()}
+    hold the token). The folder must exist: a missing one is more likely a typo than a
+    wish, and creating it would leave the file where no client looks."""
+    content: dict[str, Any] = {"url": url, "pid": os.getpid()}
     if token is not None:
         content["token"] = token
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        why = "not a directory" if path.parent.exists() else "no such directory"
+        raise FileNotFoundError(f"{why}: {path.parent}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -118,11 +162,36 @@ def write_address_file(path: Path, url: str, token: str | None = None) -> None:
         raise
 
 
+def claim_address_file(path: Path, url: str, token: str | None = None) -> str | None:
+    """`write_address_file`, for the process that serves ``url``: a stale file is replaced
+    (returns what it was, for the log), one of a running supervisor is not
+    (`AddressFileInUse`)."""
+    stale = None
+    try:
+        pid = _pid_of(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pid = None  # no file, or not one of ours: written over as before
+    if pid is not None and pid != os.getpid():
+        if pid_running(pid):
+            raise AddressFileInUse(path, pid)
+        stale = str(StaleAddressFile(path, pid))
+    write_address_file(path, url, token)
+    return stale
+
+
+def _pid_of(content: Any) -> int | None:
+    pid = content.get("pid") if isinstance(content, dict) else None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
 def read_address_file(path: Path) -> tuple[str, str | None]:
-    """The URL in an address file, and the token if it holds one. Raises OSError or
-    ValueError."""
+    """The URL in an address file, and the token if it holds one. Raises OSError,
+    `StaleAddressFile` (its process is not running) or ValueError."""
     content = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(content, dict) or not isinstance(content.get("url"), str):
         raise ValueError(f"{path}: not an address file (no url)")
+    pid = _pid_of(content)
+    if pid is not None and not pid_running(pid):
+        raise StaleAddressFile(path, pid)
     token = content.get("token")
     return content["url"], token if isinstance(token, str) else None

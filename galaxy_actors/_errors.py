@@ -8,6 +8,8 @@ reference user would have caught a builtin (``TimeoutError``, ``ConnectionError`
 
 from __future__ import annotations
 
+from ._redact import mask_url, redact
+
 
 class GalaxyActorsError(Exception):
     """Base class of every error raised by galaxy_actors."""
@@ -18,10 +20,13 @@ class ConfigurationError(GalaxyActorsError, ValueError):
 
 
 class InvalidServerURL(ConfigurationError):
-    """A device's ``server_url`` is not a ``ws://`` or ``wss://`` URL with a host."""
+    """A device's ``server_url`` is not a ``ws://`` or ``wss://`` URL with a host.
+
+    The message shows the URL masked (``?token=***``): it ends up in logs and replies.
+    ``url`` keeps it as given, for the caller who owns it."""
 
     def __init__(self, url: str, why: str) -> None:
-        super().__init__(f"invalid server_url {url!r}: {why}")
+        super().__init__(f"invalid server_url {mask_url(url)!r}: {redact(why)}")
         self.url = url
 
 
@@ -43,6 +48,18 @@ class DuplicateTaskId(GalaxyActorsError, ValueError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task id {task_id!r} is already live in this supervisor")
         self.task_id = task_id
+
+
+class UnknownTask(GalaxyActorsError, KeyError):
+    """No live task has this id: it never existed, or it has its outcome already."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no live task {task_id!r}")
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        # KeyError's __str__ would show the message in quotes.
+        return str(self.args[0])
 
 
 class ProtocolError(GalaxyActorsError):

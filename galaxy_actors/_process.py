@@ -11,6 +11,10 @@ running tasks get ``shutdown_grace`` seconds, sockets close with a close frame);
 endpoint sends the outcomes still owed, closes its connections with close frames, and the
 process exits 0. A second signal exits at once with 128 + the signal's number (130 for
 SIGINT, 143 for SIGTERM), whatever is still running.
+
+SIGHUP reloads the configuration file (`Reloader`): its devices are applied, an invalid file
+is logged and changes nothing. Its handler is in place before anything starts, so a SIGHUP
+never kills the process.
 """
 
 from __future__ import annotations
@@ -22,18 +26,21 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import trio
 
-from ._config import Config
+from ._config import Config, ConfigError
 from ._control import ControlServer, open_control_listeners
-from ._control_client import write_address_file
+from ._control_client import claim_address_file
+from ._errors import SupervisorClosed
+from ._redact import redact
+from ._reload import Reloader
 from ._report import device_rows
 from ._supervisor import Supervisor, open_supervisor
 from ._view import show_status, summary_line
 
-__all__ = ["run_supervisor_process", "watch_signals"]
+__all__ = ["reload_on_sighup", "run_supervisor_process", "watch_signals"]
 
 logger = logging.getLogger("galaxy_actors.process")
 
@@ -64,6 +71,37 @@ async def watch_signals(
                 _force_exit(128 + signum)
 
 
+async def reload_on_sighup(
+    reloader: Reloader, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Reload the configuration on every SIGHUP (a no-op where there is no SIGHUP)."""
+    if not hasattr(signal, "SIGHUP"):  # Windows
+        task_status.started()
+        return
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            try:
+                await reloader.reload()
+            except ConfigError as exc:
+                logger.error("SIGHUP: the configuration in force stays: %s", redact(str(exc)))
+            except SupervisorClosed as exc:
+                logger.warning("SIGHUP ignored: %s", exc)
+
+
+class _RedactingWriter:
+    """The plain status view's output, with URLs masked: a failure's text may quote one."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(redact(text))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def _add_devices(supervisor: Supervisor, config: Config) -> None:
     for device in config.devices:
         supervisor.add_device(
@@ -82,7 +120,12 @@ def _announce(url: str, generated_token: str | None, address_file: Path | None) 
     elif address_file is not None:
         where = f" (token generated, in {address_file})"
     else:
-        where = f" (token generated: {generated_token})"
+        # Never on stdout, nor in the logs: both are kept and shipped. A person at a
+        # terminal can read it there; anyone else configures a token or an address file.
+        where = " (token generated; not shown: set control.token or control.address_file)"
+        if sys.stderr.isatty():
+            print(f"control token: {generated_token}", file=sys.stderr, flush=True)
+            where = " (token generated: shown on the terminal)"
     print(f"control endpoint: {url}{where}", flush=True)
     logger.info("control endpoint listening on %s", url)
 
@@ -96,8 +139,11 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
     grace = config.supervisor.shutdown_grace
     stop = trio.Event()
     final = ""
+    changes = trio.Lock()
+    reloader = Reloader(config, changes)
     async with trio.open_nursery() as services:
         await services.start(watch_signals, stop)
+        await services.start(reload_on_sighup, reloader)
         listeners: list[trio.SocketListener] = []
         url = ""
         # With no token configured (allowed on loopback only) the endpoint still needs one.
@@ -116,20 +162,24 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                     )
                     where = str(address_file)
                     if address_file is not None:
-                        write_address_file(address_file, url, generated)
+                        stale = claim_address_file(address_file, url, generated)
                         wrote_address = True
+                        if stale is not None:
+                            logger.warning("replaced %s", stale)
                 except OSError as exc:
                     print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
                     return 1
             async with open_supervisor(**config.supervisor.supervisor_options()) as supervisor:
                 _add_devices(supervisor, config)
+                reloader.supervisor = supervisor
                 logger.info("supervising %d devices", len(config.devices))
                 if listeners:
-                    control = ControlServer(supervisor, token)
+                    control = ControlServer(supervisor, token, reloader.reload, changes)
                     await services.start(control.serve, listeners)
                     listeners = []  # served: closed by the server
                     _announce(url, generated, address_file)
-                services.start_soon(show_status, supervisor, view, out)
+                shown = out if view != "plain" else cast(TextIO, _RedactingWriter(out))
+                services.start_soon(show_status, supervisor, view, shown)
                 await stop.wait()
                 logger.info("stopping: no new tasks; running tasks have %g s to finish", grace)
                 if control is not None:

@@ -46,6 +46,7 @@ from ._errors import (
     SupervisorClosed,
     TaskCancelled,
     UnknownDevice,
+    UnknownTask,
 )
 from ._events import (
     ConnectionFailed,
@@ -615,6 +616,17 @@ class Supervisor:
     async def _stop_actor(self, actor: DeviceActor) -> None:
         await actor.disconnect(grace=self.shutdown_grace)
         actor.cancel()
+
+    def cancel(self, task_id: str, why: str = "cancelled by the user") -> bool:
+        """`cancel_task` for the live task with this id (queued or running), for callers
+        that hold an id rather than a handle (the control endpoint). True if it was withdrawn
+        before it ran, False if it was already on the device. Raises `UnknownTask`."""
+        task = self._live.get(task_id)
+        if task is None:
+            raise UnknownTask(task_id)
+        sent = task.sent
+        self.cancel_task(task, why)
+        return not sent
 
 
 @contextlib.asynccontextmanager

@@ -453,7 +453,20 @@ def test_run_exits_1_when_the_address_file_cannot_be_written(
     )
     assert main(["run", str(path), "--view", "none"]) == 1
     err = capsys.readouterr().err
-    assert f"control endpoint: {tmp_path / 'file' / 'address.json'}: [Errno" in err
+    assert f"control endpoint: {tmp_path / 'file' / 'address.json'}: not a directory" in err
+
+
+def test_run_does_not_create_missing_folders_for_the_address_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(
+        '[control]\naddress_file = "rnu/address.json"\n'
+        '[[devices]]\ndevice_id = "a"\nserver_url = "ws://127.0.0.1:9/ws"\n'
+    )
+    assert main(["run", str(path), "--view", "none"]) == 1
+    assert f"no such directory: {tmp_path / 'rnu'}" in capsys.readouterr().err
+    assert not (tmp_path / "rnu").exists()
 
 
 @pytest.mark.parametrize(

@@ -322,3 +322,16 @@ def test_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"folder\.toml: cannot read"):
         load_config(folder)
     assert stat.S_ISDIR(folder.stat().st_mode)
+
+
+def test_no_config_error_shows_a_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            '[control]\ntoken = 12345\n[[devices]]\ndevice_id = "a"\nserver_url = "ws://h/"\n'
+        )
+    assert "12345" not in str(info.value) and "expected a string, got int" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config('[[devices]]\ndevice_id = "a"\nserver_url = "ws://h:0/?token=hunter2"\n')
+    assert str(info.value) == (
+        "<config>: devices[0].server_url: invalid server_url 'ws://h:0/?token=***': port 0"
+    )

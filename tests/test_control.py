@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -22,10 +24,20 @@ import trio
 import trio_websocket
 
 import galaxy_actors._control as control_module
-from galaxy_actors import DeviceAdded, DeviceStatus, Supervisor, TransportClosed, open_supervisor
+from galaxy_actors import (
+    ConnectionFailed,
+    DeviceAdded,
+    DeviceStatus,
+    Supervisor,
+    TransportClosed,
+    open_supervisor,
+)
 from galaxy_actors._control import ControlServer, open_control_listeners
 from galaxy_actors._control_client import (
+    AddressFileInUse,
     ControlClient,
+    StaleAddressFile,
+    claim_address_file,
     open_control_client,
     read_address_file,
     write_address_file,
@@ -43,6 +55,8 @@ class Lab:
     agent: SimulatedAgent
     server: ControlServer
     url: str
+    network: MemoryNetwork
+    nursery: trio.Nursery
 
     @asynccontextmanager
     async def client(self, token: str = TOKEN) -> AsyncIterator[ControlClient]:
@@ -73,7 +87,7 @@ async def control_lab(watch_buffer: int = 1000, **agent_options: Any) -> AsyncIt
                 listeners, url = await open_control_listeners("127.0.0.1", 0)
                 server = ControlServer(sup, TOKEN, watch_buffer=watch_buffer, close_timeout=1.0)
                 await nursery.start(server.serve, listeners)
-                yield Lab(sup, agent, server, url)
+                yield Lab(sup, agent, server, url, network, nursery)
                 server.stop_accepting()
             await server.aclose(grace=1.0)
             nursery.cancel_scope.cancel()
@@ -156,9 +170,10 @@ async def test_a_request_without_the_token_is_refused_and_does_nothing(token: An
         if token is not None:
             frame["token"] = token
         reply = await ask(ws, json.dumps(frame))
+        # Nothing of an unauthenticated request comes back, not even its op or id.
         assert reply == {
-            "op": "submit",
-            "id": 1,
+            "op": None,
+            "id": None,
             "ok": False,
             "error": {"type": "Unauthorized", "message": "missing or wrong token"},
         }
@@ -333,6 +348,7 @@ async def test_the_listener_url_names_the_bound_port() -> None:
 
 def test_address_file_round_trip_is_private(tmp_path: Path) -> None:
     path = tmp_path / "run" / "addr.json"
+    path.parent.mkdir()
     write_address_file(path, "ws://127.0.0.1:5/", "tok")
     assert read_address_file(path) == ("ws://127.0.0.1:5/", "tok")
     assert json.loads(path.read_text())["pid"] == os.getpid()
@@ -343,3 +359,204 @@ def test_address_file_round_trip_is_private(tmp_path: Path) -> None:
     path.write_text("[]")
     with pytest.raises(ValueError, match="not an address file"):
         read_address_file(path)
+
+
+async def test_aclose_lets_a_watcher_see_every_event_up_to_the_last() -> None:
+    # The race behind a flaky `watch` at SIGTERM: the last events of a shutdown sit in the
+    # watcher's buffer when `aclose` runs, and must still reach the client before its stream
+    # ends. A burst published in one scheduling step makes the race certain.
+    received: list[dict[str, Any]] = []
+    async with control_lab() as lab, lab.client() as watcher:
+        events = await watcher.watch()
+        for n in range(50):
+            lab.supervisor.events.publish(DeviceAdded(f"burst-{n}", float(n)))
+        lab.server.stop_accepting()
+        await lab.supervisor.disconnect("pc")
+        with trio.fail_after(LIMIT):
+            await lab.server.aclose(grace=LIMIT)
+            received = [event async for event in events]
+    added = [e["device_id"] for e in received if e["event"] == "DeviceAdded"]
+    assert added == [f"burst-{n}" for n in range(50)]
+    assert received[-1]["event"] == "StatusChanged"
+    assert (received[-1]["device_id"], received[-1]["new"]) == ("pc", "disconnected")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize("token", [TOKEN, "wrong"])
+async def test_a_deeply_nested_request_is_a_bad_request(token: str) -> None:
+    async with control_lab() as lab, lab.raw() as ws:
+        for depth in (100_000, control_module.MAX_DEPTH + 1):
+            nested = "[" * depth + "1" + "]" * depth
+            frame = '{"token": "' + token + '", "op": "devices", "id": ' + nested + "}"
+            reply = await ask(ws, frame)
+            assert reply["error"]["type"] == "BadRequest" and "nested" in reply["error"]["message"]
+            assert reply["id"] is None
+        # The connection, and the endpoint, carry on.
+        assert (await ask(ws, request(op="devices")))["ok"]
+
+
+async def test_refusals_are_logged_at_most_once_per_interval_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with control_lab() as lab, lab.raw() as ws:
+        lab.server.refusal_log_interval = 3600.0
+        for _ in range(20):
+            await ask(ws, json.dumps({"op": "devices", "token": "wrong\nFORGED"}))
+            await ask(ws, "{not json")
+        lab.server.stop_accepting()
+        await lab.server.aclose(grace=1.0)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert lines == [
+        "control request refused: wrong token",
+        "control request refused: not JSON",
+        "control request refused: wrong token … and 19 more",
+        "control request refused: not JSON … and 19 more",
+    ]
+
+
+# --------------------------------------------------------------------------- operator ops
+
+
+async def test_disconnect_connect_remove_and_add_a_device() -> None:
+    async with control_lab() as lab, lab.client() as client:
+        reply = await client.request("disconnect", device="pc", force=True)
+        assert reply == {"op": "disconnect", "id": None, "ok": True, "device_id": "pc"}
+        assert lab.supervisor.snapshot("pc").status is DeviceStatus.DISCONNECTED
+        reply = await client.request("connect", device="pc")
+        assert reply["ok"] and reply["connected"] is True
+        assert (await client.submit("x", device="pc"))["outcome"] == "completed"
+
+        assert (await client.request("remove", device="mac"))["ok"]
+        assert lab.supervisor.device_ids == ["pc"]
+        reply = await client.request(
+            "add", device="cam", url=AGENT_URL, os="Linux", capabilities=["camera"]
+        )
+        assert reply["ok"] and "cam" in lab.supervisor.device_ids
+        with trio.fail_after(LIMIT):
+            await lab.supervisor.wait_for_status("cam", DeviceStatus.IDLE)
+        reply = await client.submit("photo", capabilities=["camera"])
+        assert reply["device_id"] == "cam"
+
+
+async def test_an_operator_brings_back_a_device_that_gave_up() -> None:
+    async with control_lab() as lab, lab.client() as client:
+        lab.supervisor.add_device("late", "ws://nobody/ws", max_retries=0)
+        with trio.fail_after(LIMIT):
+            while not lab.supervisor.snapshot("late").gave_up:
+                await lab.supervisor.wait_for_status("late", DeviceStatus.FAILED)
+                await trio.sleep(0.01)
+        assert (await client.request("connect", device="late"))["connected"] is False
+        # The agent comes up: the same op brings the device back, no restart needed.
+        lab.agent.serve_memory(lab.network, "ws://nobody/ws", lab.nursery)
+        assert (await client.request("connect", device="late"))["connected"] is True
+        assert (await client.submit("x", device="late"))["outcome"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "kind", "message"),
+    [
+        ("connect", {"device": "nope"}, "UnknownDevice", "no device 'nope'"),
+        ("disconnect", {}, "BadRequest", "disconnect needs a 'device'"),
+        ("remove", {"device": "pc", "force": 1}, "BadRequest", "'force' must be bool"),
+        ("add", {"device": "pc", "url": AGENT_URL}, "DuplicateDevice", "already registered"),
+        (
+            "add",
+            {"device": "x", "url": "http://h/?token=abc"},
+            "InvalidServerURL",
+            "'http://h/?token=***'",
+        ),
+        ("cancel", {"task_id": "nope"}, "UnknownTask", "no live task 'nope'"),
+        ("reload", {}, "Unsupported", "cannot reload"),
+    ],
+)
+async def test_operator_ops_refuse_what_they_cannot_do(
+    op: str, fields: dict[str, Any], kind: str, message: str
+) -> None:
+    async with control_lab() as lab, lab.client() as client:
+        reply = await client.request(op, **fields)
+        assert reply["error"]["type"] == kind and message in reply["error"]["message"]
+        assert "abc" not in json.dumps(reply)
+        assert sorted(lab.supervisor.device_ids) == ["mac", "pc"]
+
+
+async def test_cancel_withdraws_a_queued_task_and_ends_a_running_one() -> None:
+    replies: dict[str, dict[str, Any]] = {}
+    async with (
+        control_lab(task_duration=30.0) as lab,
+        lab.client() as client,
+        lab.client() as first,
+        lab.client() as second,
+    ):
+
+        async def submit(own: ControlClient, task_id: str) -> None:
+            replies[task_id] = await own.submit("long", device="pc", task_id=task_id)
+
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit, first, "running")
+                await lab.supervisor.wait_for_status("pc", DeviceStatus.BUSY)
+                nursery.start_soon(submit, second, "queued")
+                await until(lambda: lab.supervisor.snapshot("pc").queue_depth == 1)
+                reply = await client.request("cancel", task_id="queued")
+                assert reply["ok"] and reply["withdrawn"] is True
+                reply = await client.request("cancel", task_id="running")
+                assert reply["ok"] and reply["withdrawn"] is False
+                # Both submitters get their outcome now, not when the 30 s task ends.
+    assert {k: r["outcome"] for k, r in replies.items()} == {
+        "queued": "TaskCancelled",
+        "running": "TaskCancelled",
+    }
+    assert lab.agent.tasks_received == 1
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition (bounded by the caller's fail_after)."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(0.01)
+
+
+async def test_devices_and_events_never_show_a_url_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    leaky = "connect_failed: cannot reach ws://h/ws?token=hunter2"
+    rows = control_module.device_rows
+
+    def failing_rows(sup: Supervisor) -> list[Any]:
+        return [attrs.evolve(row, last_failure=leaky) for row in rows(sup)]
+
+    monkeypatch.setattr(control_module, "device_rows", failing_rows)
+    async with control_lab() as lab, lab.client() as client, lab.client() as watcher:
+        events = await watcher.watch()
+        lab.supervisor.events.publish(ConnectionFailed("pc", "connect_failed", leaky, 1.0))
+        event = await anext(events)
+        devices = await client.devices()
+    assert event["detail"] == "connect_failed: cannot reach ws://h/ws?token=***"
+    assert devices[0]["last_failure"] == event["detail"]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process (until the system reuses it)
+    return child.pid
+
+
+def test_a_stale_address_file_is_named_as_such_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "addr.json"
+    pid = dead_pid()
+    path.write_text(json.dumps({"url": "ws://127.0.0.1:5/", "pid": pid}))
+    with pytest.raises(StaleAddressFile) as info:
+        read_address_file(path)
+    assert str(info.value) == f"stale address file {path} (pid {pid} is not running)"
+    assert claim_address_file(path, "ws://127.0.0.1:6/") == str(info.value)
+    assert read_address_file(path) == ("ws://127.0.0.1:6/", None)
+
+
+def test_the_address_file_of_a_running_supervisor_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "addr.json"
+    other = {"url": "ws://127.0.0.1:5/", "pid": os.getppid()}  # a live process, not us
+    path.write_text(json.dumps(other))
+    with pytest.raises(AddressFileInUse, match=f"running supervisor \\(pid {os.getppid()}\\)"):
+        claim_address_file(path, "ws://127.0.0.1:6/")
+    assert json.loads(path.read_text()) == other

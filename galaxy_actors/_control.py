@@ -154,7 +154,6 @@ class ControlServer:
     _clients: set[_Client] = attrs.field(init=False, factory=set)
     _pending: int = attrs.field(init=False, default=0)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _waits: dict[str, trio.CancelScope] = attrs.field(init=False, factory=dict)
     _refusals: Throttled = attrs.field(init=False)
 
     @_refusals.default
@@ -359,8 +358,6 @@ class ControlServer:
         if op == "cancel":
             task_id = request["task_id"]
             withdrawn = sup.cancel(task_id, "cancelled through the control endpoint")
-            if task_id in self._waits:
-                self._waits[task_id].cancel()  # its outcome is in: reply at once
             return {"ok": True, "task_id": task_id, "withdrawn": withdrawn}
         if op == "reload":
             if self.reload is None:
@@ -402,14 +399,7 @@ class ControlServer:
             return outcome_to_json(exc)
         except GalaxyActorsError as exc:
             raise _RequestError(type(exc).__name__, str(exc)) from None
-        # The `cancel` op cancels this wait: a waiter reading the device's frames itself
-        # (`Session.drive`) is not woken when another task abandons its task, only by the
-        # connection's next frame, which may be a heartbeat interval away.
-        with trio.CancelScope() as self._waits[handle.task_id]:
-            try:
-                await handle.wait()
-            finally:
-                del self._waits[handle.task_id]
+        await handle.wait()
         assert handle.outcome is not None
         return outcome_to_json(handle.outcome)
 

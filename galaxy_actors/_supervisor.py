@@ -620,9 +620,11 @@ class Supervisor:
     def cancel(self, task_id: str, why: str = "cancelled by the user") -> bool:
         """`cancel_task` for the live task with this id (queued or running), for callers
         that hold an id rather than a handle (the control endpoint). True if it was withdrawn
-        before it ran, False if it was already on the device. Raises `UnknownTask`."""
+        before it ran, False if it was already on the device. Raises `UnknownTask` when no
+        task with this id is waiting for its outcome (unknown, or already ended, even if its
+        id is still reserved because the agent has not finished it)."""
         task = self._live.get(task_id)
-        if task is None:
+        if task is None or task.done:
             raise UnknownTask(task_id)
         sent = task.sent
         self.cancel_task(task, why)

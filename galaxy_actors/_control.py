@@ -40,9 +40,10 @@ import trio_websocket
 
 from ._errors import GalaxyActorsError, TaskError
 from ._events import Event, Subscription
-from ._redact import Throttled, bounded, redact
+from ._redact import bounded, redact
 from ._report import device_rows, event_to_json, outcome_to_json
 from ._supervisor import Supervisor
+from ._throttle import Throttled
 from ._transport import CLOSE_GOING_AWAY, CLOSE_NORMAL, close_websocket
 
 __all__ = ["ControlServer", "open_control_listeners"]

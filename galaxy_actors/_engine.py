@@ -38,6 +38,7 @@ from ._aip import server_message as _server_message
 from ._aip import session_id_for as _session_id_for
 from ._errors import GalaxyActorsError, ProtocolError
 from ._policy import FailureReason
+from ._redact import bounded
 
 __all__ = [
     "PHASE_TRANSITIONS",
@@ -90,21 +91,16 @@ class LocalProtocolError(GalaxyActorsError, RuntimeError):
     the caller, as h11's LocalProtocolError)."""
 
 
-# Server-controlled text is cut to this many characters before it reaches any event.
+# Server-controlled text is bounded and escaped (`bounded`) before it reaches any event:
+# a hostile server can neither flood a log line nor forge one with a newline.
 EXCERPT_LIMIT: Final = 200
+# A task's own error text reaches its caller, who may need more of it.
+TASK_ERROR_LIMIT: Final = 4096
 
 
 def excerpt(text: object, limit: int = EXCERPT_LIMIT) -> str:
-    """``text`` bounded to ``limit`` characters and escaped: a hostile server can neither
-    flood a log line nor forge one with a newline."""
-    if not isinstance(text, str):
-        text = repr(text)
-    cut = text[:limit]
-    # repr escapes control characters and newlines; the quotes it adds are dropped.
-    escaped = repr(cut)[1:-1]
-    if len(text) > limit:
-        escaped += f"... ({len(text) - limit} more characters)"
-    return escaped
+    """Any server-sent value as bounded, escaped text."""
+    return bounded(text if isinstance(text, str) else repr(text), limit)
 
 
 # ------------------------------------------------------------------------------- events
@@ -472,7 +468,7 @@ class AIPConnection:
                     task_id,
                     status in _FAILED_STATUSES,
                     fields.get("result"),
-                    None if error is None else excerpt(error, 4096),
+                    None if error is None else excerpt(error, TASK_ERROR_LIMIT),
                     now,
                 )
             return self._foreign(sid, "task_end", now)

@@ -21,10 +21,7 @@ import logging
 import re
 from typing import Final
 
-import attrs
-import trio
-
-__all__ = ["MASK", "RedactingFilter", "Throttled", "bounded", "mask_url", "redact"]
+__all__ = ["MASK", "RedactingFilter", "bounded", "mask_url", "redact"]
 
 MASK: Final = "***"
 # A scheme, "://", then anything up to whitespace or a quote: how URLs sit inside messages
@@ -110,30 +107,3 @@ class RedactingFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         return True
-
-
-@attrs.define(eq=False)
-class Throttled:
-    """Logs a warning per kind at most once per ``interval`` seconds (Trio's clock); the
-    next line logged for a kind says how many were held back since the last one."""
-
-    logger: logging.Logger
-    interval: float
-    _last: dict[str, float] = attrs.field(init=False, factory=dict)
-    _held: dict[str, int] = attrs.field(init=False, factory=dict)
-
-    def warning(self, kind: str, message: str) -> None:
-        now = trio.current_time()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        held = self._held.pop(kind, 0)
-        self.logger.warning("%s%s", message, f" … and {held} more" if held else "")
-
-    def flush(self) -> None:
-        """Log what is held back (at the end, so no count is lost)."""
-        for kind, held in self._held.items():
-            self.logger.warning("control request refused: %s … and %d more", kind, held)
-        self._held.clear()

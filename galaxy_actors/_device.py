@@ -89,6 +89,7 @@ class DeviceActor:
         "_attempt_done",
         "_attempt_ok",
         "_changed",
+        "_decision",
         "_frames_before",
         "_nap",
         "_parked",
@@ -120,6 +121,8 @@ class DeviceActor:
         self.wanted = False
         self.removed = False
         self._frames_before = 0
+        # The restart decision taken when the current connection failed, and when.
+        self._decision: tuple[Decision, float] | None = None
         self._nap: trio.CancelScope | None = None
         self._attempt_done: trio.Event | None = None
         self._attempt_ok = False
@@ -212,6 +215,7 @@ class DeviceActor:
         if self._attempt_done is None:
             self._attempt_done = trio.Event()
         self.set_status(DeviceStatus.CONNECTING)
+        self._decision = None
         session = self._new_session()
         self.session = session
         try:
@@ -249,6 +253,10 @@ class DeviceActor:
             dead.detail,
             extra={"device_id": self.device_id},
         )
+        if self.wanted and not self.removed:
+            # Decided (and published) now, when the failure happens, not once the dying
+            # connection has finished closing, which may take the close bound.
+            self._decision = (self.owner.decide(self, dead.reason, dead.detail), dead.at)
         task = None if dead.timed_out_task is None else self.work.take_running(dead.timed_out_task)
         if task is not None:
             self._end_running(
@@ -265,9 +273,13 @@ class DeviceActor:
         if not self.wanted or self.removed:
             # Failed while being disconnected or removed: no restart, and no give-up
             # either; the disconnect decides what the device becomes.
+            self._decision = None
             self._finish_attempt(ok=False)
             return
-        decision = self.owner.decide(self, reason, detail)
+        decided, self._decision = self._decision, None
+        if decided is None:  # wanted again only after it failed (a connect meanwhile)
+            decided = (self.owner.decide(self, reason, detail), trio.current_time())
+        decision, decided_at = decided
         self._finish_attempt(ok=False)
         if isinstance(decision, GiveUp):
             self.wanted = False
@@ -281,9 +293,8 @@ class DeviceActor:
                 )
             )
             return
-        now = trio.current_time()
-        profile.next_retry_at = now + decision.delay
-        with trio.CancelScope(deadline=now + decision.delay) as self._nap:
+        profile.next_retry_at = decided_at + decision.delay
+        with trio.CancelScope(deadline=decided_at + decision.delay) as self._nap:
             await trio.sleep_forever()
         self._nap = None
         profile.next_retry_at = None

@@ -244,7 +244,9 @@ class Supervisor:
             raise UnknownDevice(device_id) from None
 
     def stats(self, device_id: str) -> DeviceStats:
-        return self._actor(device_id).stats
+        actor = self._actor(device_id)
+        actor.sync_counters()
+        return actor.stats
 
     def snapshot(self, device_id: str) -> DeviceSnapshot:
         return self._snapshot(self._actor(device_id))
@@ -255,6 +257,7 @@ class Supervisor:
 
     @staticmethod
     def _snapshot(actor: DeviceActor) -> DeviceSnapshot:
+        actor.sync_counters()
         return actor.profile.snapshot(actor.queue_depth, actor.work.mailbox.depth_by_priority())
 
     def queue_depth_by_priority(self, device_id: str) -> dict[int, int]:

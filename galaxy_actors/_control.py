@@ -148,7 +148,9 @@ class ControlServer:
     close_timeout: float = 2.0
     handshake_timeout: float = 10.0
     max_message_size: int = 1024 * 1024
-    refusal_log_interval: float = 10.0
+    refusal_log_interval: float = attrs.field(
+        default=10.0, on_setattr=lambda self, _, value: self._set_refusal_interval(value)
+    )
     #: False once `stop_accepting` (or `aclose`) was called: submits get ``ShuttingDown``.
     accepting: bool = attrs.field(init=False, default=True)
     _closing: bool = attrs.field(init=False, default=False)
@@ -160,6 +162,10 @@ class ControlServer:
     @_refusals.default
     def _make_refusals(self) -> Throttled:
         return Throttled(logger, self.refusal_log_interval)
+
+    def _set_refusal_interval(self, value: float) -> float:
+        self._refusals.interval = value
+        return value
 
     async def serve(
         self,

@@ -19,7 +19,7 @@ Statuses change only through `set_status`, which checks the transition table in
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import trio
@@ -43,6 +43,7 @@ from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPol
 from ._session import Session
 from ._status import DeviceStatus, check_transition
 from ._task import ExecutionResult, ResultStatus, TaskHandle
+from ._throttle import Throttled
 from ._workload import DeviceStats, Workload
 
 if TYPE_CHECKING:
@@ -65,6 +66,15 @@ class ActorSettings:
     disconnect_grace: float
 
 
+_STAT_OF_KIND: Final = {
+    BadFrameKind.PROTOCOL_ERROR: "protocol_errors",
+    BadFrameKind.ERROR_FRAME: "error_frames",
+    BadFrameKind.CROSS_DEVICE: "cross_device_frames",
+    BadFrameKind.UNKNOWN_TASK: "unknown_task_frames",
+    BadFrameKind.UNEXPECTED: "unexpected_frames",
+}
+
+
 class Owner(Protocol):
     """What a device actor needs from its supervisor."""
 
@@ -72,6 +82,8 @@ class Owner(Protocol):
     connector: Connector
     handshake_limiter: trio.CapacityLimiter | None
     events: EventHub
+    # Per-device warnings a server can trigger at will go out rate limited.
+    warnings: Throttled
 
     def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision: ...
 
@@ -476,25 +488,15 @@ class DeviceActor:
     # ------------------------------------------------------------------------ bad input
 
     def bad_frame(self, kind: BadFrameKind, detail: str) -> None:
-        stats = self.stats
-        if kind is BadFrameKind.PROTOCOL_ERROR:
-            stats.protocol_errors += 1
-        elif kind is BadFrameKind.ERROR_FRAME:
-            stats.error_frames += 1
-        elif kind is BadFrameKind.CROSS_DEVICE:
-            stats.cross_device_frames += 1
-        elif kind is BadFrameKind.UNKNOWN_TASK:
-            stats.unknown_task_frames += 1
-        else:
-            stats.unexpected_frames += 1
-        level = logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING
-        logger.log(
-            level,
-            "device %s: %s: %s",
-            self.device_id,
-            kind,
-            detail,
-            extra={"device_id": self.device_id},
+        """Count, publish and log (rate limited per device and kind) one bad frame. The
+        counter and the events are exact; the log says how many lines it held back."""
+        name = _STAT_OF_KIND[kind]
+        setattr(self.stats, name, getattr(self.stats, name) + 1)
+        self.owner.warnings.log(
+            logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING,
+            (self.device_id, kind),
+            f"device {self.device_id}: {kind}: {detail}",
+            {"device_id": self.device_id, "reason": str(kind)},
         )
         events = self.owner.events
         if events:

@@ -1,6 +1,6 @@
 """Keeping secrets and hostile text out of what the process prints and logs.
 
-Two helpers, plain functions of strings (no I/O, no Trio):
+Helpers, plain functions of strings (no I/O, no Trio):
 
 - `mask_url` and `redact` hide the secrets a URL may carry: every query value
   (``?token=***``: agent servers authenticate with ``?token=``, and other parameters may be
@@ -11,8 +11,8 @@ Two helpers, plain functions of strings (no I/O, no Trio):
   a client's field): at most ``limit`` characters, and every control character, newline
   and backslash escaped as ``repr`` does, so it cannot forge a log line or a terminal
   sequence.
-- `Throttled` logs a kind of warning at most once per interval, counting the rest: what a
-  stranger can trigger at will must not flood the log.
+
+(`_throttle.Throttled` keeps what a stranger can trigger at will from flooding the log.)
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ from ._policy import (
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
+from ._throttle import Throttled
 from ._transport import Connector, WebSocketConnector, validate_server_url
 from ._workload import DeviceStats
 
@@ -78,6 +79,8 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor", "open_supervisor"]
 
 logger = logging.getLogger("galaxy_actors.supervisor")
+
+WARNING_INTERVAL = 10.0
 
 # How long closing a connection may take when the connector does not say (no
 # ``close_timeout``), and what the shutdown allows beyond grace and close for the rest of
@@ -151,6 +154,9 @@ class Supervisor:
             else trio.CapacityLimiter(max_concurrent_connections)
         )
         self.events = EventHub()
+        #: Per-device warnings that a server can trigger at will (bad frames): at most one
+        #: line per device and kind every `WARNING_INTERVAL` seconds, with a count of the rest.
+        self.warnings = Throttled(logging.getLogger("galaxy_actors.device"), WARNING_INTERVAL)
         self.registry = DeviceRegistry()
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._actors: dict[str, DeviceActor] = {}
@@ -721,6 +727,7 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
             finally:
                 await supervisor._shutdown()
                 supervisor.events.close()
+                supervisor.warnings.flush()
                 supervisor._release_status_waiters()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -411,8 +411,8 @@ async def test_refusals_are_logged_at_most_once_per_interval_per_kind(
     assert lines == [
         "control request refused: wrong token",
         "control request refused: not JSON",
-        "control request refused: wrong token … and 19 more",
-        "control request refused: not JSON … and 19 more",
+        "control request refused: wrong token … and 19 more in the last 3600 s",
+        "control request refused: not JSON … and 19 more in the last 3600 s",
     ]
 
 

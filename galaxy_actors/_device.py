@@ -268,7 +268,15 @@ class DeviceActor:
         if self.wanted and not self.removed:
             # Decided (and published) now, when the failure happens, not once the dying
             # connection has finished closing, which may take the close bound.
-            self._decision = (self.owner.decide(self, dead.reason, dead.detail), dead.at)
+            decision = self.owner.decide(self, dead.reason, dead.detail)
+            self._decision = (decision, dead.at)
+            if isinstance(decision, GiveUp):
+                self.profile.gave_up = True  # as the GaveUp event says; carried out below
+        if dead.refused_task is not None:
+            refused = self.work.running
+            if refused is not None and refused.task_id == dead.refused_task:
+                # It never ran: back to the head of the queue, for when the device is back.
+                self.work.not_sent(refused, by_caller=False, accepting=self.accepting)
         task = None if dead.timed_out_task is None else self.work.take_running(dead.timed_out_task)
         if task is not None:
             self._end_running(

@@ -163,13 +163,16 @@ class BadInput:
 @attrs.frozen(slots=True)
 class ConnectionDead:
     """The connection is over; nothing more comes from the engine. ``timed_out_task`` is
-    the task whose timeout ended it (reason task_timeout); a task still in flight
-    otherwise is given back to its owner through `AIPConnection.in_flight`."""
+    the task whose timeout ended it (reason task_timeout). ``refused_task`` is the task the
+    server refused because the device is not attached to it (reason device_offline): it
+    never ran, so it is safe to run later. Any other task still in flight is the owner's
+    to settle."""
 
     reason: FailureReason
     detail: str
     at: float
     timed_out_task: str | None = None
+    refused_task: str | None = None
 
 
 EngineEvent = (
@@ -200,6 +203,7 @@ class AIPConnection:
         "_hb_timeout",
         "_info_request_id",
         "_info_timeout",
+        "_offline_text",
         "_phase_deadline",
         "_reg_timeout",
         "_session_owner",
@@ -235,6 +239,7 @@ class AIPConnection:
         self._reg_timeout = registration_timeout
         self._info_timeout = device_info_timeout
         self._session_owner = session_owner
+        self._offline_text = f"Target device '{device_id}' is not connected"
         self.phase = Phase.REGISTERING
         self._phase_deadline = math.inf
         self._hb_next = math.inf
@@ -260,12 +265,15 @@ class AIPConnection:
             raise LocalProtocolError(f"AIP phase {self.phase} -> {phase} is not allowed")
         self.phase = phase
 
-    def _die(self, reason: FailureReason, detail: str, now: float) -> ConnectionDead:
+    def _die(
+        self, reason: FailureReason, detail: str, now: float, refused_task: str | None = None
+    ) -> ConnectionDead:
         dead = ConnectionDead(
             reason,
             detail,
             now,
             self.in_flight if reason is FailureReason.TASK_TIMEOUT else None,
+            refused_task,
         )
         self._enter(Phase.CLOSED)
         self.dead = dead
@@ -427,7 +435,12 @@ class AIPConnection:
                 # The server closes the socket right after this frame: the reason must
                 # read as a rejection, not as a close (AIP.md, flow 1).
                 text = fields.get("error") or "registration rejected"
-                return self._die(FailureReason.REGISTRATION_REJECTED, excerpt(text), now)
+                reason = (
+                    FailureReason.DEVICE_OFFLINE
+                    if self._says_offline(text)
+                    else FailureReason.REGISTRATION_REJECTED
+                )
+                return self._die(reason, excerpt(text), now)
             return BadInput(BadFrameKind.UNEXPECTED, f"{kind} frame before registration", now)
         # FETCHING_INFO
         if kind is _INFO and fields.get("response_id") == self._info_request_id:
@@ -477,6 +490,12 @@ class AIPConnection:
             if task_id is not None and not self.accepted:
                 # A refused task gets an error frame without its session_id (AIP.md, 4).
                 self._clear_task()
+                if self._says_offline(fields.get("error")):
+                    # The device agent left the server, which stays up and would refuse
+                    # every queued task in turn: the task never ran and waits for the
+                    # device instead; the connection ends, and registering again is
+                    # refused until the device is back.
+                    return self._die(FailureReason.DEVICE_OFFLINE, text, now, task_id)
                 return TaskRefused(task_id, text or "task refused by the server", now)
             return BadInput(BadFrameKind.ERROR_FRAME, text or "error frame without text", now)
         if kind is _INFO:
@@ -484,6 +503,10 @@ class AIPConnection:
         return BadInput(
             BadFrameKind.UNEXPECTED, f"{kind} frame sent to a constellation client", now
         )
+
+    def _says_offline(self, text: object) -> bool:
+        """The real server's words for "the device agent is not attached to me"."""
+        return text == self._offline_text
 
     def _foreign(self, sid: str | None, what: str, now: float) -> BadInput:
         if sid is None:

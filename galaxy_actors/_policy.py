@@ -49,6 +49,9 @@ class FailureReason(enum.StrEnum):
     CONNECTION_CLOSED = "connection_closed"
     PROTOCOL_ERROR = "protocol_error"
     TASK_TIMEOUT = "task_timeout"
+    # The server is up but the device agent is not attached to it ("Target device 'X' is
+    # not connected", at registration or for a task): queued tasks wait for it.
+    DEVICE_OFFLINE = "device_offline"
 
 
 class Jitter(enum.StrEnum):

@@ -395,11 +395,14 @@ async def test_refused_task_fails_at_once_with_task_rejected(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with memory_lab() as lab:
-        agent = await lab.connected("pc", reject_tasks="Target device 'pc' is not connected")
+        # (A refusal because the device is not attached to the server is another matter:
+        # the task waits for the device, tests/test_settlement.py.)
+        refusal = "session_id 'lab@x' is owned by another client"
+        agent = await lab.connected("pc", reject_tasks=refusal)
         sup = lab.supervisor
         with pytest.raises(TaskRejected) as caught:
             await sup.run_task("refused", device_id="pc", timeout=500)
-        assert caught.value.server_error == "Target device 'pc' is not connected"
+        assert caught.value.server_error == refusal
         assert trio.current_time() == 0.0
         agent.reject_tasks = None
         assert sup.registry.require("pc").status is DeviceStatus.IDLE

@@ -87,10 +87,10 @@ async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchang
             failure = sup.registry.require("denied").last_failure or ""
             assert failure.startswith("connect_failed") and "HTTP 403" in failure
             # The device id is "allowed" but the agent serves only "pc": rejected by
-            # registration, after a successful handshake.
+            # registration, after a successful handshake: the device is not on that server.
             assert await sup.connect("allowed") is False
             failure = sup.registry.require("allowed").last_failure or ""
-            assert failure.startswith("registration_rejected")
+            assert failure.startswith("device_offline")
             assert "Target device 'allowed' is not connected" in failure
 
 

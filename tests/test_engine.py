@@ -104,10 +104,9 @@ def test_register_is_the_first_frame_and_carries_the_identity() -> None:
 def test_a_rejected_registration_is_registration_rejected_with_the_servers_text() -> None:
     conn = engine()
     conn.start(0.0)
-    event = conn.receive(server("error", "error", error="Target device 'pc' is not connected"), 0.5)
-    assert event == ConnectionDead(
-        FailureReason.REGISTRATION_REJECTED, "Target device 'pc' is not connected", 0.5
-    )
+    text = "client_id 'lab@pc' is already registered; duplicate registrations are not allowed"
+    event = conn.receive(server("error", "error", error=text), 0.5)
+    assert event == ConnectionDead(FailureReason.REGISTRATION_REJECTED, text, 0.5)
     assert conn.phase is Phase.CLOSED
     # The close that follows does not replace the reason.
     assert conn.connection_lost(1000, "closed", 0.6) is event
@@ -184,9 +183,25 @@ def test_a_task_end_status_maps_to_failed(status: str, failed: bool) -> None:
 def test_an_error_before_the_acknowledgement_refuses_the_task_not_the_connection() -> None:
     conn = serving()
     conn.send_task("t1", "x", "{}", 100.0, 1.0)
-    event = conn.receive(server("error", "error", error="Target device 'pc' is not connected"), 1.1)
-    assert event == TaskRefused("t1", "Target device 'pc' is not connected", 1.1)
+    text = "session_id 'lab@t1' is owned by another client"
+    event = conn.receive(server("error", "error", error=text), 1.1)
+    assert event == TaskRefused("t1", text, 1.1)
     assert conn.phase is Phase.SERVING and conn.can_send_task()
+
+
+def test_the_device_gone_from_its_server_is_device_offline_and_its_task_never_ran() -> None:
+    conn = serving()
+    conn.send_task("t1", "x", "{}", 100.0, 1.0)
+    event = conn.receive(server("error", "error", error="Target device 'pc' is not connected"), 1.1)
+    assert event == ConnectionDead(
+        FailureReason.DEVICE_OFFLINE, "Target device 'pc' is not connected", 1.1, None, "t1"
+    )
+    again = engine()
+    again.start(2.0)
+    event = again.receive(
+        server("error", "error", error="Target device 'pc' is not connected"), 2.1
+    )
+    assert isinstance(event, ConnectionDead) and event.reason is FailureReason.DEVICE_OFFLINE
 
 
 def test_an_error_after_the_acknowledgement_is_only_counted() -> None:

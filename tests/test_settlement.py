@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import pytest
 import trio
-from lab import memory_lab
+from lab import memory_lab, next_event
 
-from galaxy_actors import Delivery, DeviceStatus, DuplicateTaskId, TaskCancelled
+from galaxy_actors import (
+    ConnectionFailed,
+    Delivery,
+    DeviceStatus,
+    DuplicateTaskId,
+    RestartPolicy,
+    TaskCancelled,
+)
 
 
 async def test_an_at_least_once_task_cut_off_during_a_graceful_disconnect_ends(
@@ -78,3 +85,28 @@ async def test_a_task_cut_off_with_its_connection_releases_its_id(
         await sup.wait_for_status("pc", DeviceStatus.IDLE)
         again = await sup.submit("again", device_id="pc", task_id="t")
         assert (await again.result()).ok
+
+
+async def test_a_device_gone_from_its_server_keeps_its_backlog_until_it_returns(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Against the real server, the backlog was sent and refused ("Target device 'X' is not
+    # connected") within milliseconds, every task lost, while the device stayed idle.
+    async with memory_lab(policy=RestartPolicy(reconnect_delay=1.0, max_retries=10)) as lab:
+        agent = await lab.connected("pc", task_duration=1.0)
+        sup = lab.supervisor
+        with sup.subscribe() as events:
+            agent.detach_device("pc")
+            handles = [await sup.submit(f"t{i}", device_id="pc") for i in range(50)]
+            failed = await next_event(events, lambda e: isinstance(e, ConnectionFailed))
+            assert isinstance(failed, ConnectionFailed) and failed.reason == "device_offline"
+            assert sup.snapshot("pc").status is not DeviceStatus.IDLE
+            await trio.sleep(30.0)  # the server refuses to register it meanwhile
+            assert not any(h.done for h in handles)
+            assert sup.snapshot("pc").queue_depth == 50
+            agent.attach_device("pc")
+            results = [await h.result() for h in handles]
+        assert all(r.ok for r in results)
+        assert [r.task_id for r in results] == [h.task_id for h in handles]  # in order
+        refused = [f for f in agent.received if f.message and f.message.type == "task"]
+        assert len(refused) == 51  # the first was refused once, then all ran once

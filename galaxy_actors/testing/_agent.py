@@ -419,6 +419,20 @@ class SimulatedAgent:
             )
         return None
 
+    def detach_device(self, device_id: str) -> None:
+        """The device agent ``device_id`` leaves this server, as a real device agent that
+        disconnects does: the server stays up, and answers every task and registration
+        for it with "Target device '<id>' is not connected" until `attach_device`. Tasks
+        already running on it finish as usual. Needs an explicit ``devices`` set."""
+        if self.devices is None:
+            raise ValueError("detach_device needs the agent's devices listed (devices=[...])")
+        self.devices = self.devices - {device_id}
+
+    def attach_device(self, device_id: str) -> None:
+        """The device agent ``device_id`` is back on this server."""
+        if self.devices is not None:
+            self.devices = self.devices | {device_id}
+
     def _serves(self, device_id: str) -> bool:
         return self.devices is None or device_id in self.devices
 

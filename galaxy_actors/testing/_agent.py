@@ -46,13 +46,8 @@ from .._aip import (
     encode_server,
 )
 from .._errors import ProtocolError
-from .._transport import (
-    CLOSE_ABNORMAL,
-    CLOSE_NORMAL,
-    MemoryNetwork,
-    MemoryServerConnection,
-    TransportClosed,
-)
+from .._memory import MemoryNetwork, MemoryServerConnection
+from .._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportClosed
 from ._agent_connections import _Connection, _Link, _MemoryLink, _WebSocketGroup, _WebSocketLink
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]

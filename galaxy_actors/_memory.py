@@ -56,9 +56,11 @@ class _MemoryEnd:
         # Cancellable before the frame goes, never after (`FrameSafeTransport`).
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._state.code is not None:
-            raise TransportClosed("connection closed", self._state.code)
+            raise self._closed("connection closed")
         if len(frame) > self._max_frame_size:
-            # What trio-websocket does at the receiving end of an oversized frame.
+            # What trio-websocket does at the receiving end of an oversized frame: that end
+            # closes, on its own limit.
+            self._state.closed_by = self._outgoing
             await self.close(CLOSE_MESSAGE_TOO_BIG)
             return
         channel = self._outgoing.send
@@ -72,20 +74,25 @@ class _MemoryEnd:
                     return
                 raise TransportClosed(f"send stalled for {self._send_timeout:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed("connection closed", self._state.code) from None
+            raise self._closed("connection closed") from None
 
     async def receive(self) -> str | bytes:
         try:
             return await self._incoming.receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise TransportClosed(
-                f"connection closed (code {self._state.code})", self._state.code
-            ) from None
+            raise self._closed(f"connection closed (code {self._state.code})") from None
+
+    def _closed(self, message: str) -> TransportClosed:
+        closer = self._state.closed_by
+        by_peer = None if closer is None else closer is not self._incoming
+        return TransportClosed(message, self._state.code, by_peer=by_peer)
 
     async def close(self, code: int = CLOSE_NORMAL) -> None:
         """Close both directions; frames already sent may still be read by the peer."""
         if self._state.code is None:
             self._state.code = code
+            if self._state.closed_by is None:
+                self._state.closed_by = self._incoming
         self._outgoing.send.close()
         self._incoming.send.close()
         await trio.lowlevel.checkpoint()
@@ -97,6 +104,8 @@ class _MemoryEnd:
 @attrs.define
 class _CloseState:
     code: int | None = None
+    # The end that closed, named by the pipe it reads (ends know their pipes, not each other).
+    closed_by: _Pipe | None = None
 
 
 @attrs.define(eq=False)

@@ -18,6 +18,7 @@ import trio
 import trustme
 
 from galaxy_actors import ConfigurationError, WebSocketConnector, open_supervisor
+from galaxy_actors._config import ConfigError, load_config, parse_config
 from galaxy_actors._policy import FailureReason
 from galaxy_actors._transport import ConnectFailed
 from galaxy_actors.testing import SimulatedAgent
@@ -172,3 +173,52 @@ def test_tls_options_are_checked_when_the_connector_is_made(
     resolved = {k: given.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
     with pytest.raises(ConfigurationError, match=words):
         WebSocketConnector(**resolved)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- [tls] in TOML
+
+
+def config_text(tls: str) -> str:
+    return f'{tls}\n[[devices]]\ndevice_id = "pc"\nserver_url = "wss://127.0.0.1:1/ws"\n'
+
+
+async def test_the_tls_table_builds_a_verifying_connector(ca: trustme.CA, tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    ca.cert_pem.write_to_path(tmp_path / "certs" / "ca.pem")
+    config_file = tmp_path / "galaxy.toml"
+    config_file.write_text(config_text('[tls]\nca_file = "certs/ca.pem"'))
+    config = load_config(config_file)
+    # Relative to the file's folder, not to the working directory.
+    assert config.supervisor.tls.ca_file == tmp_path / "certs" / "ca.pem"
+    connector = config.supervisor.supervisor_options()["connector"]
+    assert isinstance(connector, WebSocketConnector)
+    with trio.fail_after(LIMIT):
+        async with serving(server_context(ca)) as (_, url):
+            ok, failure, _ = await connects(connector, url)
+    assert ok, failure
+
+
+def test_without_a_tls_table_verification_stays_on() -> None:
+    connector = parse_config(config_text("")).supervisor.supervisor_options()["connector"]
+    assert connector.insecure_skip_verify is False and connector.ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("tls", "words"),
+    [
+        ('[tls]\nca_file = "nowhere.pem"', "tls: ca_file .*nowhere.pem: no such file"),
+        ('[tls]\nclient_key = "k.pem"', "tls: client_key needs client_cert"),
+        ('[tls]\nca_file = ""', r"tls.ca_file: must not be empty"),
+        ('[tls]\ninsecure_skip_verify = "yes"', "tls.insecure_skip_verify: expected a boolean"),
+        ("[tls]\nverify = false", "tls.verify: unknown key"),
+    ],
+)
+def test_a_bad_tls_table_is_a_config_error(tls: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_config(config_text(tls))
+
+
+def test_insecure_skip_verify_in_the_tls_table() -> None:
+    config = parse_config(config_text("[tls]\ninsecure_skip_verify = true"))
+    connector = config.supervisor.supervisor_options()["connector"]
+    assert connector.insecure_skip_verify is True

@@ -113,6 +113,12 @@ from ._events import (
 from ._manager import (
     DeviceManager as DeviceManager,
 )
+from ._memory import (
+    MemoryNetwork as MemoryNetwork,
+)
+from ._memory import (
+    MemoryServerConnection as MemoryServerConnection,
+)
 from ._policy import (
     Decision as Decision,
 )
@@ -181,12 +187,6 @@ from ._transport import (
 )
 from ._transport import (
     Connector as Connector,
-)
-from ._transport import (
-    MemoryNetwork as MemoryNetwork,
-)
-from ._transport import (
-    MemoryServerConnection as MemoryServerConnection,
 )
 from ._transport import (
     Transport as Transport,

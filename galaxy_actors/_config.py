@@ -36,6 +36,7 @@ __all__ = [
     "DeviceConfig",
     "LoggingConfig",
     "SupervisorConfig",
+    "TLSConfig",
     "is_loopback",
     "load_config",
     "parse_config",
@@ -77,6 +78,20 @@ class DeviceConfig:
 
 
 @attrs.frozen
+class TLSConfig:
+    """The ``[tls]`` table: `WebSocketConnector`'s TLS options for ``wss://`` devices, with
+    paths resolved against the configuration file's folder."""
+
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    insecure_skip_verify: bool = False
+
+    def connector_options(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=False)
+
+
+@attrs.frozen
 class SupervisorConfig:
     """The ``[supervisor]`` and ``[restart]`` tables: everything `open_supervisor` takes."""
 
@@ -93,6 +108,7 @@ class SupervisorConfig:
     close_timeout: float = 2.0
     max_frame_size: int = _MAX_FRAME_SIZE
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
+    tls: TLSConfig = attrs.field(factory=TLSConfig)
 
     def supervisor_options(self) -> dict[str, Any]:
         """Keyword arguments for `open_supervisor`."""
@@ -111,6 +127,7 @@ class SupervisorConfig:
                 connect_timeout=self.connect_timeout,
                 close_timeout=self.close_timeout,
                 max_frame_size=self.max_frame_size,
+                **self.tls.connector_options(),
             ),
         }
 
@@ -161,7 +178,8 @@ def load_config(
     """Read and validate the TOML file at ``path``; raises `ConfigError`.
 
     ``environ`` (default ``os.environ``) supplies ``GALAXY_ACTORS_TOKEN`` when the file sets
-    no ``control.token``. A relative ``control.address_file`` is relative to the file's folder.
+    no ``control.token``. A relative ``control.address_file``, or path in ``[tls]``, is
+    relative to the file's folder.
     """
     name = os.fspath(path)
     try:
@@ -189,8 +207,11 @@ def parse_config(
     return _Reader(source).config(document, base_dir or Path("."), environ)
 
 
-_TOP_KEYS: Final = ("supervisor", "restart", "control", "logging", "devices")
-_SUPERVISOR_KEYS: Final = (*(f.name for f in attrs.fields(SupervisorConfig) if f.name != "policy"),)
+_TOP_KEYS: Final = ("supervisor", "restart", "tls", "control", "logging", "devices")
+_SUPERVISOR_KEYS: Final = tuple(
+    f.name for f in attrs.fields(SupervisorConfig) if f.name not in ("policy", "tls")
+)
+_TLS_KEYS: Final = tuple(attrs.fields_dict(TLSConfig))
 _RESTART_KEYS: Final = tuple(n for n in attrs.fields_dict(RestartPolicy) if n != "per_reason")
 _CONTROL_KEYS: Final = ("enabled", "host", "port", "token", "address_file")
 _LOGGING_KEYS: Final = ("format", "level")
@@ -209,7 +230,11 @@ class _Reader(ValueReader):
     def config(self, doc: dict[str, Any], base_dir: Path, environ: Mapping[str, str]) -> Config:
         self.known_keys(doc, _TOP_KEYS, "")
         supervisor = self.supervisor(self.table(doc, "supervisor", ""))
-        supervisor = attrs.evolve(supervisor, policy=self.policy(self.table(doc, "restart", "")))
+        supervisor = attrs.evolve(
+            supervisor,
+            policy=self.policy(self.table(doc, "restart", "")),
+            tls=self.tls(self.table(doc, "tls", ""), base_dir),
+        )
         control = self.control(self.table(doc, "control", ""), base_dir, environ)
         logging_table = self.table(doc, "logging", "")
         self.known_keys(logging_table, _LOGGING_KEYS, "logging")
@@ -272,6 +297,26 @@ class _Reader(ValueReader):
             )
         except ConfigurationError as exc:  # a combination the policy refuses
             raise self.fail(p, str(exc)) from None
+
+    def tls(self, t: dict[str, Any], base_dir: Path) -> TLSConfig:
+        p = "tls"
+        self.known_keys(t, _TLS_KEYS, p)
+        paths: dict[str, Path | None] = {}
+        for key in ("ca_file", "client_cert", "client_key"):
+            value = self.string(t, key, p, "")
+            if key in t and not value:
+                raise self.fail(f"{p}.{key}", "must not be empty")
+            paths[key] = (base_dir / value) if value else None
+        tls = TLSConfig(
+            **paths, insecure_skip_verify=self.boolean(t, "insecure_skip_verify", p, False)
+        )
+        try:
+            # Loads the files now: a bad path or PEM is an error of the file, not of the
+            # first connect.
+            WebSocketConnector(**tls.connector_options())
+        except ConfigurationError as exc:
+            raise self.fail(p, str(exc)) from None
+        return tls
 
     def control(
         self, t: dict[str, Any], base_dir: Path, environ: Mapping[str, str]

@@ -28,10 +28,11 @@ import trio
 
 from ._errors import TaskCancelled, TaskError
 from ._events import ConnectionFailed, GaveUp, RestartScheduled
+from ._memory import MemoryNetwork
 from ._policy import Jitter, RestartPolicy
 from ._supervisor import Supervisor, open_supervisor
 from ._task import Delivery, ExecutionResult, TaskHandle
-from ._transport import Connector, MemoryNetwork, WebSocketConnector
+from ._transport import Connector, WebSocketConnector
 from ._view import show_status
 from .testing import SimulatedAgent
 

@@ -186,6 +186,8 @@ _INFO = ServerMessageType.DEVICE_INFO_RESPONSE
 _OK = WireStatus.OK
 _FAILED_STATUSES: Final = frozenset({WireStatus.FAILED, WireStatus.ERROR})
 _CLOSE_MESSAGE_TOO_BIG: Final = 1009
+# Protocol error, invalid frame payload data (RFC 6455, 7.4.1).
+_PROTOCOL_CLOSE_CODES: Final = frozenset({1002, 1007})
 
 
 class AIPConnection:
@@ -380,15 +382,21 @@ class AIPConnection:
 
     # ------------------------------------------------------------------------ input
 
-    def connection_lost(self, code: int | None, detail: str, now: float) -> ConnectionDead:
-        """The transport closed. Returns the connection's end (the first one, if the engine
-        had already ended it)."""
-        # 1009: an inbound frame over our size limit, a protocol error of the server's.
-        reason = (
-            FailureReason.PROTOCOL_ERROR
-            if code == _CLOSE_MESSAGE_TOO_BIG
-            else FailureReason.CONNECTION_CLOSED
-        )
+    def connection_lost(
+        self, code: int | None, detail: str, now: float, *, by_peer: bool | None = None
+    ) -> ConnectionDead:
+        """The transport closed with close ``code``, sent by the peer (``by_peer``), by our
+        side (False), or unknown (None). Returns the connection's end (the first one, if the
+        engine had already ended it).
+
+        1002 and 1007 (a frame that breaks the protocol, or text that is not UTF-8) are
+        protocol errors whoever found them. 1009 is one only when it is our own limit that
+        closed: an inbound frame too big for us. A peer's 1009 says *our* frame was too big
+        for it: a closed connection, like every other code."""
+        if code in _PROTOCOL_CLOSE_CODES or (code == _CLOSE_MESSAGE_TOO_BIG and not by_peer):
+            reason = FailureReason.PROTOCOL_ERROR
+        else:
+            reason = FailureReason.CONNECTION_CLOSED
         return self.fail(reason, detail, now)
 
     def fail(self, reason: FailureReason, detail: str, now: float) -> ConnectionDead:

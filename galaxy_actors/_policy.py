@@ -6,7 +6,9 @@ Rules of this file:
   handed back. The device actor is the only place where decisions meet Trio's clock.
 - Defaults reproduce the reference DeviceManager exactly: before reconnection attempt n
   (n = 0, 1, ...) wait ``reconnect_delay * 2**n`` (5, 10, 20, 40, 80 s), make at most
-  ``max_retries`` attempts, and count from 0 again after a successful reconnection.
+  ``max_retries`` attempts, and count from 0 again after a successful reconnection. One
+  exception: ``unauthorized`` (HTTP 401/403) gives up at once, where the reference would
+  retry a wrong token five times.
 - Everything beyond the reference is off by default: a cap on the delay, jitter, resetting
   the count only after the connection stayed up ``reset_after`` seconds, an OTP-style
   intensity limit, and a per-reason hook.
@@ -41,9 +43,21 @@ __all__ = [
 
 
 class FailureReason(enum.StrEnum):
-    """Why a connection (a Session) ended against our will."""
+    """Why a connection (a Session) ended against our will.
+
+    The connection attempt's own reasons, from the earliest to the latest stage:
+    ``connect_failed`` (no TCP connection, or no opening handshake within the connect
+    timeout), ``tls_failed`` (the TLS handshake failed: certificate verification, or the
+    server refused ours), ``handshake_failed`` (the server accepted the TCP connection and
+    then closed or reset it before answering the WebSocket handshake: usually not a
+    WebSocket server on that port, or ws:// to a TLS port), ``unauthorized`` (the server
+    refused the handshake with HTTP 401 or 403: a wrong or missing token).
+    """
 
     CONNECT_FAILED = "connect_failed"
+    TLS_FAILED = "tls_failed"
+    HANDSHAKE_FAILED = "handshake_failed"
+    UNAUTHORIZED = "unauthorized"
     REGISTRATION_REJECTED = "registration_rejected"
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     CONNECTION_CLOSED = "connection_closed"
@@ -184,6 +198,17 @@ class RestartPolicy:
             until an attempt lasts longer. ``Restart(0)`` after a heartbeat timeout stays
             immediate: that connection lived for seconds.
 
+    By default ``unauthorized`` (HTTP 401/403 at the handshake) gives up at once, whatever
+    ``max_retries``: retrying with the same wrong token only hammers the server, and no
+    backoff makes it right. Every other reason backs off. A ``per_reason`` hook that answers
+    for `FailureReason.UNAUTHORIZED` decides instead, e.g. to retry while a server's tokens
+    are being rotated::
+
+        def retry_unauthorized(reason, attempts):
+            if reason is FailureReason.UNAUTHORIZED and attempts < 3:
+                return Restart(60.0 * (attempts + 1))
+            return None  # the default: unauthorized gives up, the rest back off
+
     .. warning:: A ``per_reason`` decision is final: it is not checked against
        ``max_retries`` or ``intensity``. A hook that returns ``Restart(0.0)`` for a failure
        that happens again at once (a rejected registration, a refused connection) reconnects
@@ -245,6 +270,8 @@ class RestartPolicy:
             override = self.per_reason(reason, attempts)
             if override is not None:
                 return override
+        if reason is FailureReason.UNAUTHORIZED:
+            return GiveUp("the server refused our credentials (HTTP 401/403): not retrying")
         if attempts >= self.max_retries:
             return GiveUp(f"exceeded max retries ({self.max_retries})")
         if self.intensity is not None:

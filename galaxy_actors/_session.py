@@ -155,7 +155,8 @@ class Session:
                             await self._serve()
                             self.engine.close()
             except ConnectFailed as exc:
-                self.fail(FailureReason.CONNECT_FAILED, str(exc))
+                # The connector names the reason: tls_failed, unauthorized, connect_failed...
+                self.fail(exc.reason, str(exc))
             finally:
                 self._release_limiter()
 
@@ -195,7 +196,11 @@ class Session:
                     try:
                         raw = await transport.receive()
                     except TransportClosed as exc:
-                        self._end(engine.connection_lost(exc.code, str(exc), current_time()))
+                        self._end(
+                            engine.connection_lost(
+                                exc.code, str(exc), current_time(), by_peer=exc.by_peer
+                            )
+                        )
                         await trio.lowlevel.checkpoint()  # raises Cancelled: the scope is
                     event = engine.receive(raw, current_time())
                     if event is not None:
@@ -261,6 +266,10 @@ class Session:
             self.host.task_not_sent(task, by_caller=by_caller)
             raise
 
+    def _lost(self, exc: TransportClosed) -> None:
+        now = trio.current_time()
+        self._end(self.engine.connection_lost(exc.code, str(exc), now, by_peer=exc.by_peer))
+
     async def _send(self, frame: str, *, shield: bool = False) -> None:
         transport = self.transport
         assert transport is not None
@@ -268,14 +277,14 @@ class Session:
             try:
                 await transport.send(frame)
             except TransportClosed as exc:
-                self._end(self.engine.connection_lost(exc.code, str(exc), trio.current_time()))
+                self._lost(exc)
             return
         limit = self._send_timeout
         try:
             with trio.CancelScope(shield=shield, deadline=trio.current_time() + limit) as scope:
                 await transport.send(frame)
         except TransportClosed as exc:
-            self._end(self.engine.connection_lost(exc.code, str(exc), trio.current_time()))
+            self._lost(exc)
             return
         if scope.cancelled_caught:
             self.fail(FailureReason.CONNECTION_CLOSED, f"send stalled for {limit:g} s")

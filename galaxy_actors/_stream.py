@@ -1,4 +1,9 @@
-"""The TCP stream under a plain ``ws://`` connection, made safe to cancel mid-frame.
+"""The streams under a WebSocket connection that we own, and what they promise.
+
+`OpeningWatch` (under every connection) sees what trio-websocket hides while it opens one.
+`FrameSafeStream` (plain ``ws://``) makes the TCP stream safe to cancel mid-frame.
+
+## FrameSafeStream
 
 trio's `SocketStream.send_all` can be cancelled between two partial writes, which leaves
 half a WebSocket frame on the wire and the connection useless for every later frame.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import math
 import socket
+from collections.abc import Callable
 from typing import NoReturn
 
 import trio
@@ -123,4 +129,71 @@ class FrameSafeStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-__all__ = ["FrameSafeStream"]
+class OpeningWatch(trio.abc.Stream):
+    """Wraps the stream a WebSocket client connection runs over, to see how its opening
+    handshake ends.
+
+    trio-websocket reads the server's answer in its reader task: when the peer closes the
+    connection before the HTTP 101 (or TLS breaks, e.g. a server that wants a client
+    certificate refuses ours after a TLS 1.3 handshake), the reader ends quietly and the
+    connect waits for its timeout (TRIO-NOTES). Here every read while ``opening`` is checked:
+    an end of stream or a broken stream is recorded in ``ended`` / ``error`` and reported at
+    once through ``on_failure``, which fails the attempt. The first line of the answer is
+    kept so the report can name the HTTP status the peer answered with, if any.
+
+    ``received`` counts every byte read, for `close_origin`'s use.
+    """
+
+    __slots__ = ("_head", "_on_failure", "_stream", "ended", "error", "opening", "received")
+
+    def __init__(self, stream: trio.abc.Stream, on_failure: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_failure = on_failure
+        self._head = b""
+        # Until the caller clears it: the opening handshake is in progress.
+        self.opening = True
+        self.ended = False
+        self.error: trio.BrokenResourceError | None = None
+        self.received = 0
+
+    @property
+    def status_line(self) -> str:
+        """The first line the peer answered with so far ("" if none yet)."""
+        line, _, _ = self._head.partition(b"\r\n")
+        return line.decode("latin-1", "replace")
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            if self.opening:
+                self.error = exc
+                self._fail()
+            raise
+        self.received += len(data)
+        if self.opening:
+            if not data:
+                self.ended = True
+                self._fail()
+            elif len(self._head) < _HEAD_LIMIT:
+                self._head += bytes(data[: _HEAD_LIMIT - len(self._head)])
+        return data
+
+    def _fail(self) -> None:
+        self.opening = False
+        self._on_failure()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+# Enough for an HTTP status line; the rest of the answer is trio-websocket's business.
+_HEAD_LIMIT = 256
+
+__all__ = ["FrameSafeStream", "OpeningWatch"]

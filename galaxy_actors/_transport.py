@@ -5,8 +5,9 @@ opens one, as an async context manager that owns whatever background task the tr
 needs (trio-websocket's reader), so the connection and everything it started live and die
 inside the Session that opened it.
 
-Two implementations: `WebSocketConnector` (trio-websocket, for real agent servers) and
-`MemoryNetwork` (in-memory, for tests on ``MockClock``: no sockets, exact virtual time).
+Two implementations: `WebSocketConnector` here (trio-websocket, for real agent servers) and
+`MemoryNetwork` in `_memory` (in-memory, for tests on ``MockClock``: no sockets, exact
+virtual time).
 Errors are translated at this edge into `TransportClosed` and `ConnectFailed`, so nothing
 above it knows trio-websocket's exception types, and nothing crosses a nursery as an
 exception group.
@@ -15,8 +16,11 @@ exception group.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import ssl
+from collections.abc import AsyncIterator
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -24,15 +28,15 @@ import attrs
 import trio
 import trio_websocket
 
-from ._errors import GalaxyActorsError, InvalidServerURL
-from ._stream import FrameSafeStream
+from ._errors import ConfigurationError, GalaxyActorsError, InvalidServerURL
+from ._policy import FailureReason
+from ._stream import FrameSafeStream, OpeningWatch
+from ._tls import client_context, describe_tls_error
 
 __all__ = [
     "ConnectFailed",
     "Connector",
     "FrameSafeTransport",
-    "MemoryNetwork",
-    "MemoryServerConnection",
     "Transport",
     "TransportClosed",
     "WebSocketConnector",
@@ -42,26 +46,55 @@ __all__ = [
 # Close codes of RFC 6455 that mean something to a session.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_ABNORMAL = 1006  # never sent: what a peer sees when the socket dies without a close
+CLOSE_INVALID_DATA = 1007  # e.g. a text frame that is not UTF-8
 CLOSE_MESSAGE_TOO_BIG = 1009
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
+logger = logging.getLogger("galaxy_actors.transport")
+
 
 class TransportClosed(GalaxyActorsError):
-    """The connection is closed. ``code`` is the WebSocket close code when one is known."""
+    """The connection is closed. ``code`` is the WebSocket close code when one is known.
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    ``by_peer`` says who closed with that code: True, the peer (its close frame); False, our
+    side (our own close, or trio-websocket closing with 1009 because a frame from the peer
+    was over our ``max_frame_size``); None, nobody sent a close frame (the socket died:
+    1006) or the transport cannot tell."""
+
+    def __init__(
+        self, message: str, code: int | None = None, *, by_peer: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.by_peer = by_peer
 
 
 class ConnectFailed(GalaxyActorsError):
     """The connection could not be opened: refused, timed out, or the handshake rejected
-    (``status_code`` then holds the HTTP status, e.g. 403 without a valid token)."""
+    (``status_code`` then holds the HTTP status, e.g. 403 without a valid token).
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    ``reason`` is the `FailureReason` a Session reports: by default ``unauthorized`` for
+    HTTP 401 and 403, else ``connect_failed``; a connector that knows better says so
+    (``tls_failed``, ``handshake_failed``)."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        reason: FailureReason | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        if reason is None:
+            unauthorized = status_code in _UNAUTHORIZED
+            reason = FailureReason.UNAUTHORIZED if unauthorized else FailureReason.CONNECT_FAILED
+        self.reason = reason
+
+
+_UNAUTHORIZED = frozenset({401, 403})
 
 
 class Transport(Protocol):
@@ -146,6 +179,10 @@ class WebSocketTransport:
     _ws: trio_websocket.WebSocketConnection
     # Set when the connection runs over a FrameSafeStream (plain ws://, opened by us).
     _safe_stream: FrameSafeStream | None = attrs.field(default=None, kw_only=True)
+    # Set by the connector: what tells our own 1009 from a peer's (`_close_origin`).
+    _watch: OpeningWatch | None = attrs.field(default=None, kw_only=True)
+    _max_frame_size: int | None = attrs.field(default=None, kw_only=True)
+    _closing: bool = attrs.field(default=False, init=False)
 
     def frame_safe_sends(self, send_timeout: float) -> bool:
         if self._safe_stream is None:
@@ -160,25 +197,52 @@ class WebSocketTransport:
             stream = self._safe_stream
             if stream is not None and stream.stalled:
                 raise TransportClosed(stream.stalled) from None
-            raise _closed(exc) from None
+            raise self._closed(exc) from None
 
     async def receive(self) -> str | bytes:
         try:
             message: str | bytes = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
+            raise self._closed(exc) from None
         return message
 
     async def aclose(self) -> None:
+        self._closing = True
         await self._ws.aclose()
 
+    def _closed(self, exc: trio_websocket.ConnectionClosed) -> TransportClosed:
+        reason = exc.reason
+        if reason is None:
+            return TransportClosed(
+                "connection closed", None, by_peer=False if self._closing else None
+            )
+        code, text = int(reason.code), reason.reason
+        by_peer = self._close_origin(code, text)
+        who = {True: "by the peer", False: "by us", None: "without a close frame"}[by_peer]
+        detail = f"code {code} {reason.name}" + (f": {text}" if text else "")
+        return TransportClosed(f"connection closed {who} ({detail})", code, by_peer=by_peer)
 
-def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
-    reason = exc.reason
-    code = getattr(reason, "code", None)
-    text = getattr(reason, "reason", None)
-    detail = f"code {code}" + (f": {text}" if text else "")
-    return TransportClosed(f"connection closed ({detail})", code)
+    def _close_origin(self, code: int, text: str | None) -> bool | None:
+        """Who closed with ``code``, from trio-websocket's public `CloseReason` alone.
+
+        trio-websocket reports a peer's close frame and its own closes alike; what sets its
+        own 1009 apart is its fixed reason text naming our limit, and that it can only
+        happen once more than that limit was read. Both are checked: a trio-websocket peer
+        with our limit sends the same text when *our* frame was too big for it. (A frame
+        wsproto cannot parse, 1002 or 1007, is reported as if the peer had closed: those
+        codes are protocol errors whoever sent them, so that does not matter.)"""
+        if code == CLOSE_ABNORMAL:
+            return None
+        if self._closing:
+            return False
+        limit, watch = self._max_frame_size, self._watch
+        return not (
+            code == CLOSE_MESSAGE_TOO_BIG
+            and limit is not None
+            and watch is not None
+            and watch.received > limit
+            and text == f"Exceeded maximum message size: {limit} bytes"
+        )
 
 
 @attrs.frozen
@@ -186,17 +250,75 @@ class WebSocketConnector:
     """Opens trio-websocket connections.
 
     Arguments:
-        connect_timeout: bound on TCP connect plus the opening handshake.
+        connect_timeout: bound on TCP connect plus the opening handshake (TLS included).
         close_timeout: bound on the closing handshake; the socket is closed after it
             whatever the peer does.
         max_frame_size: a larger inbound frame closes the connection (code 1009).
         message_queue_size: frames trio-websocket buffers before it stops reading.
+
+    TLS, for ``wss://`` URLs (a ``ws://`` URL ignores them); the server's certificate is
+    always verified unless ``insecure_skip_verify`` says otherwise:
+        ssl_context: a ready `ssl.SSLContext`, used as is (no other TLS option with it).
+        ca_file: a PEM file of the CAs to trust instead of the system's.
+        client_cert: a PEM certificate to present (mutual TLS), its key inside or in
+            ``client_key``.
+        insecure_skip_verify: trust any certificate, for test rigs only: logged at
+            WARNING on every connect.
+
+    A file that cannot be loaded, or options that contradict each other, raise
+    `ConfigurationError` here, not at the first connect.
+
+    >>> connector = WebSocketConnector(ca_file="rig-ca.pem")  # doctest: +SKIP
     """
 
     connect_timeout: float = 10.0
     close_timeout: float = 2.0
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     message_queue_size: int = 8
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, kw_only=True)
+    ca_file: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=True)
+    client_cert: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=True)
+    client_key: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=True)
+    insecure_skip_verify: bool = attrs.field(default=False, kw_only=True)
+    # The context every wss:// connection shares, built once (`_tls`); empty until needed
+    # when no option asks for one, so a ws:// fleet never loads the system's CA store.
+    _contexts: dict[str, ssl.SSLContext] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.insecure_skip_verify, bool):
+            raise ConfigurationError(
+                f"insecure_skip_verify must be True or False, got {self.insecure_skip_verify!r}"
+            )
+        files = {"ca_file": self.ca_file, "client_cert": self.client_cert}
+        files["client_key"] = self.client_key
+        named = [name for name, value in files.items() if value is not None]
+        if self.insecure_skip_verify:
+            named.append("insecure_skip_verify")
+        if self.ssl_context is not None:
+            if not isinstance(self.ssl_context, ssl.SSLContext):
+                raise ConfigurationError(
+                    f"ssl_context must be an ssl.SSLContext, got {type(self.ssl_context).__name__}"
+                )
+            if named:
+                raise ConfigurationError(
+                    f"ssl_context is used as is: configure {', '.join(named)} on it instead"
+                )
+            self._contexts["wss"] = self.ssl_context
+        elif named:
+            self._contexts["wss"] = client_context(
+                ca_file=self.ca_file,
+                client_cert=self.client_cert,
+                client_key=self.client_key,
+                insecure_skip_verify=self.insecure_skip_verify,
+            )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = self._contexts.get("wss")
+        if context is None:
+            context = self._contexts["wss"] = client_context()
+        return context
 
     @contextlib.asynccontextmanager
     async def open(self, url: str) -> AsyncIterator[Transport]:
@@ -206,47 +328,61 @@ class WebSocketConnector:
         port = parts.port or (443 if secure else 80)
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = host if port in (80, 443) else f"{host}:{port}"
+        if secure and self.insecure_skip_verify:
+            # Host and port only: the URL may carry a token.
+            logger.warning(
+                "TLS certificate verification is off (insecure_skip_verify) for %s:%d",
+                host,
+                port,
+            )
         failure: ConnectFailed | None = None
         body_error: BaseException | None = None
-        # We open and own the TCP stream: trio-websocket's aclose() skips closing the socket
-        # when the peer closed first or refused the handshake, which leaks a descriptor per
-        # failed connection (thousands in a reconnect storm).
+        # We open and own the TCP (and TLS) stream: trio-websocket's aclose() skips closing
+        # the socket when the peer closed first or refused the handshake, which leaks a
+        # descriptor per failed connection (thousands in a reconnect storm).
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
         safe: FrameSafeStream | None = None
+        watch: OpeningWatch | None = None
         try:
             async with trio.open_nursery() as nursery:
                 ws = None
-                with trio.move_on_after(self.connect_timeout):
+                with trio.move_on_after(self.connect_timeout) as attempt:
                     try:
+                        stream = await trio.open_tcp_stream(host, port)
+                        inner: trio.abc.Stream
                         if secure:
-                            stream = await trio.open_ssl_over_tcp_stream(
-                                host, port, https_compatible=True
-                            )
+                            stream = inner = await self._start_tls(stream, host)
                         else:
-                            stream = await trio.open_tcp_stream(host, port)
-                            safe = FrameSafeStream(stream)
+                            inner = safe = FrameSafeStream(stream)
+                        # A failure it sees ends the attempt at once, not at the timeout.
+                        watch = OpeningWatch(inner, attempt.cancel)
                         ws = await trio_websocket.wrap_client_stream(
                             nursery,
                             # trio-websocket types its stream as a SocketStream, but uses
-                            # only the Stream interface (and .socket, which it has).
-                            cast(trio.SocketStream, safe or stream),
+                            # only the Stream interface.
+                            cast(trio.SocketStream, watch),
                             host_header,
                             resource,
                             message_queue_size=self.message_queue_size,
                             max_message_size=self.max_frame_size,
                         )
+                    except ConnectFailed as exc:
+                        failure = exc
                     except (OSError, trio_websocket.HandshakeError) as exc:
                         failure = ConnectFailed(
                             _describe_connect_error(exc), getattr(exc, "status_code", None)
                         )
+                    finally:
+                        if watch is not None:
+                            watch.opening = False
                 if ws is None:
-                    failure = failure or ConnectFailed(
-                        f"no handshake within {self.connect_timeout:g} s"
-                    )
+                    failure = failure or _opening_failure(watch, secure, self.connect_timeout)
                     nursery.cancel_scope.cancel()
                 else:
                     try:
-                        yield WebSocketTransport(ws, safe_stream=safe)
+                        yield WebSocketTransport(
+                            ws, safe_stream=safe, watch=watch, max_frame_size=self.max_frame_size
+                        )
                     except GeneratorExit:
                         raise
                     except BaseException as exc:
@@ -275,6 +411,58 @@ class WebSocketConnector:
             raise body_error
         if failure is not None:
             raise failure
+
+    async def _start_tls(
+        self, tcp: trio.SocketStream, host: str
+    ) -> trio.SSLStream[trio.SocketStream]:
+        """The TLS handshake, done here rather than on trio-websocket's first write: there a
+        failure would end its reader quietly and leave the connect to its timeout."""
+        tls = trio.SSLStream(tcp, self._tls_context(), server_hostname=host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            raise _tls_failure(exc, "during the TLS handshake") from None
+        return tls
+
+
+def _tls_failure(exc: trio.BrokenResourceError, when: str) -> ConnectFailed:
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError) and not isinstance(
+        cause, ssl.SSLEOFError | ssl.SSLZeroReturnError
+    ):
+        return ConnectFailed(describe_tls_error(cause), reason=FailureReason.TLS_FAILED)
+    how = "closed" if isinstance(cause, ssl.SSLError) or cause is None else f"broke ({cause})"
+    return ConnectFailed(
+        f"the peer {how} the connection {when}", reason=FailureReason.HANDSHAKE_FAILED
+    )
+
+
+def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -> ConnectFailed:
+    """Why an attempt ended with no connection and no exception: what the watch saw, or the
+    timeout."""
+    if watch is None or not (watch.ended or watch.error):
+        return ConnectFailed(f"no handshake within {timeout:g} s")
+    if watch.error is not None:
+        return _tls_failure(watch.error, "during the opening handshake")
+    line = watch.status_line
+    status = _status_of(line)
+    if status is not None and status != 101:
+        # Refused in words, then closed before trio-websocket could read the whole answer.
+        return ConnectFailed(f"handshake rejected: HTTP {status}", status)
+    detail = "the peer closed the connection during the opening handshake"
+    if secure and not line:
+        # What a server that requires a client certificate does under TLS 1.3 when it
+        # gets none: the client's handshake has already succeeded by then.
+        detail += " (after TLS; does the server require a client certificate?)"
+    return ConnectFailed(detail, reason=FailureReason.HANDSHAKE_FAILED)
+
+
+def _status_of(line: str) -> int | None:
+    version, _, rest = line.partition(" ")
+    code = rest[:3]
+    if version.startswith("HTTP/") and code.isdigit():
+        return int(code)
+    return None
 
 
 # Leaving from a cancelled scope, trio-websocket's reader is being cancelled too and will not
@@ -308,180 +496,3 @@ def _describe_connect_error(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"connection failed: {exc.strerror or exc}"
     return f"handshake failed: {exc!r}"
-
-
-# --------------------------------------------------------------------------- in memory
-
-
-class _Pipe:
-    """One direction of an in-memory connection."""
-
-    __slots__ = ("receive", "send")
-
-    def __init__(self, size: float) -> None:
-        self.send, self.receive = trio.open_memory_channel[str | bytes](size)
-
-
-@attrs.define(eq=False)
-class _MemoryEnd:
-    """One end of an in-memory connection: it reads one pipe and writes the other."""
-
-    _incoming: _Pipe
-    _outgoing: _Pipe
-    _state: _CloseState
-    _max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    _send_timeout: float = attrs.field(default=math.inf, init=False)
-
-    def frame_safe_sends(self, send_timeout: float) -> bool:
-        # A frame is one item in a channel: sent whole, or not at all.
-        self._send_timeout = send_timeout
-        return True
-
-    async def send(self, frame: str | bytes) -> None:
-        # Cancellable before the frame goes, never after (`FrameSafeTransport`).
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._state.code is not None:
-            raise TransportClosed("connection closed", self._state.code)
-        if len(frame) > self._max_frame_size:
-            # What trio-websocket does at the receiving end of an oversized frame.
-            await self.close(CLOSE_MESSAGE_TOO_BIG)
-            return
-        channel = self._outgoing.send
-        try:
-            try:
-                channel.send_nowait(frame)
-            except trio.WouldBlock:
-                # A full buffer (`MemoryNetwork.buffer`): the peer stopped reading.
-                with trio.move_on_after(self._send_timeout):
-                    await channel.send(frame)
-                    return
-                raise TransportClosed(f"send stalled for {self._send_timeout:g} s") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed("connection closed", self._state.code) from None
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._incoming.receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise TransportClosed(
-                f"connection closed (code {self._state.code})", self._state.code
-            ) from None
-
-    async def close(self, code: int = CLOSE_NORMAL) -> None:
-        """Close both directions; frames already sent may still be read by the peer."""
-        if self._state.code is None:
-            self._state.code = code
-        self._outgoing.send.close()
-        self._incoming.send.close()
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        await self.close(CLOSE_NORMAL)
-
-
-@attrs.define
-class _CloseState:
-    code: int | None = None
-
-
-@attrs.define(eq=False)
-class MemoryServerConnection(_MemoryEnd):
-    """The server's end of an in-memory connection, handed to a `MemoryNetwork` handler.
-
-    ``path`` and ``query`` are those of the URL the client opened. ``close(code)`` closes
-    with a given close code, as a WebSocket server would."""
-
-    path: str = "/"
-    query: str = ""
-
-
-Handler = Callable[[MemoryServerConnection], Awaitable[None]]
-
-
-@attrs.define(eq=False)
-class _Endpoint:
-    handler: Handler
-    nursery: trio.Nursery
-    # Returns an HTTP status to refuse the handshake with, or None to accept.
-    check: Callable[[str], int | None] | None = None
-
-
-@attrs.define(eq=False)
-class MemoryNetwork:
-    """An in-memory stand-in for the network: servers listen on URLs, clients open them.
-
-    Each accepted connection runs ``handler(connection)`` in the nursery the server gave
-    at `listen`. No sockets, no real time: usable under ``MockClock``.
-
-    >>> network = MemoryNetwork()            # doctest: +SKIP
-    >>> network.listen("ws://agent-1/", handler, nursery)
-    >>> supervisor = open_supervisor(connector=network.connector())
-    """
-
-    _endpoints: dict[str, _Endpoint] = attrs.field(factory=dict)
-    handshake_delay: float = 0.0
-    buffer: float = math.inf
-
-    def listen(
-        self,
-        url: str,
-        handler: Handler,
-        nursery: trio.Nursery,
-        check: Callable[[str], int | None] | None = None,
-    ) -> None:
-        """Serve ``url`` (scheme, host and path; the query string is ignored)."""
-        self._endpoints[_address(url)] = _Endpoint(handler, nursery, check)
-
-    def unlisten(self, url: str) -> None:
-        self._endpoints.pop(_address(url), None)
-
-    def connector(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> MemoryConnector:
-        return MemoryConnector(self, max_frame_size)
-
-    def _find(self, url: str) -> _Endpoint | None:
-        return self._endpoints.get(_address(url))
-
-
-def _address(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
-
-
-@attrs.frozen
-class MemoryConnector:
-    """A `Connector` over a `MemoryNetwork`."""
-
-    network: MemoryNetwork
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-
-    @contextlib.asynccontextmanager
-    async def open(self, url: str) -> AsyncIterator[Transport]:
-        if self.network.handshake_delay:
-            await trio.sleep(self.network.handshake_delay)
-        else:
-            await trio.lowlevel.checkpoint()
-        endpoint = self.network._find(url)
-        if endpoint is None:
-            raise ConnectFailed("connection failed: Connection refused")
-        parts = urlsplit(url)
-        if endpoint.check is not None:
-            status = endpoint.check(parts.query)
-            if status is not None:
-                raise ConnectFailed(f"handshake rejected: HTTP {status}", status)
-        to_server, to_client = _Pipe(self.network.buffer), _Pipe(self.network.buffer)
-        state = _CloseState()
-        # A frame's size is checked against the limit of the end that receives it.
-        client = _MemoryEnd(to_client, to_server, state)
-        server = MemoryServerConnection(
-            to_server,
-            to_client,
-            state,
-            self.max_frame_size,
-            path=parts.path or "/",
-            query=parts.query,
-        )
-        endpoint.nursery.start_soon(endpoint.handler, server)
-        try:
-            yield client
-        finally:
-            await client.aclose()

@@ -17,7 +17,8 @@ from galaxy_actors import (
     Supervisor,
     open_supervisor,
 )
-from galaxy_actors._transport import Connector, MemoryConnector
+from galaxy_actors._memory import MemoryConnector
+from galaxy_actors._transport import Connector
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 

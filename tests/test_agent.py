@@ -20,7 +20,8 @@ import trio_websocket
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from galaxy_actors._aip import ClientMessageType, FrameBuilder, ServerMessage
-from galaxy_actors._transport import ConnectFailed, MemoryNetwork, Transport, TransportClosed
+from galaxy_actors._memory import MemoryNetwork
+from galaxy_actors._transport import ConnectFailed, Transport, TransportClosed
 from galaxy_actors.testing._agent import SimulatedAgent, default_device_info
 
 URL = "ws://agent-1/ws"

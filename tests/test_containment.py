@@ -27,7 +27,8 @@ from galaxy_actors import (
     UnknownDevice,
     open_supervisor,
 )
-from galaxy_actors._transport import MemoryConnector, Transport
+from galaxy_actors._memory import MemoryConnector
+from galaxy_actors._transport import Transport
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 BAD, GOOD = "ws://bad/ws", "ws://good/ws"

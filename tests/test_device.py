@@ -388,7 +388,7 @@ async def test_handshake_refused_without_token_names_the_http_status(
         sup.add_device("pc2", URL + "?token=s3cret", "Linux", connect=False)
         assert await sup.connect("pc") is False
         assert "HTTP 403" in (sup.registry.require("pc").last_failure or "")
-        assert sup.registry.require("pc").last_failure.startswith("connect_failed")  # type: ignore[union-attr]
+        assert sup.registry.require("pc").last_failure.startswith("unauthorized")  # type: ignore[union-attr]
 
 
 async def test_refused_task_fails_at_once_with_task_rejected(

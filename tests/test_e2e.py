@@ -85,7 +85,7 @@ async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchang
             sup.add_device("allowed", url + "?token=s3cret", "Linux", connect=False)
             assert await sup.connect("denied") is False
             failure = sup.registry.require("denied").last_failure or ""
-            assert failure.startswith("connect_failed") and "HTTP 403" in failure
+            assert failure.startswith("unauthorized") and "HTTP 403" in failure
             # The device id is "allowed" but the agent serves only "pc": rejected by
             # registration, after a successful handshake: the device is not on that server.
             assert await sup.connect("allowed") is False

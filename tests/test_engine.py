@@ -309,6 +309,30 @@ def test_close_code_1009_is_a_protocol_error_others_a_closed_connection() -> Non
     assert serving().connection_lost(1000, "bye", 1.0).reason is FailureReason.CONNECTION_CLOSED
 
 
+@pytest.mark.parametrize(
+    ("code", "by_peer", "reason"),
+    [
+        # Our own limit: the server's frame was too big for us.
+        (1009, False, FailureReason.PROTOCOL_ERROR),
+        # The server's limit: *our* frame was too big for it. Not our protocol error.
+        (1009, True, FailureReason.CONNECTION_CLOSED),
+        # Text that is not UTF-8, or a broken frame: whoever found it.
+        (1007, True, FailureReason.PROTOCOL_ERROR),
+        (1007, False, FailureReason.PROTOCOL_ERROR),
+        (1002, True, FailureReason.PROTOCOL_ERROR),
+        (1000, True, FailureReason.CONNECTION_CLOSED),
+        (1011, True, FailureReason.CONNECTION_CLOSED),
+        (4000, True, FailureReason.CONNECTION_CLOSED),
+        (1006, None, FailureReason.CONNECTION_CLOSED),
+    ],
+)
+def test_close_codes_are_classified_by_who_sent_them(
+    code: int, by_peer: bool | None, reason: FailureReason
+) -> None:
+    dead = serving().connection_lost(code, f"code {code}", 1.0, by_peer=by_peer)
+    assert dead.reason is reason and dead.detail == f"code {code}"
+
+
 def test_the_engine_imports_nothing_of_trio() -> None:
     # Its whole import closure inside the package, read from the source.
     package = Path(__file__).resolve().parents[1] / "galaxy_actors"

@@ -35,11 +35,10 @@ from galaxy_actors._aip import (
     WireStatus,
     decode_server,
 )
+from galaxy_actors._memory import MemoryConnector, MemoryServerConnection
 from galaxy_actors._stream import FrameSafeStream
 from galaxy_actors._transport import (
     CLOSE_ABNORMAL,
-    MemoryConnector,
-    MemoryServerConnection,
     Transport,
     TransportClosed,
     WebSocketTransport,

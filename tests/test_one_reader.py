@@ -22,12 +22,8 @@ from galaxy_actors import (
     TaskCancelled,
     TaskTimeout,
 )
-from galaxy_actors._transport import (
-    MemoryConnector,
-    MemoryServerConnection,
-    Transport,
-    TransportClosed,
-)
+from galaxy_actors._memory import MemoryConnector, MemoryServerConnection
+from galaxy_actors._transport import Transport, TransportClosed
 
 
 @attrs.define(eq=False)

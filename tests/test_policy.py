@@ -403,6 +403,28 @@ def test_per_reason_hook_sees_the_attempt_count() -> None:
     assert seen == [(R.CONNECT_FAILED, 0), (R.TASK_TIMEOUT, 1), (R.HEARTBEAT_TIMEOUT, 0)]
 
 
+@pytest.mark.parametrize("policy", [RestartPolicy(), RestartPolicy(max_retries=100)])
+def test_unauthorized_gives_up_at_once_by_default(policy: RestartPolicy) -> None:
+    # A wrong token stays wrong: no retry storm against the server.
+    decision = Device(policy).fail(0.0, R.UNAUTHORIZED)
+    assert isinstance(decision, GiveUp) and "401/403" in decision.why
+    # The other handshake failures back off as before.
+    for reason in (R.TLS_FAILED, R.HANDSHAKE_FAILED, R.CONNECT_FAILED):
+        assert Device(policy).fail(0.0, reason) == Restart(5.0)
+
+
+def test_a_hook_can_retry_unauthorized() -> None:
+    def retry_unauthorized(reason: FailureReason, attempts: int) -> Decision | None:
+        if reason is R.UNAUTHORIZED and attempts < 2:
+            return Restart(60.0)
+        return None
+
+    device = Device(RestartPolicy(per_reason=retry_unauthorized))
+    assert device.fail(0.0, R.UNAUTHORIZED) == Restart(60.0)
+    assert device.fail(60.0, R.UNAUTHORIZED) == Restart(60.0)
+    assert isinstance(device.fail(120.0, R.UNAUTHORIZED), GiveUp)
+
+
 def test_policies_with_different_hooks_compare_equal() -> None:
     # The hook is not part of the value (eq=False): settings compare, functions do not.
     assert RestartPolicy(per_reason=reference_hook) == RestartPolicy()
@@ -511,7 +533,7 @@ class DeviceModel(RuleBasedStateMachine):
         self.up_since = None
         decision = policy.decide(self.history, reason, self.now, self.rng)
         self.history = policy.record(self.history, decision, self.now)
-        if self.attempts == policy.max_retries:
+        if reason is FailureReason.UNAUTHORIZED or self.attempts == policy.max_retries:
             assert isinstance(decision, GiveUp), (self.attempts, decision)
             self.gave_up = True
         else:

@@ -12,7 +12,7 @@ they are imported from here on first use only, so Hypothesis stays a test-time d
 
 from typing import TYPE_CHECKING, Any
 
-from .._transport import MemoryNetwork as MemoryNetwork
+from .._memory import MemoryNetwork as MemoryNetwork
 from ._agent import ReceivedFrame as ReceivedFrame
 from ._agent import SimulatedAgent as SimulatedAgent
 from ._agent import default_device_info as default_device_info

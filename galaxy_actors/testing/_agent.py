@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import math
 import random
+import ssl
 import uuid
 from collections.abc import Collection, Mapping
 from functools import partial
@@ -46,13 +47,8 @@ from .._aip import (
     encode_server,
 )
 from .._errors import ProtocolError
-from .._transport import (
-    CLOSE_ABNORMAL,
-    CLOSE_NORMAL,
-    MemoryNetwork,
-    MemoryServerConnection,
-    TransportClosed,
-)
+from .._memory import MemoryNetwork, MemoryServerConnection
+from .._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportClosed
 from ._agent_connections import _Connection, _Link, _MemoryLink, _WebSocketGroup, _WebSocketLink
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]
@@ -215,12 +211,15 @@ class SimulatedAgent:
         port: int = 0,
         *,
         backlog: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve AIP over WebSocket on ``host:port`` (0: any free port), path ``/ws``, until
         cancelled; ``await nursery.start(agent.serve_websocket)`` returns the URL.
 
         ``backlog`` is the TCP accept queue: benchmarks open thousands of connections at once.
+        With ``ssl_context`` (a server context: its certificate, and ``verify_mode`` to ask
+        for a client's) it serves ``wss://``.
         When cancelled, every connection is closed with code 1001 (going away), each closing
         handshake bounded by ``close_timeout``.
         """
@@ -230,10 +229,13 @@ class SimulatedAgent:
         group = _WebSocketGroup()
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(trio.serve_listeners, partial(self._serve_tcp, group), listeners)
+                partial(
+                    trio.serve_listeners, partial(self._serve_tcp, group, ssl_context), listeners
+                )
             )
+            scheme = "ws" if ssl_context is None else "wss"
             try:
-                task_status.started(f"ws://{url_host}:{bound_port}{WEBSOCKET_PATH}")
+                task_status.started(f"{scheme}://{url_host}:{bound_port}{WEBSOCKET_PATH}")
                 await trio.sleep_forever()
             finally:
                 group.shut_down(trio.current_time() + self.close_timeout)
@@ -266,7 +268,12 @@ class SimulatedAgent:
             await self._serve_link(_MemoryLink(connection), nursery, None)
             nursery.cancel_scope.cancel()
 
-    async def _serve_tcp(self, group: _WebSocketGroup, stream: trio.SocketStream) -> None:
+    async def _serve_tcp(
+        self,
+        group: _WebSocketGroup,
+        ssl_context: ssl.SSLContext | None,
+        stream: trio.SocketStream,
+    ) -> None:
         # Shielded from the cancellation of serve_websocket: at shutdown trio-websocket's
         # reader must still run, or no closing handshake can complete. The group cancels
         # the conversation and puts a deadline on this scope instead.
@@ -276,7 +283,7 @@ class SimulatedAgent:
             group.shields.add(shield)
             try:
                 async with trio.open_nursery() as nursery:
-                    link = await self._accept_websocket(nursery, stream)
+                    link = await self._accept_websocket(nursery, stream, ssl_context)
                     if link is not None:
                         await self._serve_link(link, nursery, group.connections)
                     nursery.cancel_scope.cancel()
@@ -286,14 +293,20 @@ class SimulatedAgent:
                     await stream.aclose()
 
     async def _accept_websocket(
-        self, nursery: trio.Nursery, stream: trio.SocketStream
+        self, nursery: trio.Nursery, stream: trio.SocketStream, ssl_context: ssl.SSLContext | None
     ) -> _WebSocketLink | None:
         with (
             trio.move_on_after(self.handshake_timeout),
-            contextlib.suppress(trio_websocket.ConnectionClosed),
+            contextlib.suppress(trio_websocket.ConnectionClosed, trio.BrokenResourceError),
         ):
+            served: trio.SocketStream | trio.SSLStream[trio.SocketStream] = stream
+            if ssl_context is not None:
+                served = trio.SSLStream(stream, ssl_context, server_side=True)
+                # Here, not on trio-websocket's first read: a client that refuses our
+                # certificate (or brings none when one is required) ends the connection.
+                await served.do_handshake()
             request = await trio_websocket.wrap_server_stream(
-                nursery, stream, message_queue_size=8, max_message_size=self.max_frame_size
+                nursery, served, message_queue_size=8, max_message_size=self.max_frame_size
             )
             status = self._handshake_refusal(request.path)
             if status is not None:

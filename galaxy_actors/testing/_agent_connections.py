@@ -15,10 +15,10 @@ import attrs
 import trio
 
 from .._aip import ClientType
+from .._memory import MemoryServerConnection
 from .._transport import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
-    MemoryServerConnection,
     WebSocketTransport,
     close_websocket,
 )

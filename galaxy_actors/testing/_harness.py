@@ -38,10 +38,10 @@ from .._events import (
     Event,
     Subscription,
 )
+from .._memory import MemoryNetwork
 from .._policy import RestartPolicy
 from .._supervisor import Supervisor, open_supervisor
 from .._task import TaskHandle
-from .._transport import MemoryNetwork
 from ._agent import MALFORMED_FRAME, SimulatedAgent
 from ._determinism import call_seeded, in_hypothesis_example, scheduling_nondeterminism
 from ._faults import (

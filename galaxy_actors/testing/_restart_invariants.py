@@ -80,6 +80,9 @@ class PolicyModel:
             override = policy.per_reason(reason, self.attempts)
             if override is not None:
                 return override
+        if reason is FailureReason.UNAUTHORIZED:
+            # No backoff makes a refused token right: the default gives up at once.
+            return GiveUp("the server refused our credentials (HTTP 401/403): not retrying")
         if self.attempts >= self.max_retries:
             return GiveUp(f"exceeded max retries ({self.max_retries})")
         if policy.intensity is not None:

@@ -13,7 +13,8 @@ import trio
 from lab import became, memory_lab, next_event
 
 from galaxy_actors import BadFrame, ConnectionFailed, DeviceStatus, RestartPolicy, RestartScheduled
-from galaxy_actors._transport import MemoryConnector, Transport
+from galaxy_actors._memory import MemoryConnector
+from galaxy_actors._transport import Transport
 
 CLOSE = 2.0
 

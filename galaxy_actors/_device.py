@@ -247,7 +247,11 @@ class DeviceActor:
             self.device_id,
             dead.reason,
             dead.detail,
-            extra={"device_id": self.device_id},
+            extra={
+                "device_id": self.device_id,
+                "reason": str(dead.reason),
+                "task_id": dead.timed_out_task,
+            },
         )
         task = None if dead.timed_out_task is None else self.work.take_running(dead.timed_out_task)
         if task is not None:

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import Running, child_env, next_event, supervisor_process, wait_rows, write_config
+from test_cli import (
+    Running,
+    child_env,
+    cli,
+    next_event,
+    supervisor_process,
+    wait_rows,
+    write_config,
+)
 
 from galaxy_actors._cli import main
 from galaxy_actors.testing import SimulatedAgent
@@ -180,9 +188,7 @@ def test_metrics_without_the_extra_start_nothing_and_exit_2(
     )
 
 
-def test_run_exits_1_when_the_metrics_port_is_taken(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_run_exits_1_when_the_metrics_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -192,5 +198,7 @@ def test_run_exits_1_when_the_metrics_port_is_taken(
             f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
             '[[devices]]\ndevice_id = "a"\nserver_url = "ws://127.0.0.1:9/ws"\n'
         )
-        assert main(["run", str(path), "--view", "none"]) == 1
-    assert f"metrics endpoint: 127.0.0.1:{port}: [Errno 98]" in capsys.readouterr().err
+        with trio.fail_after(30):  # a process that ignored [metrics] would run on
+            done = await cli("run", str(path), "--view", "none")
+    assert done.returncode == 1
+    assert f"metrics endpoint: 127.0.0.1:{port}: [Errno 98]".encode() in done.stderr

@@ -12,6 +12,7 @@ bind); 2 a usage or configuration mistake, with nothing started. The reference i
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from . import __version__
@@ -32,7 +34,7 @@ from ._cli_control import (
     run_client_command,
     until_signal,
 )
-from ._config import ConfigError, load_config
+from ._config import ConfigError, MetricsConfig, load_config, parse_listen
 from ._logging import setup_logging
 from ._process import run_supervisor_process
 from ._redact import RedactingFilter
@@ -54,6 +56,13 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
     return value
+
+
+def _listen(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _FAULTS = {
@@ -100,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = sub.add_parser("run", parents=[logs, view], help="supervise the devices of a TOML file")
     run.add_argument("config", type=Path, help="configuration file (docs/process.md)")
+    run.add_argument(
+        "--metrics-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here (overrides [metrics] listen)",
+    )
 
     demo = sub.add_parser("demo", parents=[logs, view], help="a simulated fleet, some flaky")
     demo.add_argument("--devices", type=int, default=8, help="simulated agents (default: 8)")
@@ -140,6 +155,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    if args.metrics_listen is not None:
+        host, port = args.metrics_listen
+        metrics = config.metrics or MetricsConfig()
+        config = attrs.evolve(config, metrics=attrs.evolve(metrics, host=host, port=port))
+    if config.metrics is not None:
+        try:
+            importlib.import_module("galaxy_actors._metrics")
+        except ImportError as exc:  # checked before anything starts
+            print(f"{PROG}: {config.source}: metrics: {exc}", file=sys.stderr)
+            return 2
     _logs(args.log_format or config.logging.format, args.log_level or config.logging.level)
     view = choose_view(args.view, sys.stdout)
     return trio.run(partial(run_supervisor_process, config, view=view, out=sys.stdout))

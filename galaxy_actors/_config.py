@@ -35,11 +35,13 @@ __all__ = [
     "ControlConfig",
     "DeviceConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "SupervisorConfig",
     "TLSConfig",
     "is_loopback",
     "load_config",
     "parse_config",
+    "parse_listen",
 ]
 
 #: Environment variable holding the control endpoint's token when the file has none.
@@ -152,14 +154,46 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """The ``[metrics]`` table: where the HTTP endpoint serving ``/metrics``, ``/healthz``
+    and ``/readyz`` listens, and the share of devices that must be connected for ``/readyz``
+    to answer 200."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+    ready_share: float = 0.5
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@attrs.frozen
 class Config:
-    """A whole, validated configuration file."""
+    """A whole, validated configuration file. ``metrics`` is None when the file has no
+    ``[metrics]`` table (no metrics endpoint)."""
 
     source: str
     devices: tuple[DeviceConfig, ...]
     supervisor: SupervisorConfig = attrs.field(factory=SupervisorConfig)
     control: ControlConfig = attrs.field(factory=ControlConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    metrics: MetricsConfig | None = None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9464`` for an IPv6 address) as ``(host, port)``; raises
+    ValueError saying what is wrong. Port 0 picks a free port."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, [{host}]:{port_text}")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"the port must be an integer from 0 to 65535, got {port_text!r}")
+    return host, int(port_text)
 
 
 def is_loopback(host: str) -> bool:
@@ -207,7 +241,7 @@ def parse_config(
     return _Reader(source).config(document, base_dir or Path("."), environ)
 
 
-_TOP_KEYS: Final = ("supervisor", "restart", "tls", "control", "logging", "devices")
+_TOP_KEYS: Final = ("supervisor", "restart", "tls", "control", "logging", "metrics", "devices")
 _SUPERVISOR_KEYS: Final = tuple(
     f.name for f in attrs.fields(SupervisorConfig) if f.name not in ("policy", "tls")
 )
@@ -215,6 +249,7 @@ _TLS_KEYS: Final = tuple(attrs.fields_dict(TLSConfig))
 _RESTART_KEYS: Final = tuple(n for n in attrs.fields_dict(RestartPolicy) if n != "per_reason")
 _CONTROL_KEYS: Final = ("enabled", "host", "port", "token", "address_file")
 _LOGGING_KEYS: Final = ("format", "level")
+_METRICS_KEYS: Final = ("listen", "ready_share")
 _DEVICE_KEYS: Final = ("device_id", "server_url", "os", "capabilities", "metadata", "max_retries")
 
 
@@ -242,7 +277,8 @@ class _Reader(ValueReader):
             format=self.choice(logging_table, "format", "logging", LOG_FORMATS, "text"),
             level=self.choice(logging_table, "level", "logging", LOG_LEVELS, "info"),
         )
-        return Config(self.source, self.devices(doc), supervisor, control, log)
+        metrics = self.metrics(self.table(doc, "metrics", "")) if "metrics" in doc else None
+        return Config(self.source, self.devices(doc), supervisor, control, log, metrics)
 
     def supervisor(self, t: dict[str, Any]) -> SupervisorConfig:
         p = "supervisor"
@@ -345,6 +381,23 @@ class _Reader(ValueReader):
             raise self.fail(f"{p}.address_file", "must not be empty")
         address_file = (base_dir / address) if address else None
         return ControlConfig(enabled, host, port, token, address_file)
+
+    def metrics(self, t: dict[str, Any]) -> MetricsConfig:
+        p = "metrics"
+        self.known_keys(t, _METRICS_KEYS, p)
+        d = MetricsConfig()
+        host, port = d.host, d.port
+        if "listen" in t:
+            try:
+                host, port = parse_listen(self.string(t, "listen", p, ""))
+            except ValueError as exc:
+                raise self.fail(f"{p}.listen", str(exc)) from None
+        share = d.ready_share
+        if "ready_share" in t:
+            share = float(self.typed(t, "ready_share", p, (int, float)))
+            if not 0 <= share <= 1:  # also refuses nan
+                raise self.fail(f"{p}.ready_share", f"must be a number from 0 to 1, got {share:g}")
+        return MetricsConfig(host, port, share)
 
     def devices(self, doc: dict[str, Any]) -> tuple[DeviceConfig, ...]:
         raw = doc.get("devices")

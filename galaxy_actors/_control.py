@@ -9,7 +9,8 @@ concurrently. A request is one JSON text frame carrying the token:
 
 and gets one reply frame ``{"op", "id", "ok", ...}``; ``ok`` false comes with
 ``"error": {"type", "message"}``. ``watch`` replies once, then streams events as frames
-``{"event": "<class name>", ...}`` until either side closes; a watching connection takes no
+``{"event": "<class name>", ..., "wall_time": "<ISO 8601 UTC>"}`` until either side closes
+(`_event_frame`: ``at`` is on the supervisor's clock); a watching connection takes no
 more requests. The operator's ops (``connect``, ``disconnect``, ``add``, ``remove``,
 ``cancel``, ``reload``) change the running fleet. The protocol reference is in
 ``docs/process.md``.
@@ -28,9 +29,11 @@ wants.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -423,7 +426,7 @@ class ControlServer:
                         if events.dropped != reported:
                             reported = events.dropped
                             await client.send({"event": "Dropped", "count": reported})
-                        await client.send(_redacted(event_to_json(event)))
+                        await client.send(_redacted(_event_frame(event)))
                 # The supervisor closed, the endpoint is closing, or the client went away.
                 nursery.cancel_scope.cancel()
             client.watching = False
@@ -447,6 +450,20 @@ class ControlServer:
                     return None
                 finally:
                     client.waiting = None
+
+
+def _event_frame(event: Event) -> dict[str, Any]:
+    """The event's JSON, with ``wall_time``: when it happened, ISO 8601 UTC.
+
+    Events carry ``at`` on Trio's clock, which means nothing outside the process. The wall
+    time is ``at`` plus the offset between the two clocks, read as the event is sent: both
+    advance at the same rate, so a watcher that reads late still sees when the event
+    happened, not when it was sent (only a step of the wall clock in between shifts it)."""
+    frame = event_to_json(event)
+    wall = event.at + (time.time() - trio.current_time())
+    when = datetime.datetime.fromtimestamp(wall, datetime.UTC)
+    frame["wall_time"] = when.isoformat(timespec="milliseconds")
+    return frame
 
 
 def _error_reply(exc: _RequestError) -> dict[str, Any]:

@@ -263,7 +263,11 @@ class DeviceActor:
             self.device_id,
             dead.reason,
             dead.detail,
-            extra={"device_id": self.device_id},
+            extra={
+                "device_id": self.device_id,
+                "reason": str(dead.reason),
+                "task_id": dead.timed_out_task,
+            },
         )
         if self.wanted and not self.removed:
             # Decided (and published) now, when the failure happens, not once the dying

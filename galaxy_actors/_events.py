@@ -74,13 +74,17 @@ class GaveUp:
 
 @attrs.frozen
 class TaskEnded:
-    """A task's one outcome: ``outcome`` is "completed", "failed" or the error class name."""
+    """A task's one outcome: ``outcome`` is "completed", "failed" or the error class name.
+    ``queued_for`` and ``ran_for`` are its `TaskTimings`' (seconds; ``ran_for`` None if it
+    was never sent), or None from a publisher that does not know them."""
 
     task_id: str
     device_id: str | None
     outcome: str
     detail: str | None
     at: float
+    queued_for: float | None = None
+    ran_for: float | None = None
 
 
 @attrs.frozen

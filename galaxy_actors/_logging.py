@@ -2,7 +2,9 @@
 
 The library logs with ``extra={"device_id": ...}`` wherever a record is about one device;
 `setup_logging` makes ``device_id`` an attribute of every record (None when a record is about
-no device) so formats and log processors can rely on it.
+no device) so formats and log processors can rely on it. Where a record is about a task, a
+failure or a reconnection attempt, the library also passes ``task_id``, ``reason`` (a
+`FailureReason` value) and ``attempt``; the JSON lines carry them as fields when present.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Final, TextIO
 
 __all__ = ["DeviceIdFilter", "JsonFormatter", "TextFormatter", "setup_logging"]
 
+#: ``extra`` keys the library passes where they apply, emitted as JSON fields when present.
+CONTEXT_FIELDS: Final = ("task_id", "reason", "attempt")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s [%(device)s] %(message)s"
 # Marks the handler `setup_logging` installed, so a second call replaces it (tests call the
 # CLI's main() several times in one process).
@@ -43,8 +47,9 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, device_id, message,
-    and ``exception`` when the record carries one."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, device_id, message;
+    ``task_id``, ``reason`` and ``attempt`` when the record carries them, and ``exception``
+    when it carries one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -54,6 +59,10 @@ class JsonFormatter(logging.Formatter):
             "device_id": getattr(record, "device_id", None),
             "message": record.getMessage(),
         }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

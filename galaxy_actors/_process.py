@@ -12,6 +12,10 @@ endpoint sends the outcomes still owed, closes its connections with close frames
 process exits 0. A second signal exits at once with 128 + the signal's number (130 for
 SIGINT, 143 for SIGTERM), whatever is still running.
 
+With a ``[metrics]`` table, an HTTP listener serves ``/metrics``, ``/healthz`` and ``/readyz``
+(`MetricsEndpoint`) from before the supervisor starts until the process exits: ``/healthz``
+answers throughout, ``/readyz`` answers 503 while starting and stopping.
+
 SIGHUP reloads the configuration file (`Reloader`): its devices are applied, an invalid file
 is logged and changes nothing. Its handler is in place before anything starts, so a SIGHUP
 never kills the process.
@@ -25,8 +29,9 @@ import os
 import secrets
 import signal
 import sys
+from functools import partial
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 import trio
 
@@ -34,11 +39,15 @@ from ._config import Config, ConfigError
 from ._control import ControlServer, open_control_listeners
 from ._control_client import claim_address_file
 from ._errors import SupervisorClosed
+from ._http import open_http_listeners, serve_http
 from ._redact import redact
 from ._reload import Reloader
 from ._report import device_rows
 from ._supervisor import Supervisor, open_supervisor
 from ._view import show_status, summary_line
+
+if TYPE_CHECKING:
+    from ._metrics import MetricsEndpoint
 
 __all__ = ["reload_on_sighup", "run_supervisor_process", "watch_signals"]
 
@@ -133,7 +142,8 @@ def _announce(url: str, generated_token: str | None, address_file: Path | None) 
 async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> int:
     """Supervise ``config``'s devices until the first SIGINT/SIGTERM, then shut down
     cleanly. ``view`` is a resolved view mode (``live``, ``plain``, ``none``). Returns the
-    exit status: 0, or 1 when the control endpoint cannot be bound (nothing started)."""
+    exit status: 0, or 1 when the control or metrics endpoint cannot be bound (nothing
+    started). With ``config.metrics``, prometheus-client must be installed."""
     control_config = config.control
     address_file = control_config.address_file
     grace = config.supervisor.shutdown_grace
@@ -151,6 +161,8 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
         token = control_config.token or generated or ""
         wrote_address = False
         control: ControlServer | None = None
+        metrics_listeners: list[trio.SocketListener] = []
+        metrics: MetricsEndpoint | None = None
         try:
             if control_config.enabled:
                 # Bound, and the address written, before anything starts: a failure here
@@ -169,7 +181,28 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                 except OSError as exc:
                     print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
                     return 1
+            if config.metrics is not None:
+                # Imported here: prometheus-client is an optional extra, needed only then.
+                from ._metrics import MetricsEndpoint
+
+                listen = config.metrics.listen
+                try:
+                    metrics_listeners, metrics_url = await open_http_listeners(
+                        config.metrics.host, config.metrics.port
+                    )
+                except OSError as exc:
+                    print(f"{config.source}: metrics endpoint: {listen}: {exc}", file=sys.stderr)
+                    return 1
+                metrics = MetricsEndpoint(config.metrics.ready_share)
+                # Up before the supervisor: /healthz answers, /readyz says "starting".
+                await services.start(partial(serve_http, metrics_listeners, metrics.respond))
+                metrics_listeners = []  # served: closed by the server
+                print(f"metrics endpoint: {metrics_url}/metrics", flush=True)
+                logger.info("metrics endpoint listening on %s/metrics", metrics_url)
             async with open_supervisor(**config.supervisor.supervisor_options()) as supervisor:
+                if metrics is not None:
+                    # Subscribed before the first device: every failure is counted.
+                    await services.start(metrics.observe, supervisor)
                 _add_devices(supervisor, config)
                 reloader.supervisor = supervisor
                 logger.info("supervising %d devices", len(config.devices))
@@ -181,6 +214,8 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                 shown = out if view != "plain" else cast(TextIO, _RedactingWriter(out))
                 services.start_soon(show_status, supervisor, view, shown)
                 await stop.wait()
+                if metrics is not None:
+                    metrics.stopping = True
                 logger.info("stopping: no new tasks; running tasks have %g s to finish", grace)
                 if control is not None:
                     control.stop_accepting()
@@ -190,7 +225,7 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
             final = f"stopped: {summary_line(device_rows(supervisor))}"
             logger.info("stopped cleanly")
         finally:
-            for listener in listeners:
+            for listener in listeners + metrics_listeners:
                 await listener.aclose()
             if wrote_address and address_file is not None:
                 with contextlib.suppress(OSError):

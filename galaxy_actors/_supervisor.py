@@ -330,7 +330,7 @@ class Supervisor:
                 "device %s: the restart policy failed after %s; giving this device up",
                 actor.device_id,
                 reason,
-                extra={"device_id": actor.device_id},
+                extra={"device_id": actor.device_id, "reason": str(reason)},
             )
             decision = GiveUp(f"the restart policy raised {type(exc).__name__}: {exc}")
             history = actor.history
@@ -354,7 +354,7 @@ class Supervisor:
                 "device %s: giving up: %s",
                 actor.device_id,
                 decision.why,
-                extra={"device_id": actor.device_id},
+                extra={"device_id": actor.device_id, "reason": str(reason)},
             )
             if events:
                 events.publish(GaveUp(actor.device_id, decision.why, now))
@@ -365,7 +365,11 @@ class Supervisor:
                 decision.delay,
                 actor.history.attempts,
                 profile.max_retries,
-                extra={"device_id": actor.device_id},
+                extra={
+                    "device_id": actor.device_id,
+                    "reason": str(reason),
+                    "attempt": actor.history.attempts,
+                },
             )
             if events:
                 events.publish(

@@ -198,5 +198,16 @@ class Workload:
                 name, detail = str(outcome.status), outcome.error
             else:
                 name, detail = type(outcome).__name__, str(outcome)
-            self.events.publish(TaskEnded(task.task_id, self.device_id, name, detail, now))
+            timings = task.timings(now)
+            self.events.publish(
+                TaskEnded(
+                    task.task_id,
+                    self.device_id,
+                    name,
+                    detail,
+                    now,
+                    timings.queued_for,
+                    timings.ran_for,
+                )
+            )
         return True

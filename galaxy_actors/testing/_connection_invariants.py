@@ -55,10 +55,8 @@ def healthy(trace: Trace) -> bool:
     """Whether ``trace``'s schedule injects nothing that legitimately puts a bad frame on
     the wire. Reordered replies do not: the agent acknowledges a task and ends it in one
     handler, in that order, and one task at a time is on a connection."""
-    return not any(
-        any(isinstance(f, DIRTY_FAULTS) for f in device.faults)
-        for device in trace.schedule.devices
-    )
+    devices = trace.schedule.devices
+    return not any(isinstance(f, DIRTY_FAULTS) for d in devices for f in d.faults)
 
 
 def _check_clean(trace: Trace) -> list[Violation]:

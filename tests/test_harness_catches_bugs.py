@@ -30,8 +30,9 @@ from galaxy_actors import (
     Supervisor,
 )
 from galaxy_actors import _device as device_module
+from galaxy_actors._aip import ServerMessageType, WireStatus, session_id_for
 from galaxy_actors._device import DeviceActor
-from galaxy_actors._engine import AIPConnection, ConnectionDead
+from galaxy_actors._engine import AIPConnection, ConnectionDead, EngineEvent, TaskAccepted
 from galaxy_actors._engine import Phase as AIPPhase
 from galaxy_actors._mailbox import Mailbox
 from galaxy_actors._task import TaskHandle
@@ -42,6 +43,7 @@ from galaxy_actors.testing import (
     FaultSchedule,
     InvariantViolation,
     RefuseConnections,
+    StaleTaskEnd,
     StallHeartbeats,
     check_invariants,
     fault_schedules,
@@ -81,11 +83,14 @@ def shrunk_violation(
     return caught.value
 
 
-def assert_small(violation: InvariantViolation, *, faults: int, tasks: int) -> FaultSchedule:
+def assert_small(
+    violation: InvariantViolation, *, faults: int, tasks: int, actions: int = 0
+) -> FaultSchedule:
     schedule = violation.trace.schedule
     assert len(schedule.devices) == 1, violation
     assert schedule.fault_count <= faults, violation
     assert len(schedule.tasks) <= tasks, violation
+    assert len(schedule.actions) <= actions, violation
     # The report reads as a scenario and a line that replays it: the timeline once, in the
     # note Hypothesis prints with the failing example.
     text = "\n".join([str(violation), *getattr(violation, "__notes__", ())])
@@ -230,6 +235,120 @@ def test_a_task_left_running_after_the_block_is_caught(monkeypatch: pytest.Monke
     violation = shrunk_violation()
     assert violation.invariant == 7
     assert "watchdog" in violation.evidence
+    assert_small(violation, faults=0, tasks=0)
+
+
+def test_a_task_ended_without_its_acknowledgement_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_event = DeviceActor.on_event
+
+    def deaf_to_acknowledgements(self: DeviceActor, event: EngineEvent) -> None:
+        if not isinstance(event, TaskAccepted):  # a refactor dropped a branch
+            on_event(self, event)
+
+    monkeypatch.setattr(DeviceActor, "on_event", deaf_to_acknowledgements)
+    violation = shrunk_violation()
+    assert violation.invariants == {8}
+    assert "without having been acknowledged" in violation.evidence
+    assert_small(violation, faults=0, tasks=1)
+
+
+def test_a_stale_task_end_accepted_on_a_new_connection_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bug: the engine remembers every session id its device sent, on any connection,
+    # and takes a TASK_END for one of them as the end of the task now in flight.
+    sent: dict[str, set[str]] = {}
+    send_task = AIPConnection.send_task
+    route = AIPConnection._route
+
+    def remembering_send(self: AIPConnection, task_id: str, *args: Any) -> str:
+        sent.setdefault(self.device_id, set()).add(session_id_for(self._task_name, task_id))
+        return send_task(self, task_id, *args)
+
+    def lenient_route(
+        self: AIPConnection,
+        kind: ServerMessageType,
+        status: WireStatus,
+        fields: dict[str, Any],
+        now: float,
+    ) -> Any:
+        task_id = self.in_flight
+        stale = fields.get("session_id") in sent.get(self.device_id, ())
+        if kind is ServerMessageType.TASK_END and task_id is not None and stale:
+            fields = {**fields, "session_id": session_id_for(self._task_name, task_id)}
+        return route(self, kind, status, fields, now)
+
+    monkeypatch.setattr(AIPConnection, "send_task", remembering_send)
+    monkeypatch.setattr(AIPConnection, "_route", lenient_route)
+    violation = shrunk_violation(
+        fault_schedules(devices=1, max_faults=2, max_tasks=3, fault_kinds=[StaleTaskEnd])
+    )
+    assert 9 in violation.invariants
+    evidence = next(v.evidence for v in violation.violations if v.invariant == 9)
+    assert "no TASK_END of its own arrived there then" in evidence
+    assert "what arrived: the TASK_END of task" in evidence
+    schedule = assert_small(violation, faults=1, tasks=2)
+    assert isinstance(schedule.devices[0].faults[0], StaleTaskEnd)
+
+
+def test_a_task_left_pending_after_a_disconnect_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settle = Workload.settle
+
+    def requeue_regardless(self: Workload, dead: ConnectionDead | None, *, accepting: bool) -> None:
+        # The old bug: an at-least-once task cut off during a disconnect's grace went back
+        # to the queue of a device that takes no more work, and waited there for ever.
+        settle(self, dead, accepting=True)
+
+    monkeypatch.setattr(Workload, "settle", requeue_regardless)
+    violation = shrunk_violation(
+        # Everything within a few seconds: the bug needs a connection lost within a
+        # disconnect's grace while a task runs.
+        fault_schedules(
+            devices=1,
+            max_faults=1,
+            max_tasks=2,
+            max_actions=2,
+            horizon=4.0,
+            fault_kinds=[DropConnection],
+            deliveries=[Delivery.AT_LEAST_ONCE],
+        )
+    )
+    assert violation.invariants == {10}
+    assert "after a disconnect (grace 3 s)" in violation.evidence
+    assert_small(violation, faults=1, tasks=1, actions=1)
+
+
+class _SystemNursery:
+    """Stands in for the supervisor's nursery: starts tasks as system tasks instead."""
+
+    def start_soon(self, fn: Any, *args: Any, name: object = None) -> None:
+        trio.lowlevel.spawn_system_task(fn, *args, name=name)
+
+
+def test_a_device_actor_outside_the_supervisors_nursery_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    add_device = Supervisor.add_device
+
+    def add_device_elsewhere(self: Supervisor, *args: Any, **kwargs: Any) -> Any:
+        # A refactor that starts the actor where the block does not own it.
+        own = self._nursery
+        self._nursery = _SystemNursery()  # type: ignore[assignment]
+        try:
+            return add_device(self, *args, **kwargs)
+        finally:
+            self._nursery = own
+
+    monkeypatch.setattr(Supervisor, "add_device", add_device_elsewhere)
+    violation = shrunk_violation()
+    assert violation.invariants == {11}
+    assert "its actor was task 'device:d0', a child of a nursery of '<init>'" in (
+        violation.evidence
+    )
     assert_small(violation, faults=0, tasks=0)
 
 

@@ -1,10 +1,10 @@
 """The library's invariants, proved on drawn reconnection scenarios.
 
 Each property draws fault schedules, restart policies and seeds, plays every scenario with
-`run_scenario` (a real supervisor against simulated agents, in virtual time) and checks all
-seven invariants of `galaxy_actors.testing.INVARIANTS` on its trace; some add a check of their
-own. ``GALAXY_ACTORS_SCENARIOS`` (default 200) scenarios per property; ``make soak`` runs
-10,000 and prints the count and the time.
+`run_scenario` (a real supervisor against simulated agents, in virtual time) and checks every
+invariant of `galaxy_actors.testing.INVARIANTS` on its trace; some add a check of their own.
+``GALAXY_ACTORS_SCENARIOS`` (default 200) scenarios per property; ``make soak`` runs 10,000
+and prints the count and the time.
 
 The restart policy is also model-checked on its own, without Trio, by a state machine.
 """
@@ -54,6 +54,7 @@ from galaxy_actors.testing import (
     RefuseConnections,
     RejectRegistration,
     ScenarioSettings,
+    StaleTaskEnd,
     StallHeartbeats,
     TaskSubmission,
     Trace,
@@ -249,6 +250,32 @@ def test_a_task_cut_off_by_its_connection_runs_again_only_if_at_least_once(
             assert sends[task.session_id] == 1
         if task.submission.delivery is Delivery.AT_MOST_ONCE:
             assert sends[task.session_id] <= 1
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+@scenarios
+@given(
+    schedule=fault_schedules(
+        devices=1,
+        max_tasks=5,
+        fault_kinds=[StaleTaskEnd, DropConnection, DelayTaskEnd],
+        reorder_replies=st.booleans(),
+        max_actions=2,
+    ),
+    policy=restart_policies(max_retries=st.integers(1, 6)),
+    seed=SEEDS,
+)
+def test_a_task_end_from_a_dropped_connection_never_ends_another_task(
+    schedule: FaultSchedule, policy: RestartPolicy, seed: int
+) -> None:
+    # Invariant 9 under fire: agents that send, on the new connection, the TASK_ENDs of the
+    # tasks they ran on the dropped one, at any moment of the next task's run.
+    trace = play(schedule, policy, seed)
+    for task in trace.tasks:
+        if task.outcome in ("completed", "failed"):
+            assert task.ended_at is not None and task.sent_at is not None
 
 
 # --------------------------------------------------------------------------- order

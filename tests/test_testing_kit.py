@@ -17,7 +17,14 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import galaxy_actors.testing
-from galaxy_actors import Decision, FailureReason, Restart, RestartPolicy, RestartScheduled
+from galaxy_actors import (
+    BadFrame,
+    Decision,
+    FailureReason,
+    Restart,
+    RestartPolicy,
+    RestartScheduled,
+)
 from galaxy_actors import _supervisor as supervisor_module
 from galaxy_actors._policy import RestartFloor
 from galaxy_actors.testing import (
@@ -27,6 +34,9 @@ from galaxy_actors.testing import (
     RejectRegistration,
     ScenarioSettings,
     ScenarioStalled,
+    StaleTaskEnd,
+    TaskSubmission,
+    check_invariants,
     run_scenario,
 )
 
@@ -193,3 +203,36 @@ def test_scheduler_steps_at_one_instant_are_bounded_too() -> None:
     settings = ScenarioSettings(max_attempts_per_instant=10**9, max_steps_per_instant=20_000)
     with pytest.raises(ScenarioStalled, match=r"more than 20,000 scheduler steps at t=2\.5"):
         run_scenario(SPINNING, SPIN_POLICY, seed=0, settings=settings)
+
+
+# --------------------------------------------------------------------------- what is recorded
+
+
+def test_a_stale_task_end_reaches_the_new_connection_and_ends_nothing_there() -> None:
+    schedule = FaultSchedule(
+        devices=[DeviceSchedule("d0", faults=[StaleTaskEnd(at=1.0, delay=1.0)])],
+        tasks=[
+            TaskSubmission(at=0.5, device="d0", task_id="t0", duration=3.0),
+            TaskSubmission(at=1.5, device="d0", task_id="t1", duration=3.0),
+        ],
+    )
+    trace = run_scenario(schedule, POLICY)
+    check_invariants(trace)
+    # Reconnected at t=2, where t1 went out; t0's TASK_END came there a second later.
+    stale = [r for r in trace.wire if r.kind == "received" and r.type == "task_end"]
+    assert [(r.at, r.connection, r.session_id) for r in stale] == [
+        (3.0, 2, "scenario@t0"),
+        (5.0, 2, "scenario@t1"),
+    ]
+    assert [e.kind for e in trace.events_of(BadFrame)] == ["unknown_task"]
+    assert trace.task("t0").outcome == "DeviceDisconnected"
+    t1 = trace.task("t1")
+    assert (t1.outcome, t1.sent_at, t1.accepted_at, t1.ended_at) == ("completed", 2.0, 2.0, 5.0)
+
+
+def test_the_trace_says_where_each_device_actor_ran() -> None:
+    trace = run_scenario(DROPPED, POLICY)
+    assert [(a.moment, a.task, a.parent, a.in_supervisor_nursery) for a in trace.actor_tasks] == [
+        ("start", "device:d0", "the supervisor's nursery", True),
+        ("end", "device:d0", "the supervisor's nursery", True),
+    ]

@@ -30,6 +30,7 @@ from ._faults import MalformedFrame as MalformedFrame
 from ._faults import RefuseConnections as RefuseConnections
 from ._faults import RejectRegistration as RejectRegistration
 from ._faults import RejectTasks as RejectTasks
+from ._faults import StaleTaskEnd as StaleTaskEnd
 from ._faults import StallHeartbeats as StallHeartbeats
 from ._faults import TaskSubmission as TaskSubmission
 from ._harness import run_scenario as run_scenario
@@ -39,6 +40,7 @@ from ._invariants import check_invariants as check_invariants
 from ._invariants import find_violations as find_violations
 from ._progress import ScenarioStalled as ScenarioStalled
 from ._restart_invariants import PolicyModel as PolicyModel
+from ._trace import ActorTask as ActorTask
 from ._trace import AgentFrame as AgentFrame
 from ._trace import LogLine as LogLine
 from ._trace import ScenarioSettings as ScenarioSettings
@@ -49,6 +51,7 @@ from ._violations import INVARIANTS as INVARIANTS
 from ._violations import Violation as Violation
 
 if TYPE_CHECKING:
+    from ._strategies import EXTRA_FAULT_KINDS as EXTRA_FAULT_KINDS
     from ._strategies import FAULT_KINDS as FAULT_KINDS
     from ._strategies import actions as actions
     from ._strategies import fault_schedules as fault_schedules
@@ -58,7 +61,15 @@ if TYPE_CHECKING:
 
 # Names served by `__getattr__`: importing them imports Hypothesis.
 _STRATEGIES = frozenset(
-    {"FAULT_KINDS", "actions", "fault_schedules", "faults", "restart_policies", "task_submissions"}
+    {
+        "EXTRA_FAULT_KINDS",
+        "FAULT_KINDS",
+        "actions",
+        "fault_schedules",
+        "faults",
+        "restart_policies",
+        "task_submissions",
+    }
 )
 
 
@@ -74,6 +85,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "INVARIANTS",
     "Action",
+    "ActorTask",
     "AgentFrame",
     "CancelTask",
     "Connect",
@@ -96,6 +108,7 @@ __all__ = [
     "ScenarioSettings",
     "ScenarioStalled",
     "SimulatedAgent",
+    "StaleTaskEnd",
     "StallHeartbeats",
     "TaskRecord",
     "TaskSubmission",

@@ -180,6 +180,15 @@ class SimulatedAgent:
     _memory_endpoints: list[tuple[MemoryNetwork, str, trio.Nursery]] = attrs.field(
         init=False, repr=False, factory=list
     )
+    # The request and plan of each task running, by session id: what a stale TASK_END says.
+    _plans: dict[str, tuple[str | None, _TaskPlan]] = attrs.field(
+        init=False, repr=False, factory=dict
+    )
+    # TASK_ENDs of dropped connections, for the next one (`drop_connections`).
+    _stale: list[tuple[str, str | None, _TaskPlan]] = attrs.field(
+        init=False, repr=False, factory=list
+    )
+    _stale_delay: float = attrs.field(init=False, repr=False, default=0.0)
 
     # ------------------------------------------------------------------ knobs and counters
 
@@ -318,10 +327,19 @@ class SimulatedAgent:
 
     # ------------------------------------------------------------------ faults
 
-    async def drop_connections(self) -> None:
+    async def drop_connections(self, *, stale_ends_after: float | None = None) -> None:
         """Abort every open connection without a close frame, as when the network fails.
-        Clients see an abnormal closure (1006)."""
+        Clients see an abnormal closure (1006).
+
+        With ``stale_ends_after``, the tasks running on them are not forgotten: their
+        TASK_ENDs go out on the next connection registered, that many seconds after its
+        registration (a server that delivers results to the client's new connection)."""
         for connection in list(self._connections.values()):
+            if stale_ends_after is not None:
+                for session_id in sorted(connection.sessions):
+                    if session_id in self._plans:
+                        self._stale.append((session_id, *self._plans[session_id]))
+                self._stale_delay = stale_ends_after
             await connection.link.abort()
 
     async def send_raw(self, frame: str | bytes) -> None:
@@ -363,6 +381,7 @@ class SimulatedAgent:
         for session_id in connection.sessions:
             if self._sessions.get(session_id) is connection:
                 del self._sessions[session_id]
+            self._plans.pop(session_id, None)
 
     async def _converse(self, connection: _Connection) -> None:
         if not await self._register(connection):
@@ -411,7 +430,18 @@ class SimulatedAgent:
         )
         if self.malformed_after_register:
             await connection.link.send(MALFORMED_FRAME)
+        if self._stale:
+            stale, self._stale = self._stale, []
+            connection.nursery.start_soon(self._send_stale, connection, stale)
         return True
+
+    async def _send_stale(
+        self, connection: _Connection, stale: list[tuple[str, str | None, _TaskPlan]]
+    ) -> None:
+        await trio.sleep(self._stale_delay)
+        for session_id, request, plan in stale:
+            with contextlib.suppress(TransportClosed):
+                await self._send(connection, _task_end(session_id, request, plan))
 
     def _registration_refusal(self, message: ClientMessage) -> str | None:
         if message.type is not ClientMessageType.REGISTER:
@@ -519,6 +549,7 @@ class SimulatedAgent:
             return
         self._sessions[session_id] = connection
         connection.sessions.add(session_id)
+        self._plans[session_id] = (message.request, plan)
         await self._send(
             connection,
             ServerMessage(ServerMessageType.HEARTBEAT, WireStatus.OK, session_id=session_id),
@@ -584,17 +615,8 @@ class SimulatedAgent:
         if self._sessions.get(session_id) is connection:
             del self._sessions[session_id]
         connection.sessions.discard(session_id)
-        await self._send(
-            connection,
-            ServerMessage(
-                ServerMessageType.TASK_END,
-                WireStatus.FAILED if plan.error is not None else WireStatus.COMPLETED,
-                session_id=session_id,
-                result=[{"request": request, "result": plan.result}],
-                error=plan.error,
-                response_id=_uuid(),
-            ),
-        )
+        self._plans.pop(session_id, None)
+        await self._send(connection, _task_end(session_id, request, plan))
 
     async def _send_error(self, connection: _Connection, text: str) -> None:
         await self._send(
@@ -608,6 +630,17 @@ class SimulatedAgent:
 
 def _uuid() -> str:
     return str(uuid.uuid4())
+
+
+def _task_end(session_id: str, request: str | None, plan: _TaskPlan) -> ServerMessage:
+    return ServerMessage(
+        ServerMessageType.TASK_END,
+        WireStatus.FAILED if plan.error is not None else WireStatus.COMPLETED,
+        session_id=session_id,
+        result=[{"request": request, "result": plan.result}],
+        error=plan.error,
+        response_id=_uuid(),
+    )
 
 
 def _identity_mismatch(connection: _Connection, message: ClientMessage) -> str | None:

@@ -9,11 +9,11 @@ Rules of this file:
   and ``from galaxy_actors import Delivery`` are all it needs).
 
 Theory of operation. Every device gets its own simulated agent. A fault is either instant
-(`DropConnection`, `MalformedFrame`) or a window ``[at, at + duration)`` during which one of the
-agent's behaviours is switched (refusing connections, ignoring heartbeats, ...). Windows of one
-kind may overlap; the behaviour stays switched while any of them is open. Task submissions are
-interleaved with the faults in time; each names its device. Times are seconds of virtual time
-from the start of the scenario.
+(`DropConnection`, `StaleTaskEnd`, `MalformedFrame`) or a window ``[at, at + duration)``
+during which one of the agent's behaviours is switched (refusing connections, ignoring
+heartbeats, ...). Windows of one kind may overlap; the behaviour stays switched while any of
+them is open. Task submissions are interleaved with the faults in time; each names its device.
+Times are seconds of virtual time from the start of the scenario.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "RefuseConnections",
     "RejectRegistration",
     "RejectTasks",
+    "StaleTaskEnd",
     "StallHeartbeats",
     "Step",
     "TaskSubmission",
@@ -157,6 +158,23 @@ class MalformedFrame(_Readable):
 
 
 @attrs.frozen(repr=False)
+class StaleTaskEnd(_Readable):
+    """At ``at``, the agent drops every open connection (as `DropConnection`), but the tasks
+    it was running on them are not forgotten: each one's TASK_END, as it would have been, is
+    sent on the next connection registered, ``delay`` seconds after its registration. A
+    server that delivers a result to the client's new connection: the client must not take
+    it for the end of whatever task it sent there (it is a bad frame, unless the same task
+    was sent again and is the one in flight)."""
+
+    at: float = attrs.field(validator=_at)
+    delay: float = attrs.field(default=0.0, validator=_at)
+
+    def describe(self) -> str:
+        later = f", {self.delay:g} s after" if self.delay else ""
+        return f"drop the connection; its tasks' TASK_ENDs come on the next one{later}"
+
+
+@attrs.frozen(repr=False)
 class RefuseConnections(_Readable):
     """New connections are refused during ``[at, at + duration)``; open ones stay up."""
 
@@ -232,6 +250,7 @@ class DelayTaskEnd(_Readable):
 
 Fault = (
     DropConnection
+    | StaleTaskEnd
     | MalformedFrame
     | RefuseConnections
     | StallHeartbeats

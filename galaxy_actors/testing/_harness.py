@@ -57,6 +57,7 @@ from ._faults import (
     RefuseConnections,
     RejectRegistration,
     RejectTasks,
+    StaleTaskEnd,
     StallHeartbeats,
     Step,
     TaskSubmission,
@@ -64,7 +65,7 @@ from ._faults import (
 from ._progress import ProgressGuard, ScenarioStalled
 from ._recording import RecordingConnector, TaskWatch, Wire, descends_from, describe_task
 from ._report import capture_logs, note_report
-from ._trace import AgentFrame, LogLine, ScenarioSettings, TaskRecord, Trace
+from ._trace import ActorTask, AgentFrame, LogLine, ScenarioSettings, TaskRecord, Trace
 
 BINARY_FRAME: Final = b"\x00binary frame"
 
@@ -178,6 +179,7 @@ class _Scenario:
     progress: ProgressGuard = attrs.field(init=False)
     log: list[LogLine] = attrs.Factory(list)
     exit_at: float = math.nan
+    actor_tasks: list[ActorTask] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         settings = self.settings
@@ -236,6 +238,9 @@ class _Scenario:
         settings, urls = self.settings, self.urls
         self.watch.recording = True
         subscription: Subscription | None = None
+        # The supervisor's block opens its nursery in this task: it is the child nursery
+        # that appears inside the block (public Trio API; the supervisor's is private).
+        before = set(map(id, trio.lowlevel.current_task().child_nurseries))
         with contextlib.ExitStack() as stack:
             try:
                 async with open_supervisor(
@@ -258,13 +263,23 @@ class _Scenario:
                 ) as sup:
                     # Unbounded, and kept open through the shutdown, so no event is missed.
                     subscription = stack.enter_context(sup.subscribe(buffer=math.inf))
+                    opened = [
+                        n
+                        for n in trio.lowlevel.current_task().child_nurseries
+                        if id(n) not in before
+                    ]
+                    home = opened[0] if len(opened) == 1 else None
+                    actors: dict[str, list[trio.lowlevel.Task]] = {}
                     for device in self.schedule.devices:
+                        first = len(self.watch.spawned)
                         sup.add_device(
                             device.device_id,
                             urls[device.device_id],
                             "simulated",
                             max_retries=device.max_retries,
                         )
+                        actors[device.device_id] = self.watch.spawned[first:]
+                        self._record_actors(device.device_id, "start", actors, home)
                     for step in self.schedule.steps():
                         await trio.sleep_until(self.started_at + step.at)
                         if isinstance(step.what, TaskSubmission):
@@ -274,12 +289,41 @@ class _Scenario:
                         else:
                             await _play(self.knobs[step.device_id], step)
                     await trio.sleep_until(self.started_at + self.schedule.run_until)
+                    for device in self.schedule.devices:
+                        self._record_actors(device.device_id, "end", actors, home)
             finally:
                 while subscription is not None:
                     try:
                         self.events.append(subscription.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+
+    def _record_actors(
+        self,
+        device_id: str,
+        moment: str,
+        actors: dict[str, list[trio.lowlevel.Task]],
+        home: trio.Nursery | None,
+    ) -> None:
+        """Record where ``device_id``'s actor runs: the tasks `add_device` spawned for it,
+        and, at the end, whether each is still a child of the supervisor's nursery."""
+        now = trio.current_time()
+        tasks = actors[device_id]
+        if not tasks and moment == "start":
+            self.actor_tasks.append(
+                ActorTask(device_id, now, moment, None, "nobody: no task spawned", False)
+            )
+        for task in tasks:
+            nursery = task.parent_nursery
+            if moment == "end" and task not in self.watch.alive:
+                parent, inside = "no nursery any more (it had exited)", False
+            elif nursery is not None and nursery is home:
+                inside = moment == "start" or task in nursery.child_tasks
+                parent = "the supervisor's nursery"
+            else:
+                owner = "nobody" if nursery is None else nursery.parent_task.name
+                parent, inside = f"a nursery of {owner!r}", False
+            self.actor_tasks.append(ActorTask(device_id, now, moment, task.name, parent, inside))
 
     async def _submit(self, sup: Supervisor, task: TaskSubmission, callers: trio.Nursery) -> None:
         session_id = session_id_for(self.settings.task_name, task.task_id)
@@ -351,12 +395,15 @@ class _Scenario:
         for task in self.schedule.tasks:
             handle = self.handles.get(task.task_id)
             outcome = detail = None
+            times: tuple[float | None, ...] = (None, None, None)
             if handle is not None and handle.done:
                 result = handle.outcome
                 if isinstance(result, TaskError):
                     outcome, detail = type(result).__name__, str(result)
                 elif result is not None:
                     outcome, detail = str(result.status), result.error
+                    timings = result.timings
+                    times = (timings.sent_at, timings.accepted_at, timings.ended_at)
             records.append(
                 TaskRecord(
                     task,
@@ -365,6 +412,7 @@ class _Scenario:
                     outcome,
                     detail,
                     tuple(self.caller_saw.get(task.task_id, ())),
+                    *times,
                 )
             )
         agent_frames = {
@@ -393,6 +441,7 @@ class _Scenario:
             leftover_tasks=tuple(leftovers),
             open_connections_after_exit=open_after,
             finished=finished,
+            actor_tasks=tuple(self.actor_tasks),
             log=tuple(self.log),
             stalled=self.progress.stalled,
         )
@@ -408,6 +457,8 @@ async def _play(knobs: _Knobs, step: Step) -> None:
     fault = step.what
     if isinstance(fault, DropConnection):
         await knobs.agent.drop_connections()
+    elif isinstance(fault, StaleTaskEnd):
+        await knobs.agent.drop_connections(stale_ends_after=fault.delay)
     elif isinstance(fault, MalformedFrame):
         await knobs.agent.send_raw(BINARY_FRAME if fault.binary else MALFORMED_FRAME)
     else:

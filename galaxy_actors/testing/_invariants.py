@@ -4,7 +4,8 @@
 the wire, and the restart decisions from `PolicyModel`, the restart policy's documented
 behaviour written out a second time, independently of `RestartPolicy.decide`.
 
-Invariants 4 and 5, with `PolicyModel`, are checked in `_restart_invariants`.
+Invariants 4 and 5, with `PolicyModel`, are checked in `_restart_invariants`; 8 to 11
+(bad frames, isolation, settlement, structure) in `_connection_invariants`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .._events import TaskEnded
 from .._policy import RestartPolicy
 from .._status import ALLOWED_TRANSITIONS, DeviceStatus
 from .._task import Delivery
+from ._connection_invariants import check_connection_invariants
 from ._report import scenario_report
 from ._restart_invariants import _check_restarts
 from ._trace import TaskRecord, Trace
@@ -89,6 +91,8 @@ def find_violations(
         found += _check_transitions(trace)
     if 7 in wanted:
         found += _check_clean_exit(trace)
+    if wanted & {8, 9, 10, 11}:
+        found += check_connection_invariants(trace, wanted)
     return sorted(found, key=lambda v: v.invariant)
 
 
@@ -124,8 +128,10 @@ def _check_outcomes(trace: Trace) -> list[Violation]:
             in_flight[key] = sid
         elif record.kind == "received" and record.type == "task_end" and sid is not None:
             ends_received[sid] += 1
-            finished.add(sid)
             if in_flight.get(key) == sid:
+                # Only a TASK_END on the task's own connection ends it: a stale one
+                # (`StaleTaskEnd`) is dropped, and an at-least-once task runs again.
+                finished.add(sid)
                 in_flight[key] = None
         elif record.kind == "received" and record.type == "error":
             current = in_flight.get(key)

@@ -125,10 +125,13 @@ class TaskWatch(trio.abc.Instrument):
     def __init__(self) -> None:
         self.recording = False
         self.alive: dict[trio.lowlevel.Task, None] = {}
+        #: Every task spawned while recording, in order: what one call spawned is a slice.
+        self.spawned: list[trio.lowlevel.Task] = []
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         if self.recording:
             self.alive[task] = None
+            self.spawned.append(task)
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         self.alive.pop(task, None)

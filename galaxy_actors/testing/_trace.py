@@ -107,6 +107,31 @@ class TaskRecord:
     outcome: str | None
     detail: str | None
     caller_saw: tuple[str, ...]
+    #: For a task that ended with a result ("completed" or "failed"): its
+    #: `ExecutionResult.timings`, when it was last sent, acknowledged (None: never) and
+    #: ended. None for any other outcome.
+    sent_at: float | None = None
+    accepted_at: float | None = None
+    ended_at: float | None = None
+
+
+@attrs.frozen
+class ActorTask:
+    """Where one device's actor task ran, as the harness saw it: right after
+    `Supervisor.add_device` (``moment`` "start": a task it spawned) or as the supervisor's
+    block was about to be left ("end": the task seen at the start, if still alive).
+
+    ``task`` is the task's name (None: add_device spawned no task); ``parent`` says whose
+    nursery it is a child of; ``in_supervisor_nursery`` whether that nursery is the one
+    the supervisor's block opened (and, at the end, whether the task is still among its
+    ``child_tasks``)."""
+
+    device_id: str
+    at: float
+    moment: str
+    task: str | None
+    parent: str
+    in_supervisor_nursery: bool
 
 
 @attrs.frozen
@@ -137,6 +162,8 @@ class Trace:
     open_connections_after_exit: Mapping[str, int]
     #: False when the scenario hit its virtual-time guard instead of ending.
     finished: bool = True
+    #: Where each device's actor task ran (invariant 11).
+    actor_tasks: tuple[ActorTask, ...] = ()
     #: Why the scenario was stopped before its end: it made no progress in virtual time
     #: (`run_scenario` then raises `ScenarioStalled` with this trace).
     stalled: str | None = None

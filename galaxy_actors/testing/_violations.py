@@ -1,7 +1,7 @@
 """What an invariant check reports: the invariants by number, and one broken one.
 
-Its own module so that every check (`_invariants`, `_restart_invariants`) can report in it
-without importing the others.
+Its own module so that every check (`_invariants`, `_restart_invariants`,
+`_connection_invariants`) can report in it without importing the others.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ INVARIANTS: Final[Mapping[int, str]] = {
     5: "a device gives up exactly after max_retries failed attempts; success resets the count",
     6: "statuses change only along ALLOWED_TRANSITIONS",
     7: "nothing is left after the supervisor block exits",
+    8: "a run without malformed frames or stale TASK_ENDs has no bad frame, and every "
+    "task that ended with a result was acknowledged first",
+    9: "a TASK_END is accepted only on the connection its task was last sent on",
+    10: "after a disconnect every task of the device has its outcome within disconnect_grace "
+    "(none if forced) plus the close (instant in memory); after a give-up, at that instant",
+    11: "each device's actor task is a child of the supervisor's nursery, from its start "
+    "to the block's end",
 }
 
 

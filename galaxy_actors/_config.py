@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._config_journal import JournalConfig, read_journal
 from ._config_values import ValueReader, describe
 from ._errors import ConfigurationError
 from ._policy import Jitter, RestartPolicy
@@ -143,6 +144,7 @@ class Config:
     supervisor: SupervisorConfig = attrs.field(factory=SupervisorConfig)
     control: ControlConfig = attrs.field(factory=ControlConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    journal: JournalConfig = attrs.field(factory=JournalConfig)
 
 
 def is_loopback(host: str) -> bool:
@@ -189,7 +191,7 @@ def parse_config(
     return _Reader(source).config(document, base_dir or Path("."), environ)
 
 
-_TOP_KEYS: Final = ("supervisor", "restart", "control", "logging", "devices")
+_TOP_KEYS: Final = ("supervisor", "restart", "control", "logging", "devices", "journal")
 _SUPERVISOR_KEYS: Final = (*(f.name for f in attrs.fields(SupervisorConfig) if f.name != "policy"),)
 _RESTART_KEYS: Final = tuple(n for n in attrs.fields_dict(RestartPolicy) if n != "per_reason")
 _CONTROL_KEYS: Final = ("enabled", "host", "port", "token", "address_file")
@@ -217,7 +219,8 @@ class _Reader(ValueReader):
             format=self.choice(logging_table, "format", "logging", LOG_FORMATS, "text"),
             level=self.choice(logging_table, "level", "logging", LOG_LEVELS, "info"),
         )
-        return Config(self.source, self.devices(doc), supervisor, control, log)
+        journal = read_journal(self, self.table(doc, "journal", ""), self.source)
+        return Config(self.source, self.devices(doc), supervisor, control, log, journal)
 
     def supervisor(self, t: dict[str, Any]) -> SupervisorConfig:
         p = "supervisor"

@@ -292,6 +292,28 @@ class Durability:
         if commit.error is not None:
             logger.error("journal: device %s not recorded: %s", device_id, commit.error)
 
+    async def restore_devices(self) -> None:
+        """Apply the runtime registrations and removals the journal holds (the process,
+        after adding its configuration's devices): a restart brings the same fleet back."""
+        sup = self.supervisor
+        for device in self.recovery.devices:
+            present = device.device_id in sup.device_ids
+            if device.removed and present:
+                await sup.remove_device(device.device_id, force=True)
+            elif not device.removed and not present:
+                spec = device.spec
+                try:
+                    sup.add_device(
+                        device.device_id,
+                        spec["url"],
+                        spec.get("os", "unknown"),
+                        capabilities=spec.get("capabilities"),
+                        metadata=spec.get("metadata"),
+                        max_retries=spec.get("max_retries"),
+                    )
+                except (GalaxyActorsError, KeyError) as exc:
+                    logger.error("journal: device %s not restored: %s", device.device_id, exc)
+
     # ------------------------------------------------------------------ recovery
 
     def _recover(self, tasks: tuple[OpenTask, ...]) -> None:

@@ -33,7 +33,7 @@ import trio
 from ._config import Config, ConfigError
 from ._control import ControlServer, open_control_listeners
 from ._control_client import claim_address_file
-from ._errors import SupervisorClosed
+from ._errors import JournalError, SupervisorClosed
 from ._redact import redact
 from ._reload import Reloader
 from ._report import device_rows
@@ -141,6 +141,15 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
     final = ""
     changes = trio.Lock()
     reloader = Reloader(config, changes)
+    journal = config.journal.open()
+    if journal is not None:
+        try:
+            # Before anything starts: a corrupt or busy journal is a clear error, exit 2.
+            await journal.open()
+        except JournalError as exc:
+            print(f"{config.source}: {exc}", file=sys.stderr)
+            return 2
+        logger.info("journal: %s", journal.path)
     async with trio.open_nursery() as services:
         await services.start(watch_signals, stop)
         await services.start(reload_on_sighup, reloader)
@@ -169,8 +178,11 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                 except OSError as exc:
                     print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
                     return 1
-            async with open_supervisor(**config.supervisor.supervisor_options()) as supervisor:
+            options = config.supervisor.supervisor_options()
+            async with open_supervisor(**options, journal=journal) as supervisor:
                 _add_devices(supervisor, config)
+                if supervisor.durable is not None:
+                    await supervisor.durable.restore_devices()
                 reloader.supervisor = supervisor
                 logger.info("supervising %d devices", len(config.devices))
                 if listeners:

@@ -174,4 +174,4 @@ async def test_without_a_journal_nothing_is_written(tmp_path: Path) -> None:
         assert (await lab.supervisor.run_task("a", device_id="pc", task_id="t")).ok
         with pytest.raises(UnknownTask):
             await lab.supervisor.task("t")
-    assert os.listdir(tmp_path) == []  # noqa: ASYNC240 - a test, after the run
+    assert os.listdir(tmp_path) == []

@@ -257,6 +257,11 @@ class Durability:
             return True
         session.engine.unsend_task(task.task_id)
         session.host.task_not_sent(task, by_caller=True)  # off the device, not queued again
+        # The device is free, and no frame will come to make the loop look at its queue:
+        # wake it once it is back in its receive (it resets its deadline on the way).
+        nursery = self.supervisor._nursery
+        if nursery is not None:
+            nursery.start_soon(_wake_soon, session)
         error = JournalUnavailable(
             f"task {task.task_id!r} not sent: the journal cannot record it: {commit.error}",
             task_id=task.task_id,
@@ -378,6 +383,11 @@ class Durability:
     def waiting(self) -> list[TaskHandle]:
         """Recovered tasks whose device is not registered (yet)."""
         return [task for task, _, _ in self._orphans]
+
+
+async def _wake_soon(session: Session) -> None:
+    await trio.lowlevel.checkpoint()
+    session._wake()
 
 
 def _handle(record: TaskRecord, outcome: Outcome | None) -> TaskHandle:

@@ -411,7 +411,9 @@ class SqliteJournal:
                     db.execute(op.sql, op.params)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): nothing half-written.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             return str(exc) or type(exc).__name__

@@ -37,7 +37,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import attrs
 import trio
@@ -143,7 +143,7 @@ class SqliteJournal:
         self.wall_clock = wall_clock
         self.stats = JournalStats()
         self._db: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
+        self._lock_file: TextIO | None = None
         self._recovery: Recovery | None = None
         self._pending: list[_Op] = []
         self._wake = trio.Event()
@@ -179,23 +179,26 @@ class SqliteJournal:
     def _lock(self) -> None:
         lock_path = f"{self.path}.lock"
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            file = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
         except OSError as exc:
             raise self._fail(JournalError, f"cannot open its lock file: {exc}") from None
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
+                file.seek(0)
+                holder = file.read(32).strip() or "unknown"
+                file.close()
                 raise self._fail(
                     JournalInUse,
                     f"in use by another live supervisor (pid {holder}, lock file {lock_path}); "
                     "two processes must never serve one journal",
                 ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self._lock_file = file
 
     def _create(self) -> None:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
@@ -288,9 +291,9 @@ class SqliteJournal:
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)  # releases the lock; the file stays (it may be re-taken at once)
+        file, self._lock_file = self._lock_file, None
+        if file is not None:
+            file.close()  # releases the lock; the file stays (it may be re-taken at once)
 
     # ------------------------------------------------------------------------ writes
 

@@ -177,6 +177,8 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                             logger.warning("replaced %s", stale)
                 except OSError as exc:
                     print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
+                    if journal is not None:
+                        await journal.aclose()
                     return 1
             options = config.supervisor.supervisor_options()
             async with open_supervisor(**options, journal=journal) as supervisor:

@@ -57,6 +57,24 @@ from ._errors import (
     InvalidServerURL as InvalidServerURL,
 )
 from ._errors import (
+    JournalCorrupt as JournalCorrupt,
+)
+from ._errors import (
+    JournalError as JournalError,
+)
+from ._errors import (
+    JournalInUse as JournalInUse,
+)
+from ._errors import (
+    JournalUnavailable as JournalUnavailable,
+)
+from ._errors import (
+    JournalVersion as JournalVersion,
+)
+from ._errors import (
+    OutcomeUnknown as OutcomeUnknown,
+)
+from ._errors import (
     ProtocolError as ProtocolError,
 )
 from ._errors import (
@@ -109,6 +127,12 @@ from ._events import (
 )
 from ._events import (
     TaskQueued as TaskQueued,
+)
+from ._journal import (
+    Journal as Journal,
+)
+from ._journal_sqlite import (
+    SqliteJournal as SqliteJournal,
 )
 from ._manager import (
     DeviceManager as DeviceManager,
@@ -239,8 +263,15 @@ __all__ = [
     "InvalidServerURL",
     "InvalidTransition",
     "Jitter",
+    "Journal",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalInUse",
+    "JournalUnavailable",
+    "JournalVersion",
     "MemoryNetwork",
     "MemoryServerConnection",
+    "OutcomeUnknown",
     "ProtocolError",
     "RandomSource",
     "Restart",
@@ -250,6 +281,7 @@ __all__ = [
     "ResultStatus",
     "ServerMessage",
     "ServerMessageType",
+    "SqliteJournal",
     "StatusChanged",
     "Subscription",
     "Supervisor",

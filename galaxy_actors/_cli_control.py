@@ -134,6 +134,11 @@ def add_client_commands(sub: Any) -> None:
     cancel = sub.add_parser("cancel", parents=[client], help="cancel a queued or running task")
     cancel.add_argument("task_id", metavar="TASK_ID")
     sub.add_parser("reload", parents=[client], help="apply the configuration file's devices")
+    result = sub.add_parser(
+        "result", parents=[client], help="a task's outcome by id (exit 3 while it is pending)"
+    )
+    result.add_argument("task_id", metavar="TASK_ID")
+    result.add_argument("--wait", action="store_true", help="wait for the outcome")
 
 
 async def until_signal(body: Callable[[trio.Event], Awaitable[int]]) -> int:
@@ -255,7 +260,21 @@ async def _submit(args: argparse.Namespace, client: ControlClient) -> int:
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
-    reply = await client.submit(args.description, **fields)
+    return _print_outcome(args, await client.submit(args.description, **fields))
+
+
+async def _result(args: argparse.Namespace, client: ControlClient) -> int:
+    reply = await client.request("result", task_id=args.task_id, wait=args.wait)
+    if reply.get("outcome") == "pending":
+        if args.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            print(f"task {reply['task_id']}: {reply['state']} on {reply['device_id']}")
+        return 3
+    return _print_outcome(args, reply)
+
+
+def _print_outcome(args: argparse.Namespace, reply: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
     elif reply.get("ok"):
@@ -356,6 +375,7 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, ControlClient], Awaitab
     "submit": _submit,
     "status": _status,
     "watch": _watch,
+    "result": _result,
     **dict.fromkeys(("connect", "disconnect", "add", "remove", "cancel", "reload"), _operate),
 }
 #: The subcommands `run_client_command` runs.

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._config_journal import JournalConfig, read_journal
 from ._config_values import ValueReader, describe
 from ._errors import ConfigurationError
 from ._policy import Jitter, RestartPolicy
@@ -179,6 +180,7 @@ class Config:
     control: ControlConfig = attrs.field(factory=ControlConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     metrics: MetricsConfig | None = None
+    journal: JournalConfig = attrs.field(factory=JournalConfig)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -241,7 +243,16 @@ def parse_config(
     return _Reader(source).config(document, base_dir or Path("."), environ)
 
 
-_TOP_KEYS: Final = ("supervisor", "restart", "tls", "control", "logging", "metrics", "devices")
+_TOP_KEYS: Final = (
+    "supervisor",
+    "restart",
+    "tls",
+    "control",
+    "logging",
+    "metrics",
+    "devices",
+    "journal",
+)
 _SUPERVISOR_KEYS: Final = tuple(
     f.name for f in attrs.fields(SupervisorConfig) if f.name not in ("policy", "tls")
 )
@@ -278,7 +289,8 @@ class _Reader(ValueReader):
             level=self.choice(logging_table, "level", "logging", LOG_LEVELS, "info"),
         )
         metrics = self.metrics(self.table(doc, "metrics", "")) if "metrics" in doc else None
-        return Config(self.source, self.devices(doc), supervisor, control, log, metrics)
+        journal = read_journal(self, self.table(doc, "journal", ""), self.source)
+        return Config(self.source, self.devices(doc), supervisor, control, log, metrics, journal)
 
     def supervisor(self, t: dict[str, Any]) -> SupervisorConfig:
         p = "supervisor"

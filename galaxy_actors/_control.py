@@ -81,6 +81,7 @@ _FIELDS: Final[Mapping[str, Mapping[str, tuple[type, ...]]]] = {
     "remove": {"device": (str,), "force": (bool,)},
     "cancel": {"task_id": (str,)},
     "reload": {},
+    "result": {"task_id": (str,), "wait": (bool,)},
 }
 _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "submit": ("description",),
@@ -89,6 +90,7 @@ _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "add": ("device", "url"),
     "remove": ("device",),
     "cancel": ("task_id",),
+    "result": ("task_id",),
 }
 OPS: Final = tuple(_FIELDS)
 #: Deeper JSON is refused: no request needs it, and parsing or echoing it costs a stack frame
@@ -369,6 +371,8 @@ class ControlServer:
             task_id = request["task_id"]
             withdrawn = sup.cancel(task_id, "cancelled through the control endpoint")
             return {"ok": True, "task_id": task_id, "withdrawn": withdrawn}
+        if op == "result":
+            return await self._result(request["task_id"], wait=request.get("wait", False))
         if op == "reload":
             if self.reload is None:
                 raise _RequestError("Unsupported", "this endpoint cannot reload")
@@ -383,9 +387,30 @@ class ControlServer:
                     metadata=request.get("metadata"),
                     max_retries=request.get("max_retries"),
                 )
+                spec = {k: request[k] for k in _FIELDS["add"] if k != "device" and k in request}
             else:
                 await sup.remove_device(device, force=request.get("force", False))
+                spec = None
+            if sup.durable is not None:  # a restart brings the same fleet back
+                await sup.durable.record_device(device, spec)
         return {"ok": True, "device_id": device}
+
+    async def _result(self, task_id: str, *, wait: bool) -> dict[str, Any]:
+        """A task's outcome by id: live, or retained by the journal; ``wait`` for it."""
+        handle = await self.supervisor.task(task_id)
+        if wait or handle.done:
+            await handle.wait()
+        if handle.outcome is None:
+            state = "sent" if handle.sent else "queued"
+            return {
+                "ok": False,
+                "task_id": task_id,
+                "device_id": handle.device_id,
+                "outcome": "pending",
+                "state": state,
+                "error": {"type": "Pending", "message": f"task {task_id!r} is {state}"},
+            }
+        return outcome_to_json(handle.outcome)
 
     async def _submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
         device = request.get("device")

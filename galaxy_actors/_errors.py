@@ -45,8 +45,8 @@ class DuplicateTaskId(GalaxyActorsError, ValueError):
     collide on a real agent server; the second is refused at the call site.
     """
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task id {task_id!r} is already live in this supervisor")
+    def __init__(self, task_id: str, why: str = "is already live in this supervisor") -> None:
+        super().__init__(f"task id {task_id!r} {why}")
         self.task_id = task_id
 
 
@@ -130,3 +130,39 @@ class TaskRejected(TaskError):
     ) -> None:
         super().__init__(message, task_id=task_id, device_id=device_id)
         self.server_error = server_error
+
+
+class OutcomeUnknown(TaskError):
+    """The task was sent to its device, and the supervisor stopped (killed, crashed) before
+    its TASK_END was recorded. It may or may not have run: an at-most-once task is never
+    sent again, so this is all that can be said. Given by the journal at recovery."""
+
+
+class JournalUnavailable(TaskError, OSError):
+    """The task journal could not write (disk full, read-only, I/O error). Raised by
+    ``submit`` (the task was not accepted), or the outcome of an at-most-once task whose
+    sending could not be recorded (it was not sent)."""
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+class JournalError(GalaxyActorsError):
+    """The journal file cannot be used. ``path`` names it; the file is left as it was."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class JournalCorrupt(JournalError):
+    """The journal file is not a readable journal: corrupt, truncated, or another file."""
+
+
+class JournalInUse(JournalError):
+    """Another live supervisor holds the journal: two processes must never serve one."""
+
+
+class JournalVersion(JournalError):
+    """The journal was written by a newer galaxy_actors (its schema version is higher)."""

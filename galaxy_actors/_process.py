@@ -38,7 +38,7 @@ import trio
 from ._config import Config, ConfigError
 from ._control import ControlServer, open_control_listeners
 from ._control_client import claim_address_file
-from ._errors import SupervisorClosed
+from ._errors import JournalError, SupervisorClosed
 from ._http import open_http_listeners, serve_http
 from ._redact import redact
 from ._reload import Reloader
@@ -151,6 +151,15 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
     final = ""
     changes = trio.Lock()
     reloader = Reloader(config, changes)
+    journal = config.journal.open()
+    if journal is not None:
+        try:
+            # Before anything starts: a corrupt or busy journal is a clear error, exit 2.
+            await journal.open()
+        except JournalError as exc:
+            print(f"{config.source}: {exc}", file=sys.stderr)
+            return 2
+        logger.info("journal: %s", journal.path)
     async with trio.open_nursery() as services:
         await services.start(watch_signals, stop)
         await services.start(reload_on_sighup, reloader)
@@ -180,6 +189,8 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                             logger.warning("replaced %s", stale)
                 except OSError as exc:
                     print(f"{config.source}: control endpoint: {where}: {exc}", file=sys.stderr)
+                    if journal is not None:
+                        await journal.aclose()
                     return 1
             if config.metrics is not None:
                 # Imported here: prometheus-client is an optional extra, needed only then.
@@ -199,11 +210,14 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
                 metrics_listeners = []  # served: closed by the server
                 print(f"metrics endpoint: {metrics_url}/metrics", flush=True)
                 logger.info("metrics endpoint listening on %s/metrics", metrics_url)
-            async with open_supervisor(**config.supervisor.supervisor_options()) as supervisor:
+            options = config.supervisor.supervisor_options()
+            async with open_supervisor(**options, journal=journal) as supervisor:
                 if metrics is not None:
                     # Subscribed before the first device: every failure is counted.
                     await services.start(metrics.observe, supervisor)
                 _add_devices(supervisor, config)
+                if supervisor.durable is not None:
+                    await supervisor.durable.restore_devices()
                 reloader.supervisor = supervisor
                 logger.info("supervising %d devices", len(config.devices))
                 if listeners:

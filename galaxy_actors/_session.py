@@ -251,6 +251,9 @@ class Session:
             task.task_id, task.description, task.data_json, task.timeout, now
         )
         self.host.task_sent(task, now)
+        journal = task._journal
+        if journal is not None and not await journal.sent(task, self, by_caller=by_caller):
+            return  # an at-most-once task not recorded as sent is not sent (_durable.py)
         recv_scope = self._recv_scope
         if recv_scope is not None:
             deadline = now + task.timeout

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from ._device import ActorSettings, DeviceActor
+from ._durable import Durability
 from ._errors import (
     ConfigurationError,
     DeviceUnavailable,
@@ -74,6 +75,9 @@ from ._transport import Connector, WebSocketConnector, validate_server_url
 from ._workload import DeviceStats
 
 if TYPE_CHECKING:
+    import os
+
+    from ._journal import Journal
     from ._session import Session
 
 __all__ = ["Supervisor", "open_supervisor"]
@@ -120,6 +124,7 @@ class Supervisor:
         connector: Connector | None,
         max_concurrent_connections: int | None,
         rng: RandomSource | None,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(task_name, str) or not task_name or "@" in task_name:
             raise ConfigurationError(
@@ -170,6 +175,8 @@ class Supervisor:
         # Callers of `wait_for_status`, per device: cancelled when the device is removed or
         # the supervisor has shut down, as no status change may ever come to wake them.
         self._status_waiters: dict[str, set[trio.CancelScope]] = {}
+        #: The task journal's hooks (`_durable.py`); None without a journal.
+        self.durable = None if journal is None else Durability(self, _journal_of(journal))
 
     # ---------------------------------------------------------------------------- devices
 
@@ -210,6 +217,8 @@ class Supervisor:
         if connect:
             actor.want_connection()
         nursery.start_soon(actor.run, name=f"device:{device_id}")
+        if self.durable is not None:
+            self.durable.device_added(actor)
         if self.events:
             self.events.publish(DeviceAdded(device_id, trio.current_time()))
         return profile
@@ -413,6 +422,10 @@ class Supervisor:
         `DuplicateTaskId`, `SupervisorClosed`, `ConfigurationError` (bad argument, or data
         that is not JSON-serialisable).
         """
+        if self.durable is not None:
+            return await self.durable.submit(
+                description, data, device_id, capabilities, task_id, timeout, delivery, priority
+            )
         # A checkpoint, as Trio's own calls are (a queued task makes none, and a frame the
         # Session writes at once is followed by no schedule point), in their usual shape:
         # cancellable before anything happens, yielding once it has.
@@ -435,6 +448,8 @@ class Supervisor:
         timeout: float,
         delivery: Delivery | str,
         priority: int,
+        *,
+        accept: bool = True,
     ) -> tuple[TaskHandle, Session | None]:
         """Check the arguments, make the task and hand it to its device: queued, or to be
         sent at once on the Session returned (by `_send_now`, in the caller's task).
@@ -482,6 +497,9 @@ class Supervisor:
             submitted_at=trio.current_time(),
             on_released=self._forget,
         )
+        if not accept:  # journaled: its device gets it once it is on disk (_durable.py)
+            task.device_id = actor.device_id
+            return task, None
         session = actor.accept(task)
         self._live[task_id] = task
         return task, session
@@ -541,16 +559,31 @@ class Supervisor:
         If the caller is cancelled while waiting, a queued task is withdrawn (it will not
         run) and a running one ends with `TaskCancelled` (the device finishes it, and its
         result is dropped)."""
-        task, session = self._admit(
-            description, data, device_id, capabilities, task_id, timeout, delivery, priority
-        )
-        if session is not None:
-            await self._send_now(session, task)
+        if self.durable is not None:
+            task = await self.durable.submit(
+                description, data, device_id, capabilities, task_id, timeout, delivery, priority
+            )
+        else:
+            task, session = self._admit(
+                description, data, device_id, capabilities, task_id, timeout, delivery, priority
+            )
+            if session is not None:
+                await self._send_now(session, task)
         try:
             return await task.result()
         except trio.Cancelled:
             self.cancel_task(task, "its caller was cancelled")
             raise
+
+    async def task(self, task_id: str) -> TaskHandle:
+        """The task with this id: live, or (with a journal) ended and still retained, or
+        recovered from the journal. Raises `UnknownTask`. ``await handle.result()``."""
+        task = self._live.get(task_id)
+        if task is not None:
+            return task
+        if self.durable is None:
+            raise UnknownTask(task_id)
+        return await self.durable.fetch(task_id)
 
     def cancel_task(self, task: TaskHandle, why: str = "cancelled by the user") -> None:
         """Withdraw ``task`` if queued; if already on the device, end it with
@@ -611,6 +644,8 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        if self.durable is not None:
+            self.durable.closing()
         actors = list(self._actors.values())
         # Shielded: shutdown must complete even when the block was left by cancellation;
         # bounded: grace for running tasks plus the connector's own bound on a close, so
@@ -659,6 +694,7 @@ async def open_supervisor(
     connector: Connector | None = None,
     max_concurrent_connections: int | None = None,
     rng: RandomSource | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Run a supervisor for the duration of the block.
 
@@ -681,6 +717,8 @@ async def open_supervisor(
             (seconds a close may take); the shutdown then waits that long for closes.
         max_concurrent_connections: at most this many handshakes at once (None: no limit).
         rng: random source for jitter (default: a fresh `random.Random()`).
+        journal: a task journal, or the path of an SQLite one (`SqliteJournal`): accepted
+            tasks survive the process (docs/architecture.md, "Durability"). None: off.
     """
     supervisor = Supervisor(
         task_name=task_name,
@@ -695,6 +733,7 @@ async def open_supervisor(
         connector=connector,
         max_concurrent_connections=max_concurrent_connections,
         rng=rng,
+        journal=journal,
     )
     async with running(supervisor):
         yield supervisor
@@ -716,10 +755,15 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
     none); events published after that are dropped, never raised."""
     if supervisor._nursery is not None or supervisor._closing:
         raise SupervisorClosed("a Supervisor runs only once")
+    durable = supervisor.durable
+    if durable is not None:
+        await durable.open()  # a corrupt or busy journal fails here, before anything runs
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             supervisor._nursery = nursery
+            if durable is not None:
+                durable.start(nursery)
             try:
                 yield supervisor
             except GeneratorExit:
@@ -742,5 +786,18 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
         raise BaseExceptionGroup(
             "the supervisor's block and one of its tasks failed", [body_error, *group.exceptions]
         ) from None
+    finally:
+        if durable is not None:
+            with trio.CancelScope(shield=True):
+                await durable.journal.aclose()
     if body_error is not None:
         raise body_error
+
+
+def _journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:
+    # Imported here: a supervisor without a journal never loads sqlite3.
+    if isinstance(journal, str) or hasattr(journal, "__fspath__"):
+        from ._journal_sqlite import SqliteJournal
+
+        return SqliteJournal(journal)  # type: ignore[arg-type]
+    return journal

@@ -20,6 +20,9 @@ from ._errors import TaskError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._durable import Durability
+    from ._journal import Commit
+
 __all__ = ["Delivery", "ExecutionResult", "ResultStatus", "TaskHandle", "TaskTimings"]
 
 
@@ -93,6 +96,8 @@ class TaskHandle:
         "_before_send",
         "_done",
         "_ended_at",
+        "_ended_commit",
+        "_journal",
         "_on_device",
         "_on_released",
         "_outcome",
@@ -142,6 +147,10 @@ class TaskHandle:
         self._on_released = on_released
         self._on_device = False
         self._before_send: tuple[float | None, float | None] = (None, None)
+        # Set for a journaled task (`_durable.py`): its outcome is recorded before a
+        # waiter sees it, and its sending before its frame leaves.
+        self._journal: Durability | None = None
+        self._ended_commit: Commit | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_id!r} device={self.device_id!r} {self._stage.name.lower()}>"
@@ -161,8 +170,12 @@ class TaskHandle:
         return self._outcome
 
     async def wait(self) -> None:
-        """Wait until the task has its outcome. Cancelling the wait leaves the task be."""
+        """Wait until the task has its outcome. Cancelling the wait leaves the task be.
+        With a journal, the outcome is on disk when this returns."""
         await self._done.wait()
+        commit = self._ended_commit
+        if commit is not None:
+            await commit.wait()
 
     async def result(self) -> ExecutionResult:
         """Wait for the outcome: the `ExecutionResult`, or raise its `TaskError`."""
@@ -213,6 +226,8 @@ class TaskHandle:
         self._stage = _Stage.DONE
         self._ended_at = now
         self._outcome = outcome
+        if self._journal is not None:
+            self._ended_commit = self._journal.ended(self, outcome)
         self._done.set()
         if not self._on_device and self._on_released is not None:
             self._on_released(self)

@@ -1,0 +1,484 @@
+"""The embedded task journal: one SQLite file (standard library), WAL mode, group commit.
+
+Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pending list
+and returns a `Commit`. One writer task (`run`) takes everything pending, hands it to a
+worker thread (`trio.to_thread.run_sync`, one at a time through a limiter of 1) and commits
+it as one transaction; whatever arrives meanwhile forms the next batch. So a thousand
+concurrent submissions cost a few commits, not a thousand.
+
+Durability level. ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default): a committed
+transaction is in the WAL file, in the operating system's cache, when its commit returns. It
+survives the process being killed (SIGKILL, a crash); it does not survive a power loss or an
+OS crash, which may roll back the last transactions (never corrupt the file). Pass
+``synchronous="full"`` for an fsync per commit, which survives those too.
+
+Faults. A write that fails (disk full, read-only file, I/O error) rolls its whole batch
+back: nothing half-written. Accepting a task and marking one sent fail at once (the submit,
+or the send, does not happen); outcomes and device registrations are kept and retried every
+``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
+counted (`JournalStats`) and clears with the next good commit.
+
+Opening (`open`), in order, before anything is written: a lock file beside the journal
+(``<path>.lock``, holding the owner's pid; an OS lock, released when the process dies) so
+that two live supervisors never serve one journal; the SQLite header; ``PRAGMA
+quick_check``; the schema version (``PRAGMA user_version``: an older file is migrated, a
+newer one refused). A new journal is built in a temporary file and renamed into place, so a
+file at the path is always a whole journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import attrs
+import trio
+
+from ._errors import JournalCorrupt, JournalError, JournalInUse, JournalUnavailable, JournalVersion
+from ._journal import (
+    Commit,
+    DeviceRecord,
+    JournalStats,
+    OpenTask,
+    Outcome,
+    Recovery,
+    StoredTask,
+    TaskRecord,
+    decode_outcome,
+    encode_outcome,
+)
+from ._task import Delivery
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+
+logger = logging.getLogger("galaxy_actors.journal")
+
+# Each entry brings a file from version n-1 to n; a new file runs them all.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        data_json TEXT NOT NULL,
+        device_id TEXT,
+        capabilities TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        delivery TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        outcome TEXT,
+        ended_at REAL
+    );
+    CREATE INDEX tasks_ended ON tasks (ended_at) WHERE state = 'ended';
+    """,
+    """
+    CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY,
+        removed INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+_HEADER: Final = b"SQLite format 3\x00"
+
+
+@attrs.frozen
+class _Op:
+    sql: str
+    params: tuple[Any, ...]
+    commit: Commit
+    # Kept and retried after a failed commit (an outcome must not be lost to a full disk);
+    # the others fail at once, so their caller does not go ahead.
+    retry: bool
+
+
+class SqliteJournal:
+    """The journal in the SQLite file at ``path``.
+
+    Arguments:
+        synchronous: ``"normal"`` (survives a killed process) or ``"full"`` (also a power
+            loss; an fsync per commit).
+        keep_seconds / keep_count: ended tasks are kept (fetchable by id) this long, and at
+            most this many (the most recently ended); `compact` drops the rest.
+        compact_every: run `compact` after this many ended tasks.
+        retry_interval: how often failed outcome writes are tried again.
+        wall_clock: seconds since the epoch (a journal outlives the process and its clock).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "normal",
+        keep_seconds: float = 7 * 86400.0,
+        keep_count: int = 100_000,
+        compact_every: int = 1000,
+        retry_interval: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.keep_seconds = keep_seconds
+        self.keep_count = keep_count
+        self.compact_every = compact_every
+        self.retry_interval = retry_interval
+        self.wall_clock = wall_clock
+        self.stats = JournalStats()
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: TextIO | None = None
+        self._recovery: Recovery | None = None
+        self._pending: list[_Op] = []
+        self._wake = trio.Event()
+        self._retry_at = -math.inf
+        self._ended_since_compact = 0
+        # One thread at a time touches the connection: the writer's batches and the reads.
+        self._thread = trio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"<SqliteJournal {str(self.path)!r}>"
+
+    # ------------------------------------------------------------------------ opening
+
+    async def open(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = await trio.to_thread.run_sync(self._open, limiter=self._thread)
+        return self._recovery
+
+    def _open(self) -> Recovery:
+        self._lock()
+        try:
+            if not self.path.exists():
+                self._create()
+            self._db = self._connect_checked()
+            return self._load()
+        except BaseException:
+            self._close()
+            raise
+
+    def _fail(self, cls: type[JournalError], problem: str) -> JournalError:
+        return cls(str(self.path), problem)
+
+    def _lock(self) -> None:
+        lock_path = f"{self.path}.lock"
+        try:
+            file = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
+        except OSError as exc:
+            raise self._fail(JournalError, f"cannot open its lock file: {exc}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                file.seek(0)
+                holder = file.read(32).strip() or "unknown"
+                file.close()
+                raise self._fail(
+                    JournalInUse,
+                    f"in use by another live supervisor (pid {holder}, lock file {lock_path}); "
+                    "two processes must never serve one journal",
+                ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self._lock_file = file
+
+    def _create(self) -> None:
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        temp.unlink(missing_ok=True)
+        db = sqlite3.connect(temp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            self._migrate(db, 0)
+        finally:
+            db.close()
+        temp.replace(self.path)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        for number in range(version, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number + 1}")
+            db.execute("COMMIT")
+
+    def _connect_checked(self) -> sqlite3.Connection:
+        try:
+            size = self.path.stat().st_size
+            with self.path.open("rb") as file:
+                header = file.read(len(_HEADER))
+        except OSError as exc:
+            raise self._fail(JournalError, f"cannot read: {exc}") from None
+        if size == 0:
+            raise self._fail(JournalCorrupt, "empty file (truncated?), not a journal")
+        if header != _HEADER:
+            raise self._fail(JournalCorrupt, "not an SQLite database (wrong header)")
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise self._fail(JournalCorrupt, "corrupt: " + "; ".join(problems[:3]))
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if version > SCHEMA_VERSION:
+                raise self._fail(
+                    JournalVersion,
+                    f"schema version {version} is newer than this galaxy_actors supports "
+                    f"({SCHEMA_VERSION}); run a newer version, or start on another file",
+                )
+            if version == 0 or "tasks" not in tables:
+                raise self._fail(JournalCorrupt, "an SQLite database, but not a task journal")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            if version < SCHEMA_VERSION:
+                logger.warning(
+                    "journal %s: migrating schema %d -> %d", self.path, version, SCHEMA_VERSION
+                )
+                self._migrate(db, version)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise self._fail(JournalCorrupt, f"corrupt: {exc}") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _load(self) -> Recovery:
+        db = self._db
+        assert db is not None
+        try:
+            tasks = tuple(
+                OpenTask(_record(row[:8]), row[8] == "sent")
+                for row in db.execute(
+                    "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
+                    " delivery, priority, state FROM tasks WHERE state != 'ended' ORDER BY seq"
+                )
+            )
+            devices = tuple(
+                DeviceRecord(device_id, bool(removed), json.loads(spec))
+                for device_id, removed, spec in db.execute(
+                    "SELECT device_id, removed, spec FROM devices ORDER BY seq"
+                )
+            )
+        except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
+            raise self._fail(JournalCorrupt, f"unreadable record: {exc}") from None
+        return Recovery(tasks, devices)
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self._close, limiter=self._thread)
+
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        file, self._lock_file = self._lock_file, None
+        if file is not None:
+            file.close()  # releases the lock; the file stays (it may be re-taken at once)
+
+    # ------------------------------------------------------------------------ writes
+
+    def _request(self, sql: str, params: tuple[Any, ...], *, retry: bool) -> Commit:
+        commit = Commit()
+        self._pending.append(_Op(sql, params, commit, retry))
+        self._wake.set()
+        return commit
+
+    def accept(self, record: TaskRecord) -> Commit:
+        return self._request(
+            "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
+            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            (
+                record.task_id,
+                record.description,
+                record.data_json,
+                record.device_id,
+                json.dumps(record.capabilities),
+                record.timeout,
+                str(record.delivery),
+                record.priority,
+            ),
+            retry=False,
+        )
+
+    def mark_sent(self, task_id: str) -> Commit:
+        return self._request(
+            "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'",
+            (task_id,),
+            retry=False,
+        )
+
+    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
+        self._ended_since_compact += 1
+        return self._request(
+            "UPDATE tasks SET state = 'ended', outcome = ?, ended_at = ? WHERE task_id = ?",
+            (encode_outcome(outcome), self.wall_clock(), task_id),
+            retry=True,
+        )
+
+    def forget(self, task_id: str) -> Commit:
+        return self._request(
+            "DELETE FROM tasks WHERE task_id = ? AND state != 'ended'", (task_id,), retry=True
+        )
+
+    def device_added(self, device_id: str, spec: Mapping[str, Any]) -> Commit:
+        return self._device(device_id, False, spec)
+
+    def device_removed(self, device_id: str) -> Commit:
+        return self._device(device_id, True, {})
+
+    def _device(self, device_id: str, removed: bool, spec: Mapping[str, Any]) -> Commit:
+        return self._request(
+            "INSERT OR REPLACE INTO devices (device_id, removed, spec, seq) VALUES"
+            " (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM devices))",
+            (device_id, int(removed), json.dumps(dict(spec))),
+            retry=True,
+        )
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if not self._pending or trio.current_time() < self._retry_at:
+                    with trio.move_on_at(self._retry_at if self._pending else math.inf):
+                        await self._wake.wait()
+                self._wake = trio.Event()
+                await self._commit_pending()
+                if self._ended_since_compact >= self.compact_every:
+                    await self.compact()
+        finally:
+            # Shutdown (or a cancelled supervisor): what is pending is written, boundedly.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5.0):
+                while self._pending and not self.stats.degraded and self._db is not None:
+                    await self._commit_pending()
+
+    async def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        error = await trio.to_thread.run_sync(self._write, batch, limiter=self._thread)
+        stats = self.stats
+        if error is None:
+            stats.commits += 1
+            stats.writes += len(batch)
+            if stats.degraded:
+                stats.degraded = False
+                logger.warning("journal %s: writing again", self.path)
+            for op in batch:
+                op.commit.settle()
+            return
+        stats.failed_commits += 1
+        if not stats.degraded:
+            stats.degraded = True
+            logger.error(
+                "journal %s: cannot write (%s): new tasks are refused until it can; "
+                "outcomes are kept and written when it can",
+                self.path,
+                error,
+            )
+        failure = JournalUnavailable(
+            f"journal {self.path}: cannot write: {error}", task_id="", device_id=None
+        )
+        kept = [op for op in batch if op.retry]
+        self._pending[:0] = kept
+        self._retry_at = trio.current_time() + self.retry_interval
+        for op in batch:
+            op.commit.settle(failure)
+
+    def _write(self, batch: list[_Op]) -> str | None:
+        db = self._db
+        if db is None:
+            return "the journal is closed"
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in batch:
+                    db.execute(op.sql, op.params)
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does): nothing half-written.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    # ------------------------------------------------------------------------ reads
+
+    async def fetch(self, task_id: str) -> StoredTask | None:
+        return await trio.to_thread.run_sync(self._fetch, task_id, limiter=self._thread)
+
+    def _fetch(self, task_id: str) -> StoredTask | None:
+        db = self._db
+        assert db is not None
+        row = db.execute(
+            "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
+            " delivery, priority, state, outcome FROM tasks WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        outcome = None if row[9] is None else decode_outcome(task_id, row[9])
+        return StoredTask(_record(row[:8]), row[8] != "queued", outcome)
+
+    async def compact(self) -> int:
+        self._ended_since_compact = 0
+        dropped = await trio.to_thread.run_sync(self._compact, limiter=self._thread)
+        self.stats.compacted += dropped
+        return dropped
+
+    def _compact(self) -> int:
+        db = self._db
+        if db is None:
+            return 0
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            old = db.execute(
+                "DELETE FROM tasks WHERE state = 'ended' AND ended_at < ?",
+                (self.wall_clock() - self.keep_seconds,),
+            ).rowcount
+            extra = db.execute(
+                "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state = 'ended'"
+                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                (self.keep_count,),
+            ).rowcount
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            logger.warning("journal %s: compaction failed: %s", self.path, exc)
+            return 0
+        return int(old) + int(extra)
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    task_id, description, data_json, device_id, capabilities, timeout, delivery, priority = row
+    return TaskRecord(
+        task_id,
+        description,
+        data_json,
+        device_id,
+        tuple(json.loads(capabilities)),
+        float(timeout),
+        Delivery(delivery),
+        int(priority),
+    )

@@ -1,0 +1,177 @@
+"""The task journal: durable accept, recovery rules, idempotent submission, fetching by id.
+
+In-process tests over the in-memory transport and a real SQLite file. A "crash" here is a
+journal that stops committing (as a killed process would) and a supervisor that is then
+abandoned; the process-level kill is in test_journal_process.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from lab import frames_of, memory_lab
+
+from galaxy_actors import (
+    Delivery,
+    DuplicateTaskId,
+    ExecutionResult,
+    OutcomeUnknown,
+    SqliteJournal,
+)
+from galaxy_actors._errors import UnknownTask
+from galaxy_actors._journal import TaskRecord
+
+
+def record(
+    task_id: str,
+    *,
+    device: str | None = "pc",
+    delivery: Delivery = Delivery.AT_MOST_ONCE,
+    priority: int = 0,
+    capabilities: tuple[str, ...] = (),
+) -> TaskRecord:
+    return TaskRecord(
+        task_id, f"do {task_id}", "{}", device, capabilities, 60.0, delivery, priority
+    )
+
+
+async def write_journal(path: Path, *ops: tuple[str, Any]) -> None:
+    """Write records straight through the journal's interface, as a dead process left them."""
+    journal = SqliteJournal(path)
+    await journal.open()
+    commits = []
+    for op, arg in ops:
+        if op == "accept":
+            commits.append(journal.accept(arg))
+        elif op == "sent":
+            commits.append(journal.mark_sent(arg))
+        elif op == "ended":
+            commits.append(journal.mark_ended(*arg))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        for commit in commits:
+            await commit.wait()
+            assert commit.error is None
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+def rows(path: Path) -> dict[str, str]:
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute("SELECT task_id, state FROM tasks"))
+    finally:
+        db.close()
+
+
+def task_ids_received(agent: Any) -> list[str]:
+    return [frame.session_id.split("@", 1)[1] for frame in frames_of(agent, "task")]
+
+
+async def test_submit_returns_once_the_task_is_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    async with memory_lab(journal=path) as lab:
+        await lab.connected("pc", task_duration=0.2)
+        handle = await lab.supervisor.submit("a", device_id="pc", task_id="t1")
+        assert rows(path)["t1"] == "sent"
+        result = await handle.result()
+        assert result.ok
+        # The outcome is on disk once a waiter sees it.
+        assert rows(path)["t1"] == "ended"
+
+
+async def test_recovery_queues_again_and_never_resends_at_most_once(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    await write_journal(
+        path,
+        ("accept", record("queued-late", priority=0)),
+        ("accept", record("queued-urgent", priority=-1)),
+        ("accept", record("maybe-ran")),
+        ("sent", "maybe-ran"),
+        ("accept", record("again", delivery=Delivery.AT_LEAST_ONCE)),
+        ("sent", "again"),
+    )
+    async with memory_lab(journal=path) as lab:
+        sup = lab.supervisor
+        unknown = await sup.task("maybe-ran")
+        with pytest.raises(OutcomeUnknown, match="may or may not have run"):
+            await unknown.result()
+        agent = await lab.connected("pc")
+        for task_id in ("queued-late", "queued-urgent", "again"):
+            assert (await (await sup.task(task_id)).result()).ok
+        # By priority; within one, the sent at-least-once task at the head of its queue.
+        assert task_ids_received(agent) == ["queued-urgent", "again", "queued-late"]
+    assert rows(path) == dict.fromkeys(
+        ["queued-late", "queued-urgent", "maybe-ran", "again"], "ended"
+    )
+
+
+async def test_capability_routed_tasks_are_routed_again(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    await write_journal(path, ("accept", record("any-gpu", device=None, capabilities=("gpu",))))
+    async with memory_lab(journal=path) as lab:
+        lab.agent(devices=["cpu-box", "gpu-box"])
+        lab.supervisor.add_device("cpu-box", "ws://agent/ws")
+        lab.supervisor.add_device("gpu-box", "ws://agent/ws", capabilities=["gpu"])
+        result = await (await lab.supervisor.task("any-gpu")).result()
+        assert result.device_id == "gpu-box"
+
+
+async def test_same_id_returns_the_same_task_before_and_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    async with memory_lab(journal=path) as lab:
+        agent = await lab.connected("pc")
+        sup = lab.supervisor
+        first = await sup.submit("open", {"x": 1}, device_id="pc", task_id="once")
+        again = await sup.submit("open", {"x": 1}, device_id="pc", task_id="once")
+        assert again is first
+        outcome = await first.result()
+        # Ended and released: answered from the journal, not run again.
+        later = await sup.submit("open", {"x": 1}, device_id="pc", task_id="once")
+        assert await later.result() == outcome
+        with pytest.raises(DuplicateTaskId, match="another task"):
+            await sup.submit("close", device_id="pc", task_id="once")
+        assert task_ids_received(agent) == ["once"]
+    async with memory_lab(journal=path) as lab:
+        agent = await lab.connected("pc")
+        handle = await lab.supervisor.submit("open", {"x": 1}, device_id="pc", task_id="once")
+        result = await handle.result()
+        assert isinstance(result, ExecutionResult)
+        assert result.task_id == "once"
+        assert result.result == outcome.result
+        assert task_ids_received(agent) == []
+        with pytest.raises(UnknownTask):
+            await lab.supervisor.task("never")
+
+
+async def test_a_graceful_stop_keeps_queued_tasks_for_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    async with memory_lab(journal=path, shutdown_grace=0.1) as lab:
+        await lab.connected("pc", task_duration=100.0)
+        sup = lab.supervisor
+        running = await sup.submit("long", device_id="pc", task_id="long")
+        queued = await sup.submit("next", device_id="pc", task_id="next")
+        assert queued.device_id == "pc"
+    assert running.done and queued.done
+    assert rows(path) == {"long": "sent", "next": "queued"}
+    async with memory_lab(journal=path) as lab:
+        agent = await lab.connected("pc")
+        with pytest.raises(OutcomeUnknown):
+            await (await lab.supervisor.task("long")).result()
+        assert (await (await lab.supervisor.task("next")).result()).ok
+        assert task_ids_received(agent) == ["next"]
+
+
+async def test_without_a_journal_nothing_is_written(tmp_path: Path) -> None:
+    async with memory_lab() as lab:
+        await lab.connected("pc")
+        assert lab.supervisor.durable is None
+        assert (await lab.supervisor.run_task("a", device_id="pc", task_id="t")).ok
+        with pytest.raises(UnknownTask):
+            await lab.supervisor.task("t")
+    assert os.listdir(tmp_path) == []

@@ -78,6 +78,9 @@ from ._errors import (
     ProtocolError as ProtocolError,
 )
 from ._errors import (
+    QueueFull as QueueFull,
+)
+from ._errors import (
     SupervisorClosed as SupervisorClosed,
 )
 from ._errors import (
@@ -176,6 +179,9 @@ from ._registry import (
 from ._registry import (
     DeviceSnapshot as DeviceSnapshot,
 )
+from ._running import (
+    open_supervisor as open_supervisor,
+)
 from ._status import (
     ALLOWED_TRANSITIONS as ALLOWED_TRANSITIONS,
 )
@@ -187,9 +193,6 @@ from ._status import (
 )
 from ._supervisor import (
     Supervisor as Supervisor,
-)
-from ._supervisor import (
-    open_supervisor as open_supervisor,
 )
 from ._task import (
     Delivery as Delivery,
@@ -273,6 +276,7 @@ __all__ = [
     "MemoryServerConnection",
     "OutcomeUnknown",
     "ProtocolError",
+    "QueueFull",
     "RandomSource",
     "Restart",
     "RestartHistory",

@@ -30,7 +30,8 @@ from ._errors import TaskCancelled, TaskError
 from ._events import ConnectionFailed, GaveUp, RestartScheduled
 from ._memory import MemoryNetwork
 from ._policy import Jitter, RestartPolicy
-from ._supervisor import Supervisor, open_supervisor
+from ._running import open_supervisor
+from ._supervisor import Supervisor
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._transport import Connector, WebSocketConnector
 from ._view import show_status

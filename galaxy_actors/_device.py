@@ -108,6 +108,7 @@ class DeviceActor:
         "device_id",
         "frames",
         "history",
+        "max_queue",
         "owner",
         "policy",
         "profile",
@@ -119,8 +120,16 @@ class DeviceActor:
         "work",
     )
 
-    def __init__(self, profile: AgentProfile, owner: Owner, policy: RestartPolicy) -> None:
+    def __init__(
+        self,
+        profile: AgentProfile,
+        owner: Owner,
+        policy: RestartPolicy,
+        max_queue: int | None = None,
+    ) -> None:
         self.profile = profile
+        # At most this many queued tasks (None: no bound); see `queue_full`.
+        self.max_queue = max_queue
         self.device_id = profile.device_id
         self.owner = owner
         self.settings = owner.settings
@@ -460,7 +469,12 @@ class DeviceActor:
 
     def next_task(self) -> TaskHandle | None:
         """The next queued task to send (`SessionHost`)."""
-        return self.work.mailbox.pop()
+        return self.work.next()
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether a task submitted now would find the queue at its ``max_queue``."""
+        return self.max_queue is not None and len(self.work.mailbox) >= self.max_queue
 
     def task_sent(self, task: TaskHandle, now: float) -> None:
         """``task`` is on the device from now on (`SessionHost`)."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._admission import route
 from ._errors import (
     DuplicateTaskId,
     GalaxyActorsError,
@@ -221,7 +222,7 @@ class Durability:
         actor = sup._actors.get(task.device_id or "")
         if record.device_id is None and (actor is None or not actor.accepting):
             # Routed at admission to a device that left during the write: route again.
-            actor = sup._route(record.capabilities, record.priority, task.task_id)
+            actor = route(sup._actors.values(), record.capabilities, record.priority, task.task_id)
         if actor is None:
             raise UnknownDevice(record.device_id or "", task_id=task.task_id)
         return actor.accept(task)
@@ -233,7 +234,7 @@ class Durability:
             actor = sup._actors.get(record.device_id)
             return actor if actor is not None and not actor.removed else None
         try:
-            return sup._route(record.capabilities, record.priority, task.task_id)
+            return route(sup._actors.values(), record.capabilities, record.priority, task.task_id)
         except GalaxyActorsError:
             return None
 

@@ -104,6 +104,12 @@ class DeviceUnavailable(TaskError):
     or no registered device has the required capabilities."""
 
 
+class QueueFull(TaskError):
+    """The device's queue already holds its ``max_queue`` tasks, and the submission was made
+    with ``block=False`` (a blocking submit waits for room instead). The task does not
+    exist."""
+
+
 class DeviceDisconnected(TaskError, ConnectionError):
     """The connection died while the task was on the device (at-most-once delivery)."""
 

@@ -17,7 +17,8 @@ from typing import Any
 from ._errors import DuplicateDevice, SupervisorClosed
 from ._policy import RandomSource, RestartPolicy
 from ._registry import DeviceRegistry
-from ._supervisor import Supervisor, running
+from ._running import running
+from ._supervisor import Supervisor
 from ._task import Delivery, ExecutionResult
 from ._transport import Connector
 

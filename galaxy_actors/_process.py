@@ -43,7 +43,8 @@ from ._http import open_http_listeners, serve_http
 from ._redact import redact
 from ._reload import Reloader
 from ._report import device_rows
-from ._supervisor import Supervisor, open_supervisor
+from ._running import open_supervisor
+from ._supervisor import Supervisor
 from ._view import show_status, summary_line
 
 if TYPE_CHECKING:

@@ -27,47 +27,42 @@ submitted has its outcome by the time the block has exited.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
-import uuid
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from ._admission import check_task, positive, route
 from ._device import ActorSettings, DeviceActor
 from ._durable import Durability
 from ._errors import (
     ConfigurationError,
-    DeviceUnavailable,
     DuplicateTaskId,
+    QueueFull,
     SupervisorClosed,
     TaskCancelled,
     UnknownDevice,
     UnknownTask,
 )
 from ._events import (
-    ConnectionFailed,
     DeviceAdded,
     DeviceRemoved,
     EventHub,
-    GaveUp,
-    RestartScheduled,
     Subscription,
 )
 from ._policy import (
     Decision,
     FailureReason,
-    GiveUp,
     RandomSource,
-    Restart,
     RestartFloor,
     RestartPolicy,
 )
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
+from ._restarts import decide_restart
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._throttle import Throttled
@@ -80,7 +75,7 @@ if TYPE_CHECKING:
     from ._journal import Journal
     from ._session import Session
 
-__all__ = ["Supervisor", "open_supervisor"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger("galaxy_actors.supervisor")
 
@@ -93,17 +88,10 @@ _UNKNOWN_CLOSE_TIME = 4.0
 _SHUTDOWN_MARGIN = 1.0
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    # The type first: comparing a str with 0 would raise TypeError, not our error.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value >= 0 if allow_zero else value > 0)
-        or not math.isfinite(value)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def _max_queue(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"max_queue must be an int >= 1 or None, got {value!r}")
+    return value
 
 
 class Supervisor:
@@ -125,6 +113,7 @@ class Supervisor:
         max_concurrent_connections: int | None,
         rng: RandomSource | None,
         journal: Journal | str | os.PathLike[str] | None = None,
+        max_queue: int | None = None,
     ) -> None:
         if not isinstance(task_name, str) or not task_name or "@" in task_name:
             raise ConfigurationError(
@@ -139,16 +128,18 @@ class Supervisor:
                 "max_concurrent_connections must be an int >= 1 or None, "
                 f"got {max_concurrent_connections!r}"
             )
+        #: The default bound on each device's queue (None: unbounded); see `submit`.
+        self.max_queue = _max_queue(max_queue)
         self.settings = ActorSettings(
             task_name=task_name,
-            heartbeat_interval=_positive("heartbeat_interval", heartbeat_interval),
-            heartbeat_timeout=_positive("heartbeat_timeout", heartbeat_timeout),
-            registration_timeout=_positive("registration_timeout", registration_timeout),
-            device_info_timeout=_positive("device_info_timeout", device_info_timeout),
-            send_timeout=_positive("send_timeout", send_timeout),
-            disconnect_grace=_positive("disconnect_grace", disconnect_grace, allow_zero=True),
+            heartbeat_interval=positive("heartbeat_interval", heartbeat_interval),
+            heartbeat_timeout=positive("heartbeat_timeout", heartbeat_timeout),
+            registration_timeout=positive("registration_timeout", registration_timeout),
+            device_info_timeout=positive("device_info_timeout", device_info_timeout),
+            send_timeout=positive("send_timeout", send_timeout),
+            disconnect_grace=positive("disconnect_grace", disconnect_grace, allow_zero=True),
         )
-        self.shutdown_grace = _positive("shutdown_grace", shutdown_grace, allow_zero=True)
+        self.shutdown_grace = positive("shutdown_grace", shutdown_grace, allow_zero=True)
         # None means the default, here and only here (open_supervisor and DeviceManager
         # pass their arguments through).
         self.policy = policy if policy is not None else RestartPolicy()
@@ -190,10 +181,12 @@ class Supervisor:
         metadata: Mapping[str, Any] | None = None,
         max_retries: int | None = None,
         connect: bool = True,
+        max_queue: int | None = None,
     ) -> AgentProfile:
         """Register a device and start its actor; with ``connect`` (the default) it connects
-        in the background. Raises `DuplicateDevice`, `InvalidServerURL`,
-        `ConfigurationError`, `SupervisorClosed`."""
+        in the background. ``max_queue`` bounds its queue (default: the supervisor's).
+        Raises `DuplicateDevice`, `InvalidServerURL`, `ConfigurationError`,
+        `SupervisorClosed`."""
         nursery = self._require_open()
         if not isinstance(device_id, str) or not device_id:
             raise ConfigurationError(f"device_id must be a non-empty string, got {device_id!r}")
@@ -212,7 +205,8 @@ class Supervisor:
             max_retries=policy.max_retries,
         )
         self.registry.add(profile)
-        actor = DeviceActor(profile, self, policy)
+        bound = self.max_queue if max_queue is None else _max_queue(max_queue)
+        actor = DeviceActor(profile, self, policy, bound)
         self._actors[device_id] = actor
         if connect:
             actor.want_connection()
@@ -249,7 +243,7 @@ class Supervisor:
         may finish within ``grace`` seconds (default ``disconnect_grace``) unless ``force``;
         the connection closes with a close frame; the device stays DISCONNECTED."""
         if grace is not None:
-            _positive("grace", grace, allow_zero=True)
+            positive("grace", grace, allow_zero=True)
         await self._actor(device_id).disconnect(force=force, grace=grace)
 
     def _actor(self, device_id: str) -> DeviceActor:
@@ -315,82 +309,11 @@ class Supervisor:
     # ------------------------------------------------------------------------ decisions
 
     def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
-        """Called by a failed device actor: restart after a delay, or give up.
-
-        Never raises for the policy: the policy is user code, run in the failing device's
-        task, inside the supervisor's nursery, where an exception would take every device
-        down. A policy that raises, or answers something other than a `Restart` or a
-        `GiveUp`, gives up this device (logged with the traceback); the others carry on.
-        A restart's delay is then raised to `restart_floor` if the device is in a hot loop.
-        """
-        now = trio.current_time()
-        policy = actor.policy
-        decision: Decision
-        try:
-            decision = policy.decide(actor.history, reason, now, self._rng)
-            if not isinstance(decision, Restart | GiveUp):
-                raise TypeError(
-                    f"it returned {decision!r} ({type(decision).__name__}), "
-                    "not a Restart or a GiveUp"
-                )
-            history = policy.record(actor.history, decision, now)
-        except Exception as exc:
-            logger.exception(
-                "device %s: the restart policy failed after %s; giving this device up",
-                actor.device_id,
-                reason,
-                extra={"device_id": actor.device_id, "reason": str(reason)},
-            )
-            decision = GiveUp(f"the restart policy raised {type(exc).__name__}: {exc}")
-            history = actor.history
-        asked = decision
-        decision, actor.history = self.restart_floor.apply(history, decision, now)
-        if decision is not asked:
-            logger.warning(
-                "device %s: %d quick restarts in a row: waiting %g s, not %g s",
-                actor.device_id,
-                actor.history.quick_restarts,
-                self.restart_floor.delay,
-                asked.delay if isinstance(asked, Restart) else 0.0,
-                extra={"device_id": actor.device_id},
-            )
-        profile = actor.profile
-        events = self.events
-        if events:
-            events.publish(ConnectionFailed(actor.device_id, str(reason), detail, now))
-        if isinstance(decision, GiveUp):
-            logger.error(
-                "device %s: giving up: %s",
-                actor.device_id,
-                decision.why,
-                extra={"device_id": actor.device_id, "reason": str(reason)},
-            )
-            if events:
-                events.publish(GaveUp(actor.device_id, decision.why, now))
-        else:
-            logger.info(
-                "device %s: reconnecting in %g s (attempt %d/%d)",
-                actor.device_id,
-                decision.delay,
-                actor.history.attempts,
-                profile.max_retries,
-                extra={
-                    "device_id": actor.device_id,
-                    "reason": str(reason),
-                    "attempt": actor.history.attempts,
-                },
-            )
-            if events:
-                events.publish(
-                    RestartScheduled(
-                        actor.device_id,
-                        actor.history.attempts,
-                        profile.max_retries,
-                        decision.delay,
-                        now,
-                    )
-                )
-        return decision
+        """Called by a failed device actor: restart after a delay, or give up
+        (`decide_restart`: never raises for the policy, and applies `restart_floor`)."""
+        return decide_restart(
+            actor, reason, detail, rng=self._rng, floor=self.restart_floor, events=self.events
+        )
 
     def device_of_session(self, session_id: str) -> str | None:
         if not session_id.startswith(self._session_prefix):
@@ -412,31 +335,57 @@ class Supervisor:
         timeout: float = 1000.0,
         delivery: Delivery | str = Delivery.AT_MOST_ONCE,
         priority: int = 0,
+        block: bool = True,
     ) -> TaskHandle:
         """Submit a task to ``device_id``, or to the best device with ``capabilities`` (idle
         first, then the fewest tasks ahead of it). Returns once the task is sent or queued;
         await ``handle.result()`` for its outcome.
 
+        Backpressure: when the device's queue already holds ``max_queue`` tasks, this waits
+        for room (cancellable: the task then does not exist), or with ``block=False``
+        raises `QueueFull` at once.
+
         Raises at once, and the task does not exist, on: `UnknownDevice`,
         `DeviceUnavailable` (disconnected, gave up, or no device has the capabilities),
         `DuplicateTaskId`, `SupervisorClosed`, `ConfigurationError` (bad argument, or data
-        that is not JSON-serialisable).
+        that is not JSON-serialisable), `QueueFull` (``block=False``).
         """
-        if self.durable is not None:
-            return await self.durable.submit(
-                description, data, device_id, capabilities, task_id, timeout, delivery, priority
-            )
         # A checkpoint, as Trio's own calls are (a queued task makes none, and a frame the
         # Session writes at once is followed by no schedule point), in their usual shape:
         # cancellable before anything happens, yielding once it has.
         await trio.lowlevel.checkpoint_if_cancelled()
-        task, session = self._admit(
-            description, data, device_id, capabilities, task_id, timeout, delivery, priority
-        )
+        while True:
+            try:
+                if self.durable is not None:
+                    return await self.durable.submit(
+                        description,
+                        data,
+                        device_id,
+                        capabilities,
+                        task_id,
+                        timeout,
+                        delivery,
+                        priority,
+                    )
+                task, session = self._admit(
+                    description, data, device_id, capabilities, task_id, timeout, delivery, priority
+                )
+                break
+            except QueueFull as full:
+                if not block:
+                    raise
+                await self._room(full)
         if session is not None:
             await self._send_now(session, task)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return task
+
+    async def _room(self, full: QueueFull) -> None:
+        """Wait until the full device's queue shrinks (or it is gone: the caller retries and
+        learns why)."""
+        actor = self._actors.get(full.device_id or "")
+        if actor is not None and actor.queue_full:
+            await actor.work.room().wait()
 
     def _admit(
         self,
@@ -457,36 +406,23 @@ class Supervisor:
         Plain code, no await: the usual path of a task is the one with the fewest coroutine
         frames (each is an allocation the cyclic GC then walks)."""
         self._require_open()
-        # Every task passes here: the usual argument types are recognised first, cheaply.
-        if type(description) is not str and not isinstance(description, str):
-            raise ConfigurationError(f"task description must be a string, got {description!r}")
-        if type(timeout) is not float or not 0.0 < timeout < math.inf:
-            timeout = _positive("timeout", timeout)
-        if type(priority) is not int and (
-            isinstance(priority, bool) or not isinstance(priority, int)
-        ):
-            raise ConfigurationError(f"priority must be an int, got {priority!r}")
-        if type(delivery) is not Delivery:
-            try:
-                delivery = Delivery(delivery)
-            except ValueError:
-                raise ConfigurationError(f"unknown delivery {delivery!r}") from None
-        if task_id is None:
-            task_id = uuid.uuid4().hex
-        elif not isinstance(task_id, str) or not task_id:
-            raise ConfigurationError(f"task_id must be a non-empty string, got {task_id!r}")
+        timeout, delivery, task_id, data_json = check_task(
+            description, data, task_id, timeout, delivery, priority
+        )
         if task_id in self._live:
             raise DuplicateTaskId(task_id)
-        try:
-            data_json = json.dumps({} if data is None else data)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"task data is not JSON-serialisable: {exc}") from None
         if device_id is not None:
             actor = self._actors.get(device_id)
             if actor is None:
                 raise UnknownDevice(device_id, task_id=task_id)
         else:
-            actor = self._route(capabilities or (), priority, task_id)
+            actor = route(self._actors.values(), capabilities or (), priority, task_id)
+        if actor.queue_full:
+            raise QueueFull(
+                f"device {actor.device_id!r} already has {actor.max_queue} queued tasks",
+                task_id=task_id,
+                device_id=actor.device_id,
+            )
         task = TaskHandle(
             task_id,
             description,
@@ -516,32 +452,6 @@ class Supervisor:
         if self._live.get(task.task_id) is task:
             del self._live[task.task_id]
 
-    def _route(self, capabilities: Collection[str], priority: int, task_id: str) -> DeviceActor:
-        if isinstance(capabilities, str):
-            raise ConfigurationError("capabilities must be a collection of strings, not a str")
-        need = set(capabilities)
-        best: DeviceActor | None = None
-        best_key: tuple[int, int] | None = None
-        for actor in self._actors.values():
-            if not actor.accepting or not need.issubset(actor.profile.capabilities):
-                continue
-            status = actor.profile.status
-            load = actor.load_before(priority)
-            if status is DeviceStatus.IDLE and load == 0:
-                return actor  # idle and nothing queued: nobody beats it
-            rank = 1 if status in (DeviceStatus.IDLE, DeviceStatus.BUSY) else 2
-            key = (rank, load)
-            if best_key is None or key < best_key:
-                best, best_key = actor, key
-        if best is None:
-            wanted = ", ".join(sorted(need)) or "(none)"
-            raise DeviceUnavailable(
-                f"no connected or reconnecting device has capabilities {wanted}",
-                task_id=task_id,
-                device_id=None,
-            )
-        return best
-
     async def run_task(
         self,
         description: str,
@@ -553,22 +463,39 @@ class Supervisor:
         timeout: float = 1000.0,
         delivery: Delivery | str = Delivery.AT_MOST_ONCE,
         priority: int = 0,
+        block: bool = True,
     ) -> ExecutionResult:
         """Submit a task and wait for its result; raises its `TaskError` otherwise.
+        ``block`` is `submit`'s.
 
         If the caller is cancelled while waiting, a queued task is withdrawn (it will not
         run) and a running one ends with `TaskCancelled` (the device finishes it, and its
         result is dropped)."""
-        if self.durable is not None:
-            task = await self.durable.submit(
-                description, data, device_id, capabilities, task_id, timeout, delivery, priority
+        task: TaskHandle | None = None
+        if self.durable is None and self.accepting:
+            # The usual path, with no coroutine frame of `submit`'s in between.
+            try:
+                task, session = self._admit(
+                    description, data, device_id, capabilities, task_id, timeout, delivery, priority
+                )
+            except QueueFull:
+                if not block:
+                    raise
+            else:
+                if session is not None:
+                    await self._send_now(session, task)
+        if task is None:
+            task = await self.submit(
+                description,
+                data,
+                device_id=device_id,
+                capabilities=capabilities,
+                task_id=task_id,
+                timeout=timeout,
+                delivery=delivery,
+                priority=priority,
+                block=block,
             )
-        else:
-            task, session = self._admit(
-                description, data, device_id, capabilities, task_id, timeout, delivery, priority
-            )
-            if session is not None:
-                await self._send_now(session, task)
         try:
             return await task.result()
         except trio.Cancelled:
@@ -677,121 +604,6 @@ class Supervisor:
         sent = task.sent
         self.cancel_task(task, why)
         return not sent
-
-
-@contextlib.asynccontextmanager
-async def open_supervisor(
-    *,
-    task_name: str = "galaxy",
-    heartbeat_interval: float = 30.0,
-    heartbeat_timeout: float = 10.0,
-    registration_timeout: float = 30.0,
-    device_info_timeout: float = 10.0,
-    send_timeout: float = 10.0,
-    disconnect_grace: float = 30.0,
-    shutdown_grace: float = 5.0,
-    policy: RestartPolicy | None = None,
-    connector: Connector | None = None,
-    max_concurrent_connections: int | None = None,
-    rng: RandomSource | None = None,
-    journal: Journal | str | os.PathLike[str] | None = None,
-) -> AsyncIterator[Supervisor]:
-    """Run a supervisor for the duration of the block.
-
-    >>> async with open_supervisor(task_name="lab") as sup:          # doctest: +SKIP
-    ...     sup.add_device("pc-1", "ws://10.0.0.5:5000/ws", "Windows", capabilities=["web"])
-    ...     result = await sup.run_task("Open the browser", capabilities=["web"])
-
-    Arguments:
-        task_name: this constellation's name; part of every frame's identity.
-        heartbeat_interval: seconds between heartbeats.
-        heartbeat_timeout: a connection with no frame within this long of a heartbeat is dead.
-        registration_timeout / device_info_timeout: how long to wait for those answers.
-        send_timeout: a frame that cannot be written within this long fails the connection.
-        disconnect_grace: how long a running task may finish on a graceful disconnect.
-        shutdown_grace: the same when the block is left; the whole shutdown waits at most
-            ``shutdown_grace + close_timeout + 1`` seconds (see `running`).
-        policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
-        connector: how to reach agents (default: trio-websocket); tests pass a
-            `MemoryNetwork` connector. A connector may have a ``close_timeout`` attribute
-            (seconds a close may take); the shutdown then waits that long for closes.
-        max_concurrent_connections: at most this many handshakes at once (None: no limit).
-        rng: random source for jitter (default: a fresh `random.Random()`).
-        journal: a task journal, or the path of an SQLite one (`SqliteJournal`): accepted
-            tasks survive the process (docs/architecture.md, "Durability"). None: off.
-    """
-    supervisor = Supervisor(
-        task_name=task_name,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout,
-        registration_timeout=registration_timeout,
-        device_info_timeout=device_info_timeout,
-        send_timeout=send_timeout,
-        disconnect_grace=disconnect_grace,
-        shutdown_grace=shutdown_grace,
-        policy=policy,
-        connector=connector,
-        max_concurrent_connections=max_concurrent_connections,
-        rng=rng,
-        journal=journal,
-    )
-    async with running(supervisor):
-        yield supervisor
-
-
-@contextlib.asynccontextmanager
-async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
-    """Run an already constructed `Supervisor` for the duration of the block (what
-    `open_supervisor` does after building one). A supervisor runs once.
-
-    Exceptions: the block's own exception comes out as itself. One of the supervisor's
-    tasks failing (something no device contains, such as a `KeyboardInterrupt`) comes out
-    as an `ExceptionGroup`, as from any Trio nursery; when the block failed too, its
-    exception is in that group beside the task's, so neither is lost. Catch either with
-    ``except*``.
-
-    Leaving the block waits for every device to disconnect, at most ``shutdown_grace +
-    close_timeout + 1`` seconds (``close_timeout``: the connector's attribute, 4 s if it has
-    none); events published after that are dropped, never raised."""
-    if supervisor._nursery is not None or supervisor._closing:
-        raise SupervisorClosed("a Supervisor runs only once")
-    durable = supervisor.durable
-    if durable is not None:
-        await durable.open()  # a corrupt or busy journal fails here, before anything runs
-    body_error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            supervisor._nursery = nursery
-            if durable is not None:
-                durable.start(nursery)
-            try:
-                yield supervisor
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                # Re-raised below, outside the nursery, so the caller sees its own exception
-                # rather than an ExceptionGroup wrapping it.
-                body_error = exc
-            finally:
-                await supervisor._shutdown()
-                supervisor.events.close()
-                supervisor.warnings.flush()
-                supervisor._release_status_waiters()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # A Cancelled in the block came from this nursery's cancellation (a task failed):
-        # it is not the block's own failure.
-        if body_error is None or isinstance(body_error, trio.Cancelled):
-            raise
-        raise BaseExceptionGroup(
-            "the supervisor's block and one of its tasks failed", [body_error, *group.exceptions]
-        ) from None
-    finally:
-        if durable is not None:
-            with trio.CancelScope(shield=True):
-                await durable.journal.aclose()
-    if body_error is not None:
-        raise body_error
 
 
 def _journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:

@@ -40,7 +40,7 @@ class DeviceStats:
 
 
 class Workload:
-    __slots__ = ("device_id", "events", "mailbox", "running", "stats")
+    __slots__ = ("_room", "device_id", "events", "mailbox", "running", "stats")
 
     def __init__(self, device_id: str, events: EventHub, stats: DeviceStats) -> None:
         self.device_id = device_id
@@ -49,6 +49,26 @@ class Workload:
         self.mailbox = Mailbox()
         # The task on the device: sent on the current connection, no TASK_END yet.
         self.running: TaskHandle | None = None
+        # Set when the queue shrinks, for submitters waiting for room (``max_queue``).
+        self._room: trio.Event | None = None
+
+    def room(self) -> trio.Event:
+        """An event set the next time the queue shrinks."""
+        if self._room is None:
+            self._room = trio.Event()
+        return self._room
+
+    def _shrunk(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+
+    def next(self) -> TaskHandle | None:
+        """Take the next task to run out of the queue."""
+        task = self.mailbox.pop()
+        if task is not None:
+            self._shrunk()
+        return task
 
     # ------------------------------------------------------------------------- the queue
 
@@ -80,6 +100,7 @@ class Workload:
             return False
         if self.end(task, self.cancelled(task, why)):
             self.mailbox.withdrawn(task)
+            self._shrunk()
             return True
         return False
 
@@ -87,6 +108,7 @@ class Workload:
         """End every queued task with the error ``error(task)`` makes for it."""
         for task in self.mailbox.drain():
             self.end(task, error(task))
+        self._shrunk()
 
     def load_before(self, priority: int) -> int:
         """How many tasks would run before a new task of ``priority`` on this device."""

@@ -40,7 +40,8 @@ from .._events import (
 )
 from .._memory import MemoryNetwork
 from .._policy import RestartPolicy
-from .._supervisor import Supervisor, open_supervisor
+from .._running import open_supervisor
+from .._supervisor import Supervisor
 from .._task import TaskHandle
 from ._agent import MALFORMED_FRAME, SimulatedAgent
 from ._determinism import call_seeded, in_hypothesis_example, scheduling_nondeterminism

@@ -1,0 +1,146 @@
+"""Running a supervisor for the duration of an ``async with`` block.
+
+`open_supervisor` builds a `Supervisor` and runs it with `running`: the nursery every device
+actor lives in is opened here, and the block's exit is the supervisor's shutdown. Nothing the
+supervisor starts outlives the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import SupervisorClosed
+from ._supervisor import Supervisor
+
+if TYPE_CHECKING:
+    import os
+
+    from ._journal import Journal
+    from ._policy import RandomSource, RestartPolicy
+    from ._transport import Connector
+
+__all__ = ["open_supervisor", "running"]
+
+
+@contextlib.asynccontextmanager
+async def open_supervisor(
+    *,
+    task_name: str = "galaxy",
+    heartbeat_interval: float = 30.0,
+    heartbeat_timeout: float = 10.0,
+    registration_timeout: float = 30.0,
+    device_info_timeout: float = 10.0,
+    send_timeout: float = 10.0,
+    disconnect_grace: float = 30.0,
+    shutdown_grace: float = 5.0,
+    policy: RestartPolicy | None = None,
+    connector: Connector | None = None,
+    max_concurrent_connections: int | None = None,
+    rng: RandomSource | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    max_queue: int | None = None,
+) -> AsyncIterator[Supervisor]:
+    """Run a supervisor for the duration of the block.
+
+    >>> async with open_supervisor(task_name="lab") as sup:          # doctest: +SKIP
+    ...     sup.add_device("pc-1", "ws://10.0.0.5:5000/ws", "Windows", capabilities=["web"])
+    ...     result = await sup.run_task("Open the browser", capabilities=["web"])
+
+    Arguments:
+        task_name: this constellation's name; part of every frame's identity.
+        heartbeat_interval: seconds between heartbeats.
+        heartbeat_timeout: a connection with no frame within this long of a heartbeat is dead.
+        registration_timeout / device_info_timeout: how long to wait for those answers.
+        send_timeout: a frame that cannot be written within this long fails the connection.
+        disconnect_grace: how long a running task may finish on a graceful disconnect.
+        shutdown_grace: the same when the block is left; the whole shutdown waits at most
+            ``shutdown_grace + close_timeout + 1`` seconds (see `running`).
+        policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
+        connector: how to reach agents (default: trio-websocket); tests pass a
+            `MemoryNetwork` connector. A connector may have a ``close_timeout`` attribute
+            (seconds a close may take); the shutdown then waits that long for closes.
+        max_concurrent_connections: at most this many handshakes at once (None: no limit).
+        rng: random source for jitter (default: a fresh `random.Random()`).
+        journal: a task journal, or the path of an SQLite one (`SqliteJournal`): accepted
+            tasks survive the process (docs/architecture.md, "Durability"). None: off.
+        max_queue: at most this many queued tasks per device (None: no bound; a device's
+            own `Supervisor.add_device` ``max_queue`` overrides it). A submit to a full
+            queue waits for room, or raises `QueueFull` with ``block=False``.
+    """
+    supervisor = Supervisor(
+        task_name=task_name,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        registration_timeout=registration_timeout,
+        device_info_timeout=device_info_timeout,
+        send_timeout=send_timeout,
+        disconnect_grace=disconnect_grace,
+        shutdown_grace=shutdown_grace,
+        policy=policy,
+        connector=connector,
+        max_concurrent_connections=max_concurrent_connections,
+        rng=rng,
+        journal=journal,
+        max_queue=max_queue,
+    )
+    async with running(supervisor):
+        yield supervisor
+
+
+@contextlib.asynccontextmanager
+async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
+    """Run an already constructed `Supervisor` for the duration of the block (what
+    `open_supervisor` does after building one). A supervisor runs once.
+
+    Exceptions: the block's own exception comes out as itself. One of the supervisor's
+    tasks failing (something no device contains, such as a `KeyboardInterrupt`) comes out
+    as an `ExceptionGroup`, as from any Trio nursery; when the block failed too, its
+    exception is in that group beside the task's, so neither is lost. Catch either with
+    ``except*``.
+
+    Leaving the block waits for every device to disconnect, at most ``shutdown_grace +
+    close_timeout + 1`` seconds (``close_timeout``: the connector's attribute, 4 s if it has
+    none); events published after that are dropped, never raised."""
+    if supervisor._nursery is not None or supervisor._closing:
+        raise SupervisorClosed("a Supervisor runs only once")
+    durable = supervisor.durable
+    if durable is not None:
+        await durable.open()  # a corrupt or busy journal fails here, before anything runs
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            supervisor._nursery = nursery
+            if durable is not None:
+                durable.start(nursery)
+            try:
+                yield supervisor
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller sees its own exception
+                # rather than an ExceptionGroup wrapping it.
+                body_error = exc
+            finally:
+                await supervisor._shutdown()
+                supervisor.events.close()
+                supervisor.warnings.flush()
+                supervisor._release_status_waiters()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # A Cancelled in the block came from this nursery's cancellation (a task failed):
+        # it is not the block's own failure.
+        if body_error is None or isinstance(body_error, trio.Cancelled):
+            raise
+        raise BaseExceptionGroup(
+            "the supervisor's block and one of its tasks failed", [body_error, *group.exceptions]
+        ) from None
+    finally:
+        if durable is not None:
+            with trio.CancelScope(shield=True):
+                await durable.journal.aclose()
+    if body_error is not None:
+        raise body_error

@@ -37,12 +37,12 @@ from ._engine import (
     TaskEnded,
     TaskRefused,
 )
-from ._errors import DeviceUnavailable, TaskError, TaskRejected, TaskTimeout
+from ._errors import DeviceUnavailable, TaskError
 from ._events import BadFrame, EventHub, StatusChanged
 from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPolicy
 from ._session import Session
 from ._status import DeviceStatus, check_transition
-from ._task import ExecutionResult, ResultStatus, TaskHandle
+from ._task import ExecutionResult, TaskHandle
 from ._throttle import Throttled
 from ._workload import DeviceStats, Workload
 
@@ -290,16 +290,8 @@ class DeviceActor:
             if refused is not None and refused.task_id == dead.refused_task:
                 # It never ran: back to the head of the queue, for when the device is back.
                 self.work.not_sent(refused, by_caller=False, accepting=self.accepting)
-        task = None if dead.timed_out_task is None else self.work.take_running(dead.timed_out_task)
-        if task is not None:
-            self._end_running(
-                task,
-                TaskTimeout(
-                    f"task {task.task_id!r} got no TASK_END within {task.timeout:g} s",
-                    task_id=task.task_id,
-                    device_id=self.device_id,
-                ),
-            )
+        if dead.timed_out_task is not None and self.work.timed_out(dead.timed_out_task):
+            self._device_free()
 
     async def _failed(self, reason: FailureReason, detail: str) -> None:
         profile = self.profile
@@ -404,42 +396,14 @@ class DeviceActor:
         """An event of the current connection's engine (`SessionHost`)."""
         kind = type(event)
         if kind is TaskAccepted:
-            task = self.work.running
-            if task is not None:
-                task._mark_accepted(event.at)
-        elif kind is TaskEnded:
-            assert isinstance(event, TaskEnded)
-            task = self.work.take_running(event.task_id)
-            if task is not None:
-                self._end_running(
-                    task,
-                    ExecutionResult(
-                        task.task_id,
-                        self.device_id,
-                        ResultStatus.FAILED if event.failed else ResultStatus.COMPLETED,
-                        event.result,
-                        event.error,
-                        task.timings(event.at),
-                    ),
-                    event.at,
-                )
+            self.work.accepted(event.at)
+        elif kind is TaskEnded or kind is TaskRefused:
+            assert isinstance(event, TaskEnded | TaskRefused)
+            if self.work.ended(event):
+                self._device_free()
         elif kind is BadInput:
             assert isinstance(event, BadInput)
             self.bad_frame(event.kind, event.detail)
-        elif kind is TaskRefused:
-            assert isinstance(event, TaskRefused)
-            task = self.work.take_running(event.task_id)
-            if task is not None:
-                self._end_running(
-                    task,
-                    TaskRejected(
-                        f"task {task.task_id!r} refused by device {self.device_id!r}: "
-                        f"{event.error}",
-                        task_id=task.task_id,
-                        device_id=self.device_id,
-                        server_error=event.error,
-                    ),
-                )
         elif kind is Registered:
             self.profile.last_heartbeat = event.at
             self.set_status(DeviceStatus.CONNECTED)
@@ -534,6 +498,9 @@ class DeviceActor:
         """Stop everything now (device removed or supervisor shutting down)."""
         self.removed = True
         self.wanted = False
+        if self._changed is not None:  # a status waiter learns it will wait in vain
+            self._changed.set()
+            self._changed = None
         session = self.session
         if session is not None:
             session.stop(0.0)

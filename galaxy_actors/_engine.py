@@ -31,11 +31,20 @@ import math
 from collections.abc import Callable
 from typing import Any, Final
 
-import attrs
-
 from ._aip import FrameBuilder, ServerMessageType, WireStatus, device_info_from, parse_server
 from ._aip import server_message as _server_message
 from ._aip import session_id_for as _session_id_for
+from ._engine_events import (
+    BadFrameKind,
+    BadInput,
+    ConnectionDead,
+    EngineEvent,
+    InfoReceived,
+    Registered,
+    TaskAccepted,
+    TaskEnded,
+    TaskRefused,
+)
 from ._errors import GalaxyActorsError, ProtocolError
 from ._policy import FailureReason
 from ._redact import bounded
@@ -76,16 +85,6 @@ PHASE_TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
 }
 
 
-class BadFrameKind(enum.StrEnum):
-    """How a frame from a server was bad (AIP.md, "Other server frames")."""
-
-    PROTOCOL_ERROR = "protocol_error"  # not valid AIP (dropped; binary fails the connection)
-    UNEXPECTED = "unexpected"  # valid, but not a frame a constellation client expects now
-    ERROR_FRAME = "error_frame"  # an `error` frame tied to nothing we sent
-    UNKNOWN_TASK = "unknown_task"  # a task frame for no task in flight on this connection
-    CROSS_DEVICE = "cross_device"  # ... for a task of another device: a security event
-
-
 class LocalProtocolError(GalaxyActorsError, RuntimeError):
     """The engine's owner asked for something the protocol does not allow now (a bug in
     the caller, as h11's LocalProtocolError)."""
@@ -102,82 +101,6 @@ def excerpt(text: object, limit: int = EXCERPT_LIMIT) -> str:
     """Any server-sent value as bounded, escaped text."""
     return bounded(text if isinstance(text, str) else repr(text), limit)
 
-
-# ------------------------------------------------------------------------------- events
-
-
-@attrs.frozen(slots=True)
-class Registered:
-    """The server confirmed REGISTER."""
-
-    at: float
-
-
-@attrs.frozen(slots=True)
-class InfoReceived:
-    """The connect sequence is complete. ``info`` is the device's system info, or None
-    (no info, refused, or no answer in time: ``note`` says which)."""
-
-    info: dict[str, Any] | None
-    note: str | None
-    at: float
-
-
-@attrs.frozen(slots=True)
-class TaskAccepted:
-    """The server acknowledged the task in flight (AIP.md, flow 4)."""
-
-    task_id: str
-    at: float
-
-
-@attrs.frozen(slots=True)
-class TaskEnded:
-    """TASK_END for the task in flight. ``failed``: the wire status was failed or error."""
-
-    task_id: str
-    failed: bool
-    result: Any
-    error: str | None
-    at: float
-
-
-@attrs.frozen(slots=True)
-class TaskRefused:
-    """An `error` frame arrived while the task in flight was not yet acknowledged."""
-
-    task_id: str
-    error: str
-    at: float
-
-
-@attrs.frozen(slots=True)
-class BadInput:
-    """A frame that is counted, logged and dropped; the connection carries on."""
-
-    kind: BadFrameKind
-    detail: str
-    at: float
-
-
-@attrs.frozen(slots=True)
-class ConnectionDead:
-    """The connection is over; nothing more comes from the engine. ``timed_out_task`` is
-    the task whose timeout ended it (reason task_timeout). ``refused_task`` is the task the
-    server refused because the device is not attached to it (reason device_offline): it
-    never ran, so it is safe to run later. Any other task still in flight is the owner's
-    to settle."""
-
-    reason: FailureReason
-    detail: str
-    at: float
-    timed_out_task: str | None = None
-    refused_task: str | None = None
-
-
-EngineEvent = (
-    Registered | InfoReceived | TaskAccepted | TaskEnded | TaskRefused | BadInput | ConnectionDead
-)
 
 _HEARTBEAT = ServerMessageType.HEARTBEAT
 _TASK_END = ServerMessageType.TASK_END

@@ -19,6 +19,7 @@ from ._supervisor import Supervisor
 if TYPE_CHECKING:
     import os
 
+    from ._device import DeviceActor
     from ._journal import Journal
     from ._policy import RandomSource, RestartPolicy
     from ._transport import Connector
@@ -125,10 +126,11 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
                 # rather than an ExceptionGroup wrapping it.
                 body_error = exc
             finally:
-                await supervisor._shutdown()
+                await _shutdown(supervisor)
                 supervisor.events.close()
                 supervisor.warnings.flush()
-                supervisor._release_status_waiters()
+                for actor in supervisor._actors.values():
+                    actor.cancel()  # also wakes whoever waits for a status it will not reach
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # A Cancelled in the block came from this nursery's cancellation (a task failed):
@@ -144,3 +146,23 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
                 await durable.journal.aclose()
     if body_error is not None:
         raise body_error
+
+
+async def _shutdown(supervisor: Supervisor) -> None:
+    """Every device disconnected gracefully, in parallel, within `Supervisor.shutdown_bound`."""
+    supervisor._closing = True
+    if supervisor.durable is not None:
+        supervisor.durable.closing()
+    actors = list(supervisor._actors.values())
+    # Shielded: shutdown must complete even when the block was left by cancellation;
+    # bounded: grace for running tasks plus the connector's own bound on a close, so
+    # that a close the connector allows is not cut short.
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + supervisor.shutdown_bound):
+        async with trio.open_nursery() as nursery:
+            for actor in actors:
+                nursery.start_soon(_stop_actor, supervisor, actor)
+
+
+async def _stop_actor(supervisor: Supervisor, actor: DeviceActor) -> None:
+    await actor.disconnect(grace=supervisor.shutdown_grace)
+    actor.cancel()

@@ -163,9 +163,6 @@ class Supervisor:
         self._accepting = True
         #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
         self.restart_floor = RestartFloor()
-        # Callers of `wait_for_status`, per device: cancelled when the device is removed or
-        # the supervisor has shut down, as no status change may ever come to wake them.
-        self._status_waiters: dict[str, set[trio.CancelScope]] = {}
         #: The task journal's hooks (`_durable.py`); None without a journal.
         self.durable = None if journal is None else Durability(self, _journal_of(journal))
 
@@ -224,8 +221,6 @@ class Supervisor:
         actor.cancel()  # its task ends: nothing per device is left in the nursery
         del self._actors[device_id]
         self.registry.remove(device_id)
-        for waiter in self._status_waiters.pop(device_id, ()):
-            waiter.cancel()
         if self.events:
             self.events.publish(DeviceRemoved(device_id, trio.current_time()))
 
@@ -282,25 +277,15 @@ class Supervisor:
         Raises `UnknownDevice` if the device is unknown, or is removed before the status
         comes, and `SupervisorClosed` if the supervisor's block ends first."""
         actor = self._actor(device_id)
-        if actor.profile.status in statuses:
-            return
-        waiters = self._status_waiters.setdefault(device_id, set())
-        with trio.CancelScope() as scope:
-            waiters.add(scope)
-            try:
-                while actor.profile.status not in statuses:
-                    await actor.wait_changed()
-                return
-            finally:
-                waiters.discard(scope)
-                if not waiters and self._status_waiters.get(device_id) is waiters:
-                    del self._status_waiters[device_id]
-        if self._actors.get(device_id) is not actor:
-            raise UnknownDevice(device_id)
-        raise SupervisorClosed(
-            f"the supervisor shut down before device {device_id!r} reached "
-            + " or ".join(str(s) for s in statuses)
-        )
+        while actor.profile.status not in statuses:
+            if actor.removed:  # no status change will come: say why
+                if self._actors.get(device_id) is not actor:
+                    raise UnknownDevice(device_id)
+                raise SupervisorClosed(
+                    f"the supervisor shut down before device {device_id!r} reached "
+                    + " or ".join(str(s) for s in statuses)
+                )
+            await actor.wait_changed()
 
     @property
     def device_ids(self) -> list[str]:
@@ -568,29 +553,6 @@ class Supervisor:
         ):
             close = _UNKNOWN_CLOSE_TIME
         return self.shutdown_grace + close + _SHUTDOWN_MARGIN
-
-    async def _shutdown(self) -> None:
-        self._closing = True
-        if self.durable is not None:
-            self.durable.closing()
-        actors = list(self._actors.values())
-        # Shielded: shutdown must complete even when the block was left by cancellation;
-        # bounded: grace for running tasks plus the connector's own bound on a close, so
-        # that a close the connector allows is not cut short.
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.shutdown_bound):
-            async with trio.open_nursery() as nursery:
-                for actor in actors:
-                    nursery.start_soon(self._stop_actor, actor)
-
-    def _release_status_waiters(self) -> None:
-        waiters, self._status_waiters = self._status_waiters, {}
-        for scopes in waiters.values():
-            for scope in scopes:
-                scope.cancel()
-
-    async def _stop_actor(self, actor: DeviceActor) -> None:
-        await actor.disconnect(grace=self.shutdown_grace)
-        actor.cancel()
 
     def cancel(self, task_id: str, why: str = "cancelled by the user") -> bool:
         """`cancel_task` for the live task with this id (queued or running), for callers

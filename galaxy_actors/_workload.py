@@ -14,11 +14,12 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from ._engine import ConnectionDead
-from ._errors import DeviceDisconnected, TaskCancelled, TaskError
-from ._events import EventHub, TaskEnded, TaskQueued
+from ._engine_events import ConnectionDead, TaskEnded, TaskRefused
+from ._errors import DeviceDisconnected, TaskCancelled, TaskError, TaskRejected, TaskTimeout
+from ._events import EventHub, TaskQueued
+from ._events import TaskEnded as TaskEndedEvent
 from ._mailbox import Mailbox
-from ._task import Delivery, ExecutionResult, TaskHandle
+from ._task import Delivery, ExecutionResult, ResultStatus, TaskHandle
 
 __all__ = ["DeviceStats", "Workload"]
 
@@ -129,6 +130,53 @@ class Workload:
         self.running = None
         return task
 
+    def accepted(self, at: float) -> None:
+        """The server acknowledged the task on the device."""
+        if self.running is not None:
+            self.running._mark_accepted(at)
+
+    def ended(self, event: TaskEnded | TaskRefused) -> bool:
+        """The task on the device ended there: its TASK_END, or the server refused it. True
+        if it was the task on the device (which is then free)."""
+        task = self.take_running(event.task_id)
+        if task is None:
+            return False
+        outcome: ExecutionResult | TaskError
+        if isinstance(event, TaskEnded):
+            outcome = ExecutionResult(
+                task.task_id,
+                self.device_id,
+                ResultStatus.FAILED if event.failed else ResultStatus.COMPLETED,
+                event.result,
+                event.error,
+                task.timings(event.at),
+            )
+        else:
+            outcome = TaskRejected(
+                f"task {task.task_id!r} refused by device {self.device_id!r}: {event.error}",
+                task_id=task.task_id,
+                device_id=self.device_id,
+                server_error=event.error,
+            )
+        self.finish(task, outcome, event.at)
+        return True
+
+    def timed_out(self, task_id: str) -> bool:
+        """No TASK_END came for ``task_id`` within its timeout (its connection is ending).
+        True if it was the task on the device."""
+        task = self.take_running(task_id)
+        if task is None:
+            return False
+        self.finish(
+            task,
+            TaskTimeout(
+                f"task {task.task_id!r} got no TASK_END within {task.timeout:g} s",
+                task_id=task.task_id,
+                device_id=self.device_id,
+            ),
+        )
+        return True
+
     def finish(
         self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
     ) -> None:
@@ -222,7 +270,7 @@ class Workload:
                 name, detail = type(outcome).__name__, str(outcome)
             timings = task.timings(now)
             self.events.publish(
-                TaskEnded(
+                TaskEndedEvent(
                     task.task_id,
                     self.device_id,
                     name,

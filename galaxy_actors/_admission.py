@@ -13,27 +13,31 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, DeviceUnavailable
+from ._settings import positive
 from ._status import DeviceStatus
 from ._task import Delivery
+from ._transport import validate_server_url
 
 if TYPE_CHECKING:
     from ._device import DeviceActor
 
-__all__ = ["check_task", "positive", "route"]
+__all__ = ["check_device", "check_max_queue", "check_task", "route"]
 
 
-def positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """``value`` as a float if it is a finite number > 0 (>= 0 with ``allow_zero``)."""
-    # The type first: comparing a str with 0 would raise TypeError, not our error.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value >= 0 if allow_zero else value > 0)
-        or not math.isfinite(value)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def check_device(device_id: str, server_url: str, capabilities: Collection[str] | None) -> None:
+    """A device's registration arguments, checked at the call site."""
+    if not isinstance(device_id, str) or not device_id:
+        raise ConfigurationError(f"device_id must be a non-empty string, got {device_id!r}")
+    validate_server_url(server_url)
+    if isinstance(capabilities, str):
+        raise ConfigurationError("capabilities must be a collection of strings, not a str")
+
+
+def check_max_queue(value: int | None) -> int | None:
+    """A bound on a device's queue: an int >= 1, or None for none."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"max_queue must be an int >= 1 or None, got {value!r}")
+    return value
 
 
 def check_task(

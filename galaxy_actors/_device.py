@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final, Protocol
 
-import attrs
 import trio
 
 from ._aip import FrameBuilder
@@ -41,6 +40,7 @@ from ._errors import DeviceUnavailable, TaskError
 from ._events import BadFrame, EventHub, StatusChanged
 from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPolicy
 from ._session import Session
+from ._settings import ActorSettings
 from ._status import DeviceStatus, check_transition
 from ._task import ExecutionResult, TaskHandle
 from ._throttle import Throttled
@@ -51,19 +51,6 @@ if TYPE_CHECKING:
     from ._transport import Connector
 
 logger = logging.getLogger("galaxy_actors.device")
-
-
-@attrs.frozen
-class ActorSettings:
-    """Timing and identity settings shared by every device of one supervisor."""
-
-    task_name: str
-    heartbeat_interval: float
-    heartbeat_timeout: float
-    registration_timeout: float
-    device_info_timeout: float
-    send_timeout: float
-    disconnect_grace: float
 
 
 _STAT_OF_KIND: Final = {

@@ -3,6 +3,16 @@
 `open_supervisor` builds a `Supervisor` and runs it with `running`: the nursery every device
 actor lives in is opened here, and the block's exit is the supervisor's shutdown. Nothing the
 supervisor starts outlives the block.
+
+Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
+parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
+closed with a close frame); then whatever is left is cancelled. The wait is bounded by
+``shutdown_grace + close_timeout + 1 s``, where ``close_timeout`` is the connector's
+attribute of that name, an optional part of a `Connector` (`WebSocketConnector` has one:
+its bound on a closing handshake), or 4 s for a connector without one. A device still
+closing past that bound is cancelled; the event hub is closed by then, and what it
+publishes afterwards is dropped (counted in ``events.dropped_after_close``). Every task
+submitted has its outcome by the time the block has exited.
 """
 
 from __future__ import annotations

@@ -13,15 +13,9 @@ answers something other than a decision) gives that device up, logged with the t
 and the rest of the fleet carries on; `RestartFloor` keeps a policy that restarts at once
 for ever from spinning a device in a hot loop.
 
-Leaving the block: no new tasks are accepted; every device is disconnected gracefully in
-parallel (queued tasks cancelled, running tasks given ``shutdown_grace`` seconds, sockets
-closed with a close frame); then whatever is left is cancelled. The wait is bounded by
-``shutdown_grace + close_timeout + 1 s``, where ``close_timeout`` is the connector's
-attribute of that name, an optional part of a `Connector` (`WebSocketConnector` has one:
-its bound on a closing handshake), or 4 s for a connector without one. A device still
-closing past that bound is cancelled; the event hub is closed by then, and what it
-publishes afterwards is dropped (counted in ``events.dropped_after_close``). Every task
-submitted has its outcome by the time the block has exited.
+Leaving the block (`_running.py`): no new tasks are accepted, every device is disconnected
+gracefully in parallel within `shutdown_bound`, and every task submitted has its outcome by
+the time the block has exited.
 """
 
 from __future__ import annotations
@@ -36,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._admission import check_task, positive, route
-from ._device import ActorSettings, DeviceActor
+from ._admission import check_device, check_max_queue, check_task, route
+from ._device import DeviceActor
 from ._durable import Durability
 from ._errors import (
-    ConfigurationError,
     DuplicateTaskId,
     QueueFull,
     SupervisorClosed,
@@ -63,10 +56,11 @@ from ._policy import (
 )
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._restarts import decide_restart
+from ._settings import ActorSettings, check_connection_limit, positive
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._throttle import Throttled
-from ._transport import Connector, WebSocketConnector, validate_server_url
+from ._transport import Connector, WebSocketConnector
 from ._workload import DeviceStats
 
 if TYPE_CHECKING:
@@ -86,12 +80,6 @@ WARNING_INTERVAL = 10.0
 # the unwinding. Together, the fixed 5 s the bound had before it read the connector's.
 _UNKNOWN_CLOSE_TIME = 4.0
 _SHUTDOWN_MARGIN = 1.0
-
-
-def _max_queue(value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigurationError(f"max_queue must be an int >= 1 or None, got {value!r}")
-    return value
 
 
 class Supervisor:
@@ -115,40 +103,24 @@ class Supervisor:
         journal: Journal | str | os.PathLike[str] | None = None,
         max_queue: int | None = None,
     ) -> None:
-        if not isinstance(task_name, str) or not task_name or "@" in task_name:
-            raise ConfigurationError(
-                f"task_name must be a non-empty string without '@', got {task_name!r}"
-            )
-        if max_concurrent_connections is not None and (
-            isinstance(max_concurrent_connections, bool)
-            or not isinstance(max_concurrent_connections, int)
-            or max_concurrent_connections < 1
-        ):
-            raise ConfigurationError(
-                "max_concurrent_connections must be an int >= 1 or None, "
-                f"got {max_concurrent_connections!r}"
-            )
-        #: The default bound on each device's queue (None: unbounded); see `submit`.
-        self.max_queue = _max_queue(max_queue)
-        self.settings = ActorSettings(
+        self.settings = ActorSettings.checked(
             task_name=task_name,
-            heartbeat_interval=positive("heartbeat_interval", heartbeat_interval),
-            heartbeat_timeout=positive("heartbeat_timeout", heartbeat_timeout),
-            registration_timeout=positive("registration_timeout", registration_timeout),
-            device_info_timeout=positive("device_info_timeout", device_info_timeout),
-            send_timeout=positive("send_timeout", send_timeout),
-            disconnect_grace=positive("disconnect_grace", disconnect_grace, allow_zero=True),
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            registration_timeout=registration_timeout,
+            device_info_timeout=device_info_timeout,
+            send_timeout=send_timeout,
+            disconnect_grace=disconnect_grace,
         )
+        #: The default bound on each device's queue (None: unbounded); see `submit`.
+        self.max_queue = check_max_queue(max_queue)
+        limit = check_connection_limit(max_concurrent_connections)
         self.shutdown_grace = positive("shutdown_grace", shutdown_grace, allow_zero=True)
         # None means the default, here and only here (open_supervisor and DeviceManager
         # pass their arguments through).
         self.policy = policy if policy is not None else RestartPolicy()
         self.connector: Connector = connector if connector is not None else WebSocketConnector()
-        self.handshake_limiter = (
-            None
-            if max_concurrent_connections is None
-            else trio.CapacityLimiter(max_concurrent_connections)
-        )
+        self.handshake_limiter = None if limit is None else trio.CapacityLimiter(limit)
         self.events = EventHub()
         #: Per-device warnings that a server can trigger at will (bad frames): at most one
         #: line per device and kind every `WARNING_INTERVAL` seconds, with a count of the rest.
@@ -185,11 +157,7 @@ class Supervisor:
         Raises `DuplicateDevice`, `InvalidServerURL`, `ConfigurationError`,
         `SupervisorClosed`."""
         nursery = self._require_open()
-        if not isinstance(device_id, str) or not device_id:
-            raise ConfigurationError(f"device_id must be a non-empty string, got {device_id!r}")
-        validate_server_url(server_url)
-        if isinstance(capabilities, str):
-            raise ConfigurationError("capabilities must be a collection of strings, not a str")
+        check_device(device_id, server_url, capabilities)
         policy = self.policy
         if max_retries is not None and max_retries != policy.max_retries:
             policy = attrs.evolve(policy, max_retries=max_retries)
@@ -202,7 +170,7 @@ class Supervisor:
             max_retries=policy.max_retries,
         )
         self.registry.add(profile)
-        bound = self.max_queue if max_queue is None else _max_queue(max_queue)
+        bound = self.max_queue if max_queue is None else check_max_queue(max_queue)
         actor = DeviceActor(profile, self, policy, bound)
         self._actors[device_id] = actor
         if connect:

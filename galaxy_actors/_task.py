@@ -10,7 +10,7 @@ however the endings race.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -20,8 +20,6 @@ from ._errors import TaskError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._durable import Durability
-    from ._journal import Commit
 
 __all__ = ["Delivery", "ExecutionResult", "ResultStatus", "TaskHandle", "TaskTimings"]
 
@@ -75,6 +73,26 @@ class ExecutionResult:
     @property
     def ok(self) -> bool:
         return self.status is ResultStatus.COMPLETED
+
+
+class PendingWrite(Protocol):
+    """A journal write under way (`_journal.Commit` is one)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
+class TaskJournal(Protocol):
+    """Where a journaled task's sending and outcome are recorded (`_durable.Durability` is
+    one). Declared here so that a task knows no journal module (and imports none)."""
+
+    async def sent(self, task: TaskHandle, session: Any, *, by_caller: bool) -> bool:
+        """Before the task's frame is written: False if it must not be."""
+
+    def ended(self, task: TaskHandle, outcome: ExecutionResult | TaskError) -> PendingWrite | None:
+        """When the task gets its outcome: the write its waiters wait for."""
 
 
 class _Stage(enum.IntEnum):
@@ -149,8 +167,8 @@ class TaskHandle:
         self._before_send: tuple[float | None, float | None] = (None, None)
         # Set for a journaled task (`_durable.py`): its outcome is recorded before a
         # waiter sees it, and its sending before its frame leaves.
-        self._journal: Durability | None = None
-        self._ended_commit: Commit | None = None
+        self._journal: TaskJournal | None = None
+        self._ended_commit: PendingWrite | None = None
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_id!r} device={self.device_id!r} {self._stage.name.lower()}>"

@@ -20,7 +20,16 @@ from .._events import (
     RestartScheduled,
     StatusChanged,
 )
-from .._policy import Decision, FailureReason, GiveUp, Jitter, RandomSource, Restart, RestartPolicy
+from .._policy import (
+    Decision,
+    FailureReason,
+    GiveUp,
+    Jitter,
+    RandomSource,
+    Restart,
+    RestartFloor,
+    RestartPolicy,
+)
 from .._status import DeviceStatus
 from ._trace import Trace, _event_text
 from ._violations import Violation
@@ -47,6 +56,13 @@ class PolicyModel:
     restart_times: list[float] = attrs.Factory(list)
     #: The interval the last jittered delay was drawn from.
     last_bounds: tuple[float, float] | None = None
+    #: The supervisor's restart floor (`RestartFloor`, documented in its docstring): after
+    #: ``immediate`` restarts in a row that each followed an attempt ending within
+    #: ``floor`` seconds of its due start, a shorter delay is raised to ``floor``.
+    floor: float = attrs.field(factory=lambda: RestartFloor().delay)
+    immediate: int = attrs.field(factory=lambda: RestartFloor().immediate)
+    quick_restarts: int = 0
+    next_attempt_at: float | None = None
 
     def connected(self, now: float) -> None:
         """A connection came up (the device became IDLE) at ``now``."""
@@ -72,6 +88,18 @@ class PolicyModel:
                 period = policy.intensity[1]
                 self.restart_times = [t for t in self.restart_times if now - t < period]
                 self.restart_times.append(now)
+        return self._floored(decision, now)
+
+    def _floored(self, decision: Decision, now: float) -> Decision:
+        if isinstance(decision, GiveUp):
+            self.quick_restarts, self.next_attempt_at = 0, None
+            return decision
+        started = self.next_attempt_at
+        quick = started is None or now - started < self.floor
+        self.quick_restarts = self.quick_restarts + 1 if quick else 0
+        if self.quick_restarts > self.immediate and decision.delay < self.floor:
+            decision = Restart(self.floor)
+        self.next_attempt_at = now + decision.delay
         return decision
 
     def _decide(self, reason: FailureReason, now: float) -> Decision:

@@ -337,9 +337,11 @@ class DeviceActor:
             done.set()
 
     async def connect(self) -> bool:
-        """Connect now (cutting a backoff sleep short) and wait for the attempt's outcome."""
-        status = self.profile.status
-        if status in (DeviceStatus.IDLE, DeviceStatus.BUSY):
+        """Connect now (cutting a backoff sleep short) and wait for the attempt's outcome.
+        During a disconnect, first wait for it to finish: then connect again."""
+        if not self.wanted and self.session is not None:
+            await self._parked.wait()  # a disconnect under way: let it finish
+        if self.wanted and self.profile.status in (DeviceStatus.IDLE, DeviceStatus.BUSY):
             return True
         if self.profile.gave_up:
             # An explicit connect after giving up starts the count afresh.

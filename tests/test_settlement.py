@@ -110,3 +110,22 @@ async def test_a_device_gone_from_its_server_keeps_its_backlog_until_it_returns(
         assert [r.task_id for r in results] == [h.task_id for h in handles]  # in order
         refused = [f for f in agent.received if f.message and f.message.type == "task"]
         assert len(refused) == 51  # the first was refused once, then all ran once
+
+
+async def test_a_connect_during_a_disconnects_grace_connects_again_after_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Found by the invariant work: connect() saw the device busy and returned True at once,
+    # and the disconnect under way then left the device disconnected.
+    async with memory_lab() as lab:
+        await lab.connected("pc", task_duration=10.0)
+        sup = lab.supervisor
+        running = await sup.submit("long", device_id="pc")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.disconnect, "pc")  # graceful: the task may finish
+            await trio.sleep(1.0)
+            assert await sup.connect("pc")
+        assert (await running.result()).ok
+        assert sup.snapshot("pc").status is DeviceStatus.IDLE
+        assert trio.current_time() == pytest.approx(10.0)
+        assert (await sup.run_task("after", device_id="pc")).ok

@@ -45,6 +45,8 @@ from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord
 from ._task import Delivery, TaskHandle
 
 if TYPE_CHECKING:
+    import os
+
     from ._device import DeviceActor
     from ._session import Session
     from ._supervisor import Supervisor
@@ -421,3 +423,13 @@ def _record_of(task: TaskHandle) -> TaskRecord:
         task.delivery,
         task.priority,
     )
+
+
+def journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:
+    """``journal`` itself, or the `SqliteJournal` at that path."""
+    # Imported here: a supervisor without a journal never loads sqlite3.
+    if isinstance(journal, str) or hasattr(journal, "__fspath__"):
+        from ._journal_sqlite import SqliteJournal
+
+        return SqliteJournal(journal)  # type: ignore[arg-type]
+    return journal

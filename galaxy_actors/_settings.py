@@ -12,7 +12,7 @@ import attrs
 
 from ._errors import ConfigurationError
 
-__all__ = ["ActorSettings", "check_connection_limit", "positive"]
+__all__ = ["ActorSettings", "check_connection_limit", "positive", "shutdown_bound"]
 
 
 def positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -77,3 +77,24 @@ def check_connection_limit(value: int | None) -> int | None:
             f"max_concurrent_connections must be an int >= 1 or None, got {value!r}"
         )
     return value
+
+
+# How long closing a connection may take when the connector does not say (no
+# ``close_timeout``), and what the shutdown allows beyond grace and close for the rest of
+# the unwinding. Together, the fixed 5 s the bound had before it read the connector's.
+_UNKNOWN_CLOSE_TIME = 4.0
+_SHUTDOWN_MARGIN = 1.0
+
+
+def shutdown_bound(grace: float, connector: object) -> float:
+    """The longest a shutdown waits for devices to disconnect: ``grace``, plus the
+    connector's ``close_timeout`` attribute (an optional part of a `Connector`), plus a
+    margin."""
+    close = getattr(connector, "close_timeout", None)
+    if (
+        isinstance(close, bool)
+        or not isinstance(close, int | float)
+        or not (close >= 0 and math.isfinite(close))
+    ):
+        close = _UNKNOWN_CLOSE_TIME
+    return grace + close + _SHUTDOWN_MARGIN

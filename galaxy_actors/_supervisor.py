@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ import trio
 
 from ._admission import check_device, check_max_queue, check_task, route
 from ._device import DeviceActor
-from ._durable import Durability
+from ._durable import Durability, journal_of
 from ._errors import (
     DuplicateTaskId,
     QueueFull,
@@ -41,22 +40,11 @@ from ._errors import (
     UnknownDevice,
     UnknownTask,
 )
-from ._events import (
-    DeviceAdded,
-    DeviceRemoved,
-    EventHub,
-    Subscription,
-)
-from ._policy import (
-    Decision,
-    FailureReason,
-    RandomSource,
-    RestartFloor,
-    RestartPolicy,
-)
+from ._events import DeviceAdded, DeviceRemoved, EventHub, Subscription
+from ._policy import Decision, FailureReason, RandomSource, RestartFloor, RestartPolicy
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
 from ._restarts import decide_restart
-from ._settings import ActorSettings, check_connection_limit, positive
+from ._settings import ActorSettings, check_connection_limit, positive, shutdown_bound
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
 from ._throttle import Throttled
@@ -74,12 +62,6 @@ __all__ = ["Supervisor"]
 logger = logging.getLogger("galaxy_actors.supervisor")
 
 WARNING_INTERVAL = 10.0
-
-# How long closing a connection may take when the connector does not say (no
-# ``close_timeout``), and what the shutdown allows beyond grace and close for the rest of
-# the unwinding. Together, the fixed 5 s the bound had before it read the connector's.
-_UNKNOWN_CLOSE_TIME = 4.0
-_SHUTDOWN_MARGIN = 1.0
 
 
 class Supervisor:
@@ -136,7 +118,7 @@ class Supervisor:
         #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
         self.restart_floor = RestartFloor()
         #: The task journal's hooks (`_durable.py`); None without a journal.
-        self.durable = None if journal is None else Durability(self, _journal_of(journal))
+        self.durable = None if journal is None else Durability(self, journal_of(journal))
 
     # ---------------------------------------------------------------------------- devices
 
@@ -513,14 +495,7 @@ class Supervisor:
     def shutdown_bound(self) -> float:
         """The longest the shutdown waits for devices to disconnect: ``shutdown_grace``,
         plus the connector's ``close_timeout`` (4 s if it has none), plus 1 s."""
-        close = getattr(self.connector, "close_timeout", None)
-        if (
-            isinstance(close, bool)
-            or not isinstance(close, int | float)
-            or not (close >= 0 and math.isfinite(close))
-        ):
-            close = _UNKNOWN_CLOSE_TIME
-        return self.shutdown_grace + close + _SHUTDOWN_MARGIN
+        return shutdown_bound(self.shutdown_grace, self.connector)
 
     def cancel(self, task_id: str, why: str = "cancelled by the user") -> bool:
         """`cancel_task` for the live task with this id (queued or running), for callers
@@ -534,12 +509,3 @@ class Supervisor:
         sent = task.sent
         self.cancel_task(task, why)
         return not sent
-
-
-def _journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:
-    # Imported here: a supervisor without a journal never loads sqlite3.
-    if isinstance(journal, str) or hasattr(journal, "__fspath__"):
-        from ._journal_sqlite import SqliteJournal
-
-        return SqliteJournal(journal)  # type: ignore[arg-type]
-    return journal

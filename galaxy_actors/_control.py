@@ -15,7 +15,8 @@ more requests. The operator's ops (``connect``, ``disconnect``, ``add``, ``remov
 ``cancel``, ``reload``) change the running fleet. The protocol reference is in
 ``docs/process.md``.
 
-Nothing a client sends can hurt the supervisor: requests are validated here, every failure
+Nothing a client sends can hurt the supervisor: requests are validated before anything is
+done (the token here, then the ops' table in ``_control_requests.py``), every failure
 becomes an error reply, and a watcher reads events through a bounded subscription that drops
 (and reports) what a slow reader cannot take, so no device ever waits for a client. Until a
 request has shown the token, nothing of it is echoed back, and refusals are logged at most
@@ -35,12 +36,15 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import attrs
 import trio
 import trio_websocket
 
+from ._control_requests import _FIELDS, _check_fields, _depth_over, _error_reply, _RequestError
+from ._control_requests import MAX_DEPTH as MAX_DEPTH
+from ._control_requests import OPS as OPS
 from ._errors import GalaxyActorsError, TaskError
 from ._events import Event, Subscription
 from ._redact import bounded, redact
@@ -53,60 +57,8 @@ __all__ = ["ControlServer", "open_control_listeners"]
 
 logger = logging.getLogger("galaxy_actors.control")
 
-_ENVELOPE: Final = ("token", "op", "id")
-# Each op's fields and their JSON types; `_REQUIRED` names the ones that must be present.
-_FIELDS: Final[Mapping[str, Mapping[str, tuple[type, ...]]]] = {
-    "submit": {
-        "description": (str,),
-        "device": (str, type(None)),
-        "capabilities": (list, type(None)),
-        "data": (dict, type(None)),
-        "timeout": (int, float),
-        "priority": (int,),
-        "delivery": (str,),
-        "task_id": (str, type(None)),
-    },
-    "devices": {},
-    "watch": {},
-    "connect": {"device": (str,)},
-    "disconnect": {"device": (str,), "force": (bool,)},
-    "add": {
-        "device": (str,),
-        "url": (str,),
-        "os": (str,),
-        "capabilities": (list,),
-        "metadata": (dict,),
-        "max_retries": (int,),
-    },
-    "remove": {"device": (str,), "force": (bool,)},
-    "cancel": {"task_id": (str,)},
-    "reload": {},
-    "result": {"task_id": (str,), "wait": (bool,)},
-}
-_REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
-    "submit": ("description",),
-    "connect": ("device",),
-    "disconnect": ("device",),
-    "add": ("device", "url"),
-    "remove": ("device",),
-    "cancel": ("task_id",),
-    "result": ("task_id",),
-}
-OPS: Final = tuple(_FIELDS)
-#: Deeper JSON is refused: no request needs it, and parsing or echoing it costs a stack frame
-#: per level (Python's json gives up with a RecursionError near 1000).
-MAX_DEPTH: Final = 64
 #: What a ``reload`` calls: apply the configuration file again, return the reply's fields.
 Reload = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class _RequestError(Exception):
-    """A request that gets an error reply: ``kind`` is the reply's ``error.type``."""
-
-    def __init__(self, kind: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.extra = extra
 
 
 @attrs.define(eq=False)
@@ -262,7 +214,7 @@ class ControlServer:
             try:
                 request = self._parse(frame, envelope)
                 if request["op"] == "watch":
-                    self._check_fields(request)
+                    _check_fields(request)
                     # Replies, then streams until either side ends: so does the connection.
                     await self._watch(client, envelope)
                     return
@@ -282,7 +234,7 @@ class ControlServer:
     async def _reply(self, request: Mapping[str, Any]) -> dict[str, Any]:
         op = request["op"]
         try:
-            self._check_fields(request)
+            _check_fields(request)
             if op == "submit":
                 return await self._submit(request)
             if op == "devices":
@@ -335,27 +287,6 @@ class ControlServer:
                 "BadRequest", f"unknown op {bounded(repr(op), 80)}; expected one of {OPS}"
             )
         return request
-
-    @staticmethod
-    def _check_fields(request: Mapping[str, Any]) -> None:
-        op = request["op"]
-        fields = _FIELDS[op]
-        for key, value in request.items():
-            if key in _ENVELOPE:
-                continue
-            kinds = fields.get(key)
-            if kinds is None:
-                raise _RequestError("BadRequest", f"unknown field {bounded(key, 80)!r} for {op}")
-            # JSON true/false are Python ints: never accept one for a number.
-            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-                names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-                shown = bounded(repr(value), 80)
-                raise _RequestError("BadRequest", f"field {key!r} must be {names}, got {shown}")
-        for key in _REQUIRED.get(op, ()):
-            if key not in request:
-                raise _RequestError("BadRequest", f"{op} needs a {key!r}")
-        if not all(isinstance(c, str) for c in request.get("capabilities") or ()):
-            raise _RequestError("BadRequest", "'capabilities' must be a list of strings")
 
     async def _operate(self, op: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """The operator's ops; a `GalaxyActorsError` becomes the error reply."""
@@ -491,25 +422,8 @@ def _event_frame(event: Event) -> dict[str, Any]:
     return frame
 
 
-def _error_reply(exc: _RequestError) -> dict[str, Any]:
-    return {"ok": False, **exc.extra, "error": {"type": exc.kind, "message": str(exc)}}
-
-
 def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: redact(v) if isinstance(v, str) else v for key, v in fields.items()}
-
-
-def _depth_over(value: Any, limit: int) -> bool:
-    # Iterative: the check must not itself need a stack as deep as the value.
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 async def _drain(ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:

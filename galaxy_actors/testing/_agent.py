@@ -17,24 +17,24 @@ loop per connection, `SimulatedAgent._serve_link`. That loop reads the ``registe
 answers each frame inline; only tasks with a duration and reordered replies get a background
 task, in a nursery that lives exactly as long as the connection. Benchmarks run thousands of
 connections, so a connection costs one task here (plus trio-websocket's reader).
+
+`SimulatedAgent` is one class, built from three modules: accepting connections on both
+transports is in ``_agent_serving.py``, running tasks (refusal, plan, TASK_END) in
+``_agent_tasks.py``, and the conversation itself (registration, identity, the answer to each
+frame, the faults a test calls) here; what it keeps per connection is in
+``_agent_connections.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import random
-import ssl
-import uuid
 from collections.abc import Collection, Mapping
-from functools import partial
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import attrs
 import trio
-import trio_websocket
 
 from .._aip import (
     ClientMessage,
@@ -47,13 +47,15 @@ from .._aip import (
     encode_server,
 )
 from .._errors import ProtocolError
-from .._memory import MemoryNetwork, MemoryServerConnection
+from .._memory import MemoryNetwork
 from .._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportClosed
-from ._agent_connections import _Connection, _Link, _MemoryLink, _WebSocketGroup, _WebSocketLink
+from ._agent_connections import _Connection, _Link
+from ._agent_serving import WEBSOCKET_PATH as WEBSOCKET_PATH
+from ._agent_serving import _AgentServing
+from ._agent_tasks import _AgentTasks, _TaskPlan, _uuid
 
 __all__ = ["ReceivedFrame", "SimulatedAgent", "default_device_info"]
 
-WEBSOCKET_PATH: Final = "/ws"
 # What `SimulatedAgent.malformed_after_register` sends: not JSON.
 MALFORMED_FRAME: Final = "{not json"
 
@@ -98,7 +100,7 @@ def _frozen_devices(devices: Collection[str] | None) -> frozenset[str] | None:
 
 
 @attrs.define(eq=False)
-class SimulatedAgent:
+class SimulatedAgent(_AgentServing, _AgentTasks):
     """An AIP agent server serving one or more devices, with configurable faults.
 
     >>> agent = SimulatedAgent(devices=["dev-1"], task_duration=0.5)   # doctest: +SKIP
@@ -212,119 +214,6 @@ class SimulatedAgent:
         """Connections currently open (registered or not)."""
         return len(self._connections)
 
-    # ------------------------------------------------------------------ serving
-
-    async def serve_websocket(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        backlog: int = 1024,
-        ssl_context: ssl.SSLContext | None = None,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve AIP over WebSocket on ``host:port`` (0: any free port), path ``/ws``, until
-        cancelled; ``await nursery.start(agent.serve_websocket)`` returns the URL.
-
-        ``backlog`` is the TCP accept queue: benchmarks open thousands of connections at once.
-        With ``ssl_context`` (a server context: its certificate, and ``verify_mode`` to ask
-        for a client's) it serves ``wss://``.
-        When cancelled, every connection is closed with code 1001 (going away), each closing
-        handshake bounded by ``close_timeout``.
-        """
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
-        bound_port = listeners[0].socket.getsockname()[1]
-        url_host = f"[{host}]" if ":" in host else host
-        group = _WebSocketGroup()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    trio.serve_listeners, partial(self._serve_tcp, group, ssl_context), listeners
-                )
-            )
-            scheme = "ws" if ssl_context is None else "wss"
-            try:
-                task_status.started(f"{scheme}://{url_host}:{bound_port}{WEBSOCKET_PATH}")
-                await trio.sleep_forever()
-            finally:
-                group.shut_down(trio.current_time() + self.close_timeout)
-
-    def serve_memory(self, network: MemoryNetwork, url: str, nursery: trio.Nursery) -> None:
-        """Serve AIP at ``url`` on an in-memory network; each connection runs in ``nursery``.
-        Cancelling ``nursery`` closes every connection with code 1001."""
-        self._memory_endpoints.append((network, url, nursery))
-        if not self._refuse_connections:
-            self._listen_memory(network, url, nursery)
-
-    def _listen_memory(self, network: MemoryNetwork, url: str, nursery: trio.Nursery) -> None:
-        network.listen(url, self._serve_memory_connection, nursery, check=self._token_refusal)
-
-    def _token_refusal(self, query: str) -> int | None:
-        if self.token is not None and parse_qs(query).get("token") != [self.token]:
-            return 403
-        return None
-
-    def _handshake_refusal(self, target: str) -> int | None:
-        path, _, query = target.partition("?")
-        if path != WEBSOCKET_PATH:
-            return 404
-        if self._refuse_connections:
-            return 503
-        return self._token_refusal(query)
-
-    async def _serve_memory_connection(self, connection: MemoryServerConnection) -> None:
-        async with trio.open_nursery() as nursery:
-            await self._serve_link(_MemoryLink(connection), nursery, None)
-            nursery.cancel_scope.cancel()
-
-    async def _serve_tcp(
-        self,
-        group: _WebSocketGroup,
-        ssl_context: ssl.SSLContext | None,
-        stream: trio.SocketStream,
-    ) -> None:
-        # Shielded from the cancellation of serve_websocket: at shutdown trio-websocket's
-        # reader must still run, or no closing handshake can complete. The group cancels
-        # the conversation and puts a deadline on this scope instead.
-        with trio.CancelScope(shield=True) as shield:
-            if group.closing:
-                shield.cancel()
-            group.shields.add(shield)
-            try:
-                async with trio.open_nursery() as nursery:
-                    link = await self._accept_websocket(nursery, stream, ssl_context)
-                    if link is not None:
-                        await self._serve_link(link, nursery, group.connections)
-                    nursery.cancel_scope.cancel()
-            finally:
-                group.shields.discard(shield)
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-
-    async def _accept_websocket(
-        self, nursery: trio.Nursery, stream: trio.SocketStream, ssl_context: ssl.SSLContext | None
-    ) -> _WebSocketLink | None:
-        with (
-            trio.move_on_after(self.handshake_timeout),
-            contextlib.suppress(trio_websocket.ConnectionClosed, trio.BrokenResourceError),
-        ):
-            served: trio.SocketStream | trio.SSLStream[trio.SocketStream] = stream
-            if ssl_context is not None:
-                served = trio.SSLStream(stream, ssl_context, server_side=True)
-                # Here, not on trio-websocket's first read: a client that refuses our
-                # certificate (or brings none when one is required) ends the connection.
-                await served.do_handshake()
-            request = await trio_websocket.wrap_server_stream(
-                nursery, served, message_queue_size=8, max_message_size=self.max_frame_size
-            )
-            status = self._handshake_refusal(request.path)
-            if status is not None:
-                await request.reject(status)
-                return None
-            ws = await request.accept()
-            return _WebSocketLink(ws, stream, self.close_timeout)
-        return None
-
     # ------------------------------------------------------------------ faults
 
     async def drop_connections(self, *, stale_ends_after: float | None = None) -> None:
@@ -435,14 +324,6 @@ class SimulatedAgent:
             connection.nursery.start_soon(self._send_stale, connection, stale)
         return True
 
-    async def _send_stale(
-        self, connection: _Connection, stale: list[tuple[str, str | None, _TaskPlan]]
-    ) -> None:
-        await trio.sleep(self._stale_delay)
-        for session_id, request, plan in stale:
-            with contextlib.suppress(TransportClosed):
-                await self._send(connection, _task_end(session_id, request, plan))
-
     def _registration_refusal(self, message: ClientMessage) -> str | None:
         if message.type is not ClientMessageType.REGISTER:
             return f"First message must be a register message, got '{message.type}'"
@@ -540,84 +421,6 @@ class SimulatedAgent:
             return default_device_info(device_id)
         return self.device_info.get(device_id)
 
-    async def _start_task(self, connection: _Connection, message: ClientMessage) -> None:
-        session_id = message.session_id or _uuid()
-        refusal = self._task_refusal(connection, message, session_id)
-        plan = self._plan(message) if refusal is None else refusal
-        if isinstance(plan, str):
-            await self._send_error(connection, plan)
-            return
-        self._sessions[session_id] = connection
-        connection.sessions.add(session_id)
-        self._plans[session_id] = (message.request, plan)
-        await self._send(
-            connection,
-            ServerMessage(ServerMessageType.HEARTBEAT, WireStatus.OK, session_id=session_id),
-        )
-        if plan.lose_end:
-            return
-        if plan.duration > 0:
-            connection.nursery.start_soon(
-                self._end_task_later, connection, session_id, message.request, plan
-            )
-        else:
-            await self._end_task(connection, session_id, message.request, plan)
-
-    def _task_refusal(
-        self, connection: _Connection, message: ClientMessage, session_id: str
-    ) -> str | None:
-        if self.reject_tasks is not None:
-            return self.reject_tasks
-        target = message.target_id
-        if target is None and connection.client_type is ClientType.CONSTELLATION:
-            return "Constellation task requests require target_id"
-        if target is not None and not self._serves(target):
-            return f"Target device '{target}' is not connected"
-        owner = self._sessions.get(session_id)
-        if owner is not None and owner is not connection:
-            return f"session_id '{session_id}' is owned by another client"
-        return None
-
-    def _plan(self, message: ClientMessage) -> _TaskPlan | str:
-        """How this task ends, from the agent's defaults and the task's ``sim_*`` overrides;
-        a string says why the overrides are invalid."""
-        task_data = (message.metadata or {}).get("task_data")
-        if not isinstance(task_data, Mapping):
-            task_data = {}
-        duration = task_data.get("sim_duration", self.task_duration)
-        if (
-            isinstance(duration, bool)
-            or not isinstance(duration, int | float)
-            or not math.isfinite(duration)
-            or duration < 0
-        ):
-            return "metadata.task_data.sim_duration must be a non-negative number"
-        error = task_data.get("sim_error", self.task_error)
-        if error is not None and not isinstance(error, str):
-            return "metadata.task_data.sim_error must be a string or null"
-        lose_end = task_data.get("sim_lose_end", self.lose_task_end)
-        if not isinstance(lose_end, bool):
-            return "metadata.task_data.sim_lose_end must be a boolean"
-        result = task_data.get("sim_result", self.task_result)
-        return _TaskPlan(float(duration), result, error, lose_end)
-
-    async def _end_task_later(
-        self, connection: _Connection, session_id: str, request: str | None, plan: _TaskPlan
-    ) -> None:
-        await trio.sleep(plan.duration)
-        with contextlib.suppress(TransportClosed):
-            await self._end_task(connection, session_id, request, plan)
-
-    async def _end_task(
-        self, connection: _Connection, session_id: str, request: str | None, plan: _TaskPlan
-    ) -> None:
-        # Released before the frame goes out: a client may reuse the session id at once.
-        if self._sessions.get(session_id) is connection:
-            del self._sessions[session_id]
-        connection.sessions.discard(session_id)
-        self._plans.pop(session_id, None)
-        await self._send(connection, _task_end(session_id, request, plan))
-
     async def _send_error(self, connection: _Connection, text: str) -> None:
         await self._send(
             connection, ServerMessage(ServerMessageType.ERROR, WireStatus.ERROR, error=text)
@@ -628,21 +431,6 @@ class SimulatedAgent:
         await connection.link.send(encode_server(message))
 
 
-def _uuid() -> str:
-    return str(uuid.uuid4())
-
-
-def _task_end(session_id: str, request: str | None, plan: _TaskPlan) -> ServerMessage:
-    return ServerMessage(
-        ServerMessageType.TASK_END,
-        WireStatus.FAILED if plan.error is not None else WireStatus.COMPLETED,
-        session_id=session_id,
-        result=[{"request": request, "result": plan.result}],
-        error=plan.error,
-        response_id=_uuid(),
-    )
-
-
 def _identity_mismatch(connection: _Connection, message: ClientMessage) -> str | None:
     # The newest servers bind both fields at registration; an absent client_type means
     # "device" on the wire (AIP.md), which is how the reference's heartbeats get refused.
@@ -651,11 +439,3 @@ def _identity_mismatch(connection: _Connection, message: ClientMessage) -> str |
     if message.client_id != connection.client_id:
         return "client_id does not match the registered connection"
     return None
-
-
-@attrs.frozen
-class _TaskPlan:
-    duration: float
-    result: Any
-    error: str | None
-    lose_end: bool

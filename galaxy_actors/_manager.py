@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DuplicateDevice, SupervisorClosed
 from ._policy import RandomSource, RestartPolicy
@@ -21,6 +21,11 @@ from ._running import running
 from ._supervisor import Supervisor
 from ._task import Delivery, ExecutionResult
 from ._transport import Connector
+
+if TYPE_CHECKING:
+    import os
+
+    from ._journal import Journal
 
 __all__ = ["DeviceManager"]
 
@@ -56,6 +61,8 @@ class DeviceManager:
         disconnect_grace: float = 30.0,
         shutdown_grace: float = 5.0,
         rng: RandomSource | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        max_queue: int | None = None,
     ) -> None:
         self.task_name = task_name
         self.heartbeat_interval = heartbeat_interval
@@ -79,6 +86,8 @@ class DeviceManager:
             connector=connector,
             max_concurrent_connections=max_concurrent_connections,
             rng=rng,
+            journal=journal,
+            max_queue=max_queue,
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._supervisor: Supervisor | None = None

@@ -116,6 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--calibrate-runs", type=int, default=2, help="runs per bare concurrency setting"
     )
     parser.add_argument(
+        "--calibrate-timeout",
+        type=float,
+        default=30.0,
+        help="seconds per 1,000 devices a calibration run may take before it counts as "
+        "failed (a bare client has no timeout on its exchanges: some hang)",
+    )
+    parser.add_argument(
         "--large-from",
         type=int,
         default=10000,
@@ -333,7 +340,14 @@ SIDES = {
 
 
 def worker_argv(
-    args: argparse.Namespace, url: str, side: str, n: int, tag: str, limit: int, **extra: Any
+    args: argparse.Namespace,
+    url: str,
+    side: str,
+    n: int,
+    tag: str,
+    limit: int,
+    timeout: float,
+    **extra: Any,
 ) -> list[str]:
     worker, frames = SIDES[side]
     argv = [
@@ -353,7 +367,7 @@ def worker_argv(
         "--limit",
         str(limit),
         "--worker-timeout",
-        str(args.worker_timeout),
+        str(timeout),
     ]
     for key, value in extra.items():
         flag = "--" + key.replace("_", "-")
@@ -375,15 +389,19 @@ def run_side(
     n: int,
     tag: str,
     limit: int | None = None,
+    timeout: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One worker run; ``limit``: concurrent handshakes (None: the side's own setting)."""
+    """One worker run; ``limit``: concurrent handshakes (None: the side's own setting);
+    ``timeout``: how long it waits for its devices (None: ``--worker-timeout``)."""
     if limit is None:
         limit = args.ours_limit if side == "ours" else args.bare_limit.get(side, 0)
+    if timeout is None:
+        timeout = args.worker_timeout
     agent.wait_quiet()
     result = run_worker(
-        worker_argv(args, agent.url, side, n, tag, limit, **extra),
-        timeout=args.worker_timeout + 120,
+        worker_argv(args, agent.url, side, n, tag, limit, timeout, **extra),
+        timeout=timeout + 120,
     )
     ready = result["ready"]
     if ready["not_ready"] or ready["failures"]:
@@ -407,7 +425,15 @@ def calibrate(
         for r in range(args.calibrate_runs):
             order = args.bare_limits if r % 2 == 0 else args.bare_limits[::-1]
             for limit in order:
-                ready = run_side(agent, args, side, n, f"cal{side}{n}l{limit}r{r}", limit)["ready"]
+                ready = run_side(
+                    agent,
+                    args,
+                    side,
+                    n,
+                    f"cal{side}{n}l{limit}r{r}",
+                    limit,
+                    timeout=args.calibrate_timeout * max(1.0, n / 1000),
+                )["ready"]
                 ok = not ready["not_ready"] and not ready["failures"]
                 times[limit].append(ready["seconds"] if ok else math.inf)
         medians = {limit: statistics.median(t) for limit, t in times.items()}

@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bare concurrency settings to calibrate over at each size (0: no limit)",
     )
     parser.add_argument(
+        "--bare-limits-fixed",
+        default="",
+        help="skip the calibration: concurrency per baseline, e.g. bare-same=64,bare=1024 "
+        "(from an earlier calibration at the same size; 0: no limit)",
+    )
+    parser.add_argument(
         "--calibrate-runs", type=int, default=2, help="runs per bare concurrency setting"
     )
     parser.add_argument(
@@ -457,7 +463,16 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
     sides = ["ours", *args.baselines]
     if args.same_up_to is not None and n > args.same_up_to and "bare-same" in sides:
         sides.remove("bare-same")
-    calibration = calibrate(args, agent, n, sides[1:]) if len(args.bare_limits) > 1 else {}
+    if args.bare_limits_fixed:
+        calibration = {"fixed": args.bare_limits_fixed}
+        for part in args.bare_limits_fixed.split(","):
+            side, _, limit = part.partition("=")
+            args.bare_limit[side.strip()] = int(limit)
+    elif len(args.bare_limits) > 1:
+        calibration = calibrate(args, agent, n, sides[1:])
+    else:  # one setting: nothing to choose
+        calibration = {}
+        args.bare_limit.update(dict.fromkeys(sides[1:], args.bare_limits[0]))
     limits = {
         side: limit_name(args.ours_limit if side == "ours" else args.bare_limit.get(side, 0))
         for side in sides

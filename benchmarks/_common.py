@@ -402,10 +402,15 @@ def fmt_ratio(stats: dict[str, Any]) -> str:
 
 
 def verdict(value: float, target: float, *, at_most: bool = True) -> str:
+    """The verdict: met, or NOT met with by how much (the gap, and its share of the target)."""
     if math.isnan(value):
         return "n/a"
     ok = value <= target if at_most else value >= target
-    return "met" if ok else "NOT met"
+    if ok:
+        return "met"
+    gap = value - target if at_most else target - value
+    word = "over" if at_most else "under"
+    return f"NOT met: {gap:.3g} {word} ({gap / target:.1%})"
 
 
 # --------------------------------------------------------------------------- output

@@ -7,9 +7,13 @@ A worker raises its open-files limit, imports everything, warms up with ``--warm
 
 - ready time: from the first `Supervisor.add_device` until every one of N devices is idle
   (REGISTER confirmed, heartbeat and device info exchanged), against N bare trio-websocket
-  connections each doing connect + REGISTER + wait for the confirmation (``--bare-frames
-  register``, the default) or the same three exchanges as ours (``--bare-frames same``);
-  both sides at most ``--limit`` handshakes at once;
+  connections making the same three exchanges (``bare-same``: the target) and against N
+  bare connections doing connect + REGISTER only (``bare``: reported beside it). Our side
+  makes as many handshakes at once as ``--ours-limit`` allows (default: open_supervisor's
+  default ``max_concurrent_connections``, None: no limit). The bare sides are not held to
+  our limit: at each size each bare baseline is first run at every concurrency of
+  ``--bare-limits`` (64, 256, 1024 and 0, no limit), ``--calibrate-runs`` times each, and the
+  rounds use the one fastest for it (printed, and kept in the JSON);
 - RSS growth per device: RSS (``/proc/self/statm``) once all N are up, minus RSS after the
   warm-up, over N (imports and warm-up excluded);
 - idle CPU (``--idle SIZE:HEARTBEAT,…``): process CPU time over a window of whole heartbeat
@@ -18,8 +22,9 @@ A worker raises its open-files limit, imports everything, warms up with ``--warm
 - ``--tracemalloc-size``: Python allocations per device alive once N are idle, by line.
 
 Sides alternate order from round to round; a round's ratio pairs the two adjacent runs.
-Targets at 10,000 devices: <= 30 KB RSS per device, ready within 1.5x bare, idle CPU < 5 %
-of a core at 30 s heartbeats. Full size: ``bench_fleet.py --sizes 1000,3000,10000
+Targets: ready within 1.05x bare-same (at every size), <= 30 KB RSS per device at 10,000
+devices, idle CPU < 5 % of a core at 30 s heartbeats. A missed target is printed with by
+how much. Full size: ``bench_fleet.py --sizes 1000,3000,10000
 --rounds 15`` (about 45 minutes here; ``make bench`` runs a smaller plan, see run_all.py).
 """
 
@@ -32,6 +37,7 @@ import io
 import math
 import os
 import pstats
+import statistics
 import sys
 import time
 import tracemalloc
@@ -67,7 +73,7 @@ from galaxy_actors import (
 )
 
 TARGET_RSS_KB = 30.0
-TARGET_READY = 1.5
+TARGET_READY = 1.05  # against bare-same, the same three exchanges
 TARGET_IDLE_CPU = 0.05
 
 
@@ -91,10 +97,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds-large",
         type=int,
         default=None,
-        help="paired rounds for sizes >= 10,000 (default: --rounds)",
+        help="paired rounds for sizes >= --large-from (default: --rounds)",
     )
     parser.add_argument("--warm", type=int, default=50, help="warm-up devices, kept open")
-    parser.add_argument("--limit", type=int, default=64, help="concurrent handshakes")
+    parser.add_argument(
+        "--ours-limit",
+        type=int,
+        default=0,
+        help="our max_concurrent_connections (0: open_supervisor's default, None)",
+    )
+    parser.add_argument(
+        "--bare-limits",
+        type=int_list,
+        default=[64, 256, 1024, 0],
+        help="bare concurrency settings to calibrate over at each size (0: no limit)",
+    )
+    parser.add_argument(
+        "--bare-limits-fixed",
+        default="",
+        help="skip the calibration: concurrency per baseline, e.g. bare-same=64,bare=1024 "
+        "(from an earlier calibration at the same size; 0: no limit)",
+    )
+    parser.add_argument(
+        "--calibrate-runs", type=int, default=2, help="runs per bare concurrency setting"
+    )
+    parser.add_argument(
+        "--calibrate-timeout",
+        type=float,
+        default=30.0,
+        help="seconds per 1,000 devices a calibration run may take before it counts as "
+        "failed (a bare client has no timeout on its exchanges: some hang)",
+    )
+    parser.add_argument(
+        "--large-from",
+        type=int,
+        default=10000,
+        help="sizes from this one run --rounds-large rounds",
+    )
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--baselines",
         type=lambda text: [part for part in text.split(",") if part],
@@ -215,12 +255,13 @@ async def ours_worker(args: argparse.Namespace) -> dict[str, Any]:
     policy = RestartPolicy(reconnect_delay=1.0, max_retries=1000, max_delay=5.0, jitter="full")
     timeout = args.worker_timeout
     out: dict[str, Any] = {}
+    limit: dict[str, Any] = {"max_concurrent_connections": args.limit} if args.limit else {}
     async with open_supervisor(
         task_name=args.tag,
         heartbeat_interval=args.heartbeat,
         connector=WebSocketConnector(),
-        max_concurrent_connections=args.limit,
         policy=policy,
+        **limit,
     ) as sup:
         out["warm"] = await connect_ours(sup, args.url, [f"w{i}" for i in range(args.warm)], 60)
         gc.collect()
@@ -305,7 +346,14 @@ SIDES = {
 
 
 def worker_argv(
-    args: argparse.Namespace, url: str, side: str, n: int, tag: str, **extra: Any
+    args: argparse.Namespace,
+    url: str,
+    side: str,
+    n: int,
+    tag: str,
+    limit: int,
+    timeout: float,
+    **extra: Any,
 ) -> list[str]:
     worker, frames = SIDES[side]
     argv = [
@@ -323,9 +371,9 @@ def worker_argv(
         "--warm",
         str(args.warm),
         "--limit",
-        str(args.limit),
+        str(limit),
         "--worker-timeout",
-        str(args.worker_timeout),
+        str(timeout),
     ]
     for key, value in extra.items():
         flag = "--" + key.replace("_", "-")
@@ -336,12 +384,30 @@ def worker_argv(
     return argv
 
 
+def limit_name(limit: int) -> str:
+    return str(limit) if limit else "no limit"
+
+
 def run_side(
-    agent: AgentProcess, args: argparse.Namespace, side: str, n: int, tag: str, **extra: Any
+    agent: AgentProcess,
+    args: argparse.Namespace,
+    side: str,
+    n: int,
+    tag: str,
+    limit: int | None = None,
+    timeout: float | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """One worker run; ``limit``: concurrent handshakes (None: the side's own setting);
+    ``timeout``: how long it waits for its devices (None: ``--worker-timeout``)."""
+    if limit is None:
+        limit = args.ours_limit if side == "ours" else args.bare_limit.get(side, 0)
+    if timeout is None:
+        timeout = args.worker_timeout
     agent.wait_quiet()
     result = run_worker(
-        worker_argv(args, agent.url, side, n, tag, **extra), timeout=args.worker_timeout + 120
+        worker_argv(args, agent.url, side, n, tag, limit, timeout, **extra),
+        timeout=timeout + 120,
     )
     ready = result["ready"]
     if ready["not_ready"] or ready["failures"]:
@@ -353,10 +419,64 @@ def run_side(
     return result
 
 
+def calibrate(
+    args: argparse.Namespace, agent: AgentProcess, n: int, baselines: list[str]
+) -> dict[str, Any]:
+    """Each bare baseline at every concurrency of ``--bare-limits``: the fastest for it at
+    this size becomes its setting (``args.bare_limit``). A setting whose run failed or left
+    connections not ready counts as infinitely slow."""
+    out: dict[str, Any] = {}
+    for side in baselines:
+        times: dict[int, list[float]] = {limit: [] for limit in args.bare_limits}
+        for r in range(args.calibrate_runs):
+            order = args.bare_limits if r % 2 == 0 else args.bare_limits[::-1]
+            for limit in order:
+                ready = run_side(
+                    agent,
+                    args,
+                    side,
+                    n,
+                    f"cal{side}{n}l{limit}r{r}",
+                    limit,
+                    timeout=args.calibrate_timeout * max(1.0, n / 1000),
+                )["ready"]
+                ok = not ready["not_ready"] and not ready["failures"]
+                times[limit].append(ready["seconds"] if ok else math.inf)
+        medians = {limit: statistics.median(t) for limit, t in times.items()}
+        best = min(medians, key=lambda limit: medians[limit])
+        args.bare_limit[side] = best
+        out[side] = {
+            "chosen": best,
+            "median_s": {limit_name(k): v for k, v in medians.items()},
+            "runs_s": {limit_name(k): v for k, v in times.items()},
+        }
+        print(
+            f"  {n} devices, {side} calibration (ready s, median of {args.calibrate_runs}): "
+            + ", ".join(f"{limit_name(k)} {v:.2f}" for k, v in medians.items())
+            + f" -> {limit_name(best)}",
+            flush=True,
+        )
+    return out
+
+
 def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) -> dict[str, Any]:
     sides = ["ours", *args.baselines]
     if args.same_up_to is not None and n > args.same_up_to and "bare-same" in sides:
         sides.remove("bare-same")
+    if args.bare_limits_fixed:
+        calibration = {"fixed": args.bare_limits_fixed}
+        for part in args.bare_limits_fixed.split(","):
+            side, _, limit = part.partition("=")
+            args.bare_limit[side.strip()] = int(limit)
+    elif len(args.bare_limits) > 1:
+        calibration = calibrate(args, agent, n, sides[1:])
+    else:  # one setting: nothing to choose
+        calibration = {}
+        args.bare_limit.update(dict.fromkeys(sides[1:], args.bare_limits[0]))
+    limits = {
+        side: limit_name(args.ours_limit if side == "ours" else args.bare_limit.get(side, 0))
+        for side in sides
+    }
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for r in range(rounds):
         # Rotate the order every round, so that each side runs first, last, in between.
@@ -380,6 +500,8 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
     return {
         "n": n,
         "rounds": rounds,
+        "concurrent_handshakes": limits,
+        "calibration": calibration,
         "ready_ratio": {b: ratio_summary(ready["ours"], ready[b]) for b in sides[1:]},
         "rss_ratio": {b: ratio_summary(rss["ours"], rss[b]) for b in sides[1:]},
         "ready_s": {side: summary(ready[side]) for side in sides},
@@ -395,11 +517,22 @@ def idle(
     args: argparse.Namespace, agent: AgentProcess, k: int, n: int, hb: float
 ) -> dict[str, Any]:
     """Idle CPU of N devices at heartbeat ``hb`` over whole heartbeat periods, beside N bare
-    connections sending the same heartbeats; each run also gives a ready time and RSS."""
+    connections sending the same heartbeats; each run also gives a ready time and RSS.
+    The bare side makes the same exchanges as ours (bare-same), at the concurrency
+    calibrated at the largest size measured before (no limit if none was)."""
     window = max(5.0, hb * args.idle_periods)
-    sides = ["ours", "bare"]
+    sides = ["ours", "bare-same"]
     order = sides if k % 2 == 0 else sides[::-1]
-    row: dict[str, Any] = {"n": n, "heartbeat": hb, "window": window}
+    row: dict[str, Any] = {
+        "n": n,
+        "heartbeat": hb,
+        "window": window,
+        "bare_side": "bare-same",
+        "concurrent_handshakes": {
+            "ours": limit_name(args.ours_limit),
+            "bare": limit_name(args.bare_limit.get("bare-same", 0)),
+        },
+    }
     for side in order:
         result = run_side(
             agent,
@@ -411,11 +544,12 @@ def idle(
             idle_window=window,
             idle_profile=args.idle_profile and side == "ours",
         )
-        row[side] = result["idle"]
-        row[side]["ready_seconds"] = result["ready"]["seconds"]
-        row[side]["rss_kb_per_device"] = result["rss_growth"] / n / 1024
+        key = "bare" if side != "ours" else side
+        row[key] = result["idle"]
+        row[key]["ready_seconds"] = result["ready"]["seconds"]
+        row[key]["rss_kb_per_device"] = result["rss_growth"] / n / 1024
         # CPU per heartbeat exchange: the figure that does not depend on the fleet size.
-        row[side]["cpu_us_per_heartbeat"] = result["idle"]["cpu_share"] / (n / hb) * 1e6
+        row[key]["cpu_us_per_heartbeat"] = result["idle"]["cpu_share"] / (n / hb) * 1e6
     row["ratio"] = row["ours"]["cpu_share"] / max(row["bare"]["cpu_share"], 1e-9)
     print(
         f"  idle CPU, {n} devices, heartbeat {hb:g} s: "
@@ -423,7 +557,7 @@ def idle(
             f"{side} {row[side]['cpu_share']:.1%} of a core "
             f"({row[side]['cpu_us_per_heartbeat']:.0f} µs per heartbeat, "
             f"{row[side]['failures']} failures)"
-            for side in sides
+            for side in ("ours", "bare")
         ),
         flush=True,
     )
@@ -435,17 +569,20 @@ def report(results: dict[str, Any]) -> None:
     for s in results["scale"]:
         n = s["n"]
         big = n >= 10000
+        limits = s.get("concurrent_handshakes", {})
         for b in s["ready_ratio"]:
             ready = s["ready_s"]
+            target = b == "bare-same"
             rows.append(
                 [
-                    f"{n} ready (s) vs {b}",
+                    f"{n} ready (s) vs {b} (handshakes: ours {limits.get('ours')}, "
+                    f"{b} {limits.get(b)})",
                     s["rounds"],
                     f"{ready['ours']['median']:.2f} / p99 {ready['ours']['p99']:.2f}",
                     f"{ready[b]['median']:.2f} / p99 {ready[b]['p99']:.2f}",
                     fmt_ratio(s["ready_ratio"][b]),
-                    f"<= {TARGET_READY}" if big else "",
-                    verdict(s["ready_ratio"][b]["median"], TARGET_READY) if big else "",
+                    f"<= {TARGET_READY}" if target else "",
+                    verdict(s["ready_ratio"][b]["median"], TARGET_READY) if target else "",
                 ]
             )
         rss = s["rss_kb_per_device"]
@@ -490,20 +627,22 @@ def report(results: dict[str, Any]) -> None:
             # A single paired round at this size, from the idle runs.
             big = n >= 10000
             ready_ratio = row["ours"]["ready_seconds"] / row["bare"]["ready_seconds"]
+            limits = row.get("concurrent_handshakes", {})
             rows.append(
                 [
-                    f"{n} ready (s) vs bare",
+                    f"{n} ready (s) vs {row.get('bare_side', 'bare')} (handshakes: ours "
+                    f"{limits.get('ours')}, bare {limits.get('bare')})",
                     1,
                     f"{row['ours']['ready_seconds']:.2f}",
                     f"{row['bare']['ready_seconds']:.2f}",
                     f"{ready_ratio:.3f}",
-                    f"<= {TARGET_READY}" if big else "",
-                    verdict(ready_ratio, TARGET_READY) if big else "",
+                    f"<= {TARGET_READY}",
+                    verdict(ready_ratio, TARGET_READY),
                 ]
             )
             rows.append(
                 [
-                    f"{n} RSS KB/device vs bare",
+                    f"{n} RSS KB/device vs {row.get('bare_side', 'bare')}",
                     1,
                     f"{row['ours']['rss_kb_per_device']:.1f}",
                     f"{row['bare']['rss_kb_per_device']:.1f}",
@@ -513,8 +652,9 @@ def report(results: dict[str, Any]) -> None:
                 ]
             )
     print_table(
-        "Fleet: galaxy_actors vs bare trio-websocket (bare: connect + REGISTER; bare-same: "
-        "+ heartbeat and device info, as ours; ratio: median [quartiles] of rounds)",
+        "Fleet: galaxy_actors vs bare trio-websocket (bare-same: connect + REGISTER, heartbeat "
+        "and device info, as ours; bare: connect + REGISTER only; each bare side at its "
+        "fastest calibrated concurrency; ratio: median [quartiles] of rounds)",
         ["figure", "rounds", "ours", "bare", "ratio ours/bare", "target", "verdict"],
         rows,
     )
@@ -538,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     raise_nofile_limit()
     args.baselines = ["bare" if b == "register" else "bare-same" for b in args.baselines]
+    args.bare_limit = {}  # baseline -> concurrency, set by calibrate()
     results: dict[str, Any] = {
         "parameters": {k: v for k, v in vars(args).items() if v is not None},
         "baselines": args.baselines,
@@ -547,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with AgentProcess() as agent:
         for n in args.sizes:
-            rounds = args.rounds_large if (n >= 10000 and args.rounds_large) else args.rounds
+            large = n >= args.large_from and args.rounds_large
+            rounds = args.rounds_large if large else args.rounds
             results["scale"].append(scale(args, agent, n, rounds))
             write_json(args.name, results, quiet=True)
         for k, (n, hb) in enumerate(args.idle):

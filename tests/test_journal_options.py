@@ -126,7 +126,7 @@ async def test_devices_added_and_removed_at_runtime_come_back_after_a_restart(
 @pytest.mark.xfail(
     strict=True,
     reason="TypeError: DeviceManager does not pass journal= to its Supervisor (_manager.py, "
-    "not one of the journal's files); docs/architecture.md says it does",
+    "not one of the journal's files): pass it there to make this pass",
 )
 async def test_a_device_manager_with_a_journal_keeps_outcomes(tmp_path: Path) -> None:
     network = MemoryNetwork()

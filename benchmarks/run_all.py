@@ -19,7 +19,10 @@ What ``make bench`` runs, and what it leaves out to stay within its time:
   at 30 s heartbeats (one paired round against bare-same at the concurrency calibrated at
   3,000); idle CPU at 1 s heartbeats with 1,000 devices (10,000 heartbeats a second do not
   fit this machine); tracemalloc at 500;
-- storm: 1,000 and 5,000 devices, three jitter modes, and the bare floor.
+- storm: 1,000 and 5,000 devices, three jitter modes, and the bare floor;
+- journal: 7 paired rounds of throughput (2,000 tasks, 200 submitters) and latency (300
+  sequential tasks) with and without a journal, recovery of 100,000 queued tasks, file size
+  over 8,000 tasks with retention (about 3 minutes).
 
 The full-size fleet run (both baselines at 1,000 and 3,000, 15 paired rounds at 10,000, and
 the idle runs; about 50 minutes here) is
@@ -58,6 +61,7 @@ FULL: dict[str, list[str]] = {
         "500",
     ],
     "storm": ["bench_storm.py"],
+    "journal": ["bench_journal.py"],
 }
 
 QUICK: dict[str, list[str]] = {
@@ -105,19 +109,36 @@ QUICK: dict[str, list[str]] = {
         "--plot",
         str(HERE / "results" / "quick_storm.png"),
     ],
+    "journal": [
+        "bench_journal.py",
+        "--rounds",
+        "2",
+        "--tasks",
+        "1000",
+        "--latency-tasks",
+        "100",
+        "--recovery-tasks",
+        "20000",
+        "--recovery-rounds",
+        "1",
+        "--size-blocks",
+        "3",
+        "--name",
+        "quick_journal",
+    ],
 }
 
 # Generous bounds (the machine is shared: a busy neighbour can double a run's time); a
 # benchmark still running after this long is killed and reported, and keeps the figures of
 # the phases it finished in its JSON.
-LIMITS = {"dispatch": 600.0, "fleet": 1500.0, "storm": 900.0}
+LIMITS = {"dispatch": 600.0, "fleet": 1500.0, "storm": 900.0, "journal": 480.0}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument(
-        "--only", default="dispatch,fleet,storm", help="comma-separated subset to run"
+        "--only", default="dispatch,fleet,storm,journal", help="comma-separated subset to run"
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL

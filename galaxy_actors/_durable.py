@@ -103,6 +103,8 @@ class Durability:
         """`Supervisor.submit` with a journal: returns once the task is on disk."""
         await trio.lowlevel.checkpoint_if_cancelled()
         sup = self.supervisor
+        # Before the journal is read: once the supervisor has closed, so has its journal.
+        sup._require_open()
         if task_id is not None:
             known = await self._known(task_id, description, device_id)
             if known is not None:

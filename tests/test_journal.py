@@ -22,6 +22,7 @@ from galaxy_actors import (
     ExecutionResult,
     OutcomeUnknown,
     SqliteJournal,
+    SupervisorClosed,
 )
 from galaxy_actors._errors import UnknownTask
 from galaxy_actors._journal import TaskRecord
@@ -175,3 +176,17 @@ async def test_without_a_journal_nothing_is_written(tmp_path: Path) -> None:
         with pytest.raises(UnknownTask):
             await lab.supervisor.task("t")
     assert os.listdir(tmp_path) == []
+
+
+async def test_a_closed_supervisor_refuses_a_submit_by_id_as_without_a_journal(
+    tmp_path: Path,
+) -> None:
+    async with memory_lab(journal=tmp_path / "j.sqlite3") as lab:
+        await lab.connected("pc")
+        sup = lab.supervisor
+        assert (await sup.run_task("a", device_id="pc", task_id="done")).ok
+    # Not an AssertionError from a closed journal: the error a program handles.
+    with pytest.raises(SupervisorClosed):
+        await sup.submit("b", device_id="pc", task_id="new")
+    with pytest.raises(SupervisorClosed):
+        await sup.submit("a", device_id="pc", task_id="done")

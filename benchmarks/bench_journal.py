@@ -1,0 +1,333 @@
+"""The task journal's cost: a supervisor with a journal against the same one without.
+
+1. Throughput: ``--devices`` devices, ``--submitters`` concurrent callers submitting
+   ``--tasks`` tasks in all (``submit``, then the outcome awaited after the last submit),
+   with a fresh SQLite journal against none. Each round runs both sides, in alternating
+   order, against the same agent process; a round's ratio is ours-with over ours-without.
+   Target: median ratio of submits/s >= 0.8 (group commit: concurrent submits share a
+   commit). Tasks/s to the last outcome (three writes a task) is shown beside it.
+2. Latency: one device, sequential ``run_task`` round trips, with and without a journal.
+   Target: median ratio of the per-round medians <= 1.10.
+3. Recovery: a journal holding ``--recovery-tasks`` queued tasks (100,000); the time from
+   `open_supervisor` to every task queued on its device again (open, quick_check, load,
+   re-queue). Target: < 5 s.
+4. File size under a steady load with retention (``keep_count``): the database and its WAL
+   after each block of tasks; bounded if it stops growing once retention applies.
+
+The agent runs in another process (``agent_server.py``) and answers at once.
+``.venv/bin/python benchmarks/bench_journal.py --rounds 3 --tasks 1000`` is a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from _common import (
+    AgentProcess,
+    exit_on_sigterm,
+    fmt_ratio,
+    percentile,
+    print_table,
+    quiet_logging,
+    raise_nofile_limit,
+    ratio_summary,
+    summary,
+    verdict,
+    write_json,
+)
+
+from galaxy_actors import SqliteJournal, Supervisor, WebSocketConnector, open_supervisor
+from galaxy_actors._journal import TaskRecord
+from galaxy_actors._task import Delivery
+
+TARGET_THROUGHPUT = 0.8
+TARGET_LATENCY = 1.10
+TARGET_RECOVERY_S = 5.0
+DATA: dict[str, Any] = {"file": "report.xlsx", "sheet": 1}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="paired rounds per figure")
+    parser.add_argument("--devices", type=int, default=20, help="devices for throughput")
+    parser.add_argument("--submitters", type=int, default=200, help="concurrent submitters")
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks per side per round")
+    parser.add_argument("--latency-tasks", type=int, default=300, help="sequential, per side")
+    parser.add_argument("--recovery-tasks", type=int, default=100_000)
+    parser.add_argument("--recovery-rounds", type=int, default=3)
+    parser.add_argument("--size-blocks", type=int, default=8, help="blocks of the size run")
+    parser.add_argument("--size-block-tasks", type=int, default=1000)
+    parser.add_argument("--keep-count", type=int, default=1500, help="retention, size run")
+    parser.add_argument("--name", default="journal", help="results/<name>.json")
+    return parser.parse_args(argv)
+
+
+def supervisor(journal: Path | None) -> Any:
+    """The two sides differ by the journal only."""
+    return open_supervisor(
+        task_name="bench",
+        connector=WebSocketConnector(),
+        journal=None if journal is None else SqliteJournal(journal, keep_count=10**9),
+    )
+
+
+async def connect_all(sup: Supervisor, url: str, devices: int) -> None:
+    for i in range(devices):
+        sup.add_device(f"d-{i}", url, "Linux", connect=False)
+    async with trio.open_nursery() as nursery:
+        for i in range(devices):
+            nursery.start_soon(sup.connect, f"d-{i}")
+
+
+async def throughput_side(
+    url: str, args: argparse.Namespace, journal: Path | None, tag: str
+) -> tuple[float, float]:
+    """(submits/s, tasks/s to the last outcome) of one side, one round."""
+    async with supervisor(journal) as sup:
+        await connect_all(sup, url, args.devices)
+        per = args.tasks // args.submitters
+        handles: list[Any] = []
+
+        async def submitter(s: int) -> None:
+            for i in range(per):
+                handles.append(
+                    await sup.submit(
+                        "x", DATA, device_id=f"d-{(s + i) % args.devices}", task_id=f"{tag}-{s}-{i}"
+                    )
+                )
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for s in range(args.submitters):
+                nursery.start_soon(submitter, s)
+        submitted = time.perf_counter()
+        for handle in handles:
+            await handle.wait()
+        ended = time.perf_counter()
+    n = per * args.submitters
+    return n / (submitted - start), n / (ended - start)
+
+
+async def latency_side(url: str, n: int, journal: Path | None, tag: str) -> list[float]:
+    async with supervisor(journal) as sup:
+        await connect_all(sup, url, 1)
+        for i in range(20):  # warm-up
+            await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-w{i}")
+        times = []
+        for i in range(n):
+            start = time.perf_counter()
+            await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-{i}")
+            times.append(time.perf_counter() - start)
+    return times
+
+
+async def paired(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:
+    sub = {"with": [], "without": []}  # type: dict[str, list[float]]
+    done = {"with": [], "without": []}  # type: dict[str, list[float]]
+    lat = {"with": [], "without": []}  # type: dict[str, list[float]]
+    lat_all = {"with": [], "without": []}  # type: dict[str, list[float]]
+    for r in range(args.rounds):
+        # Alternate which side goes first, so a drift of the machine favours neither.
+        for side in ("with", "without") if r % 2 == 0 else ("without", "with"):
+            journal = work / f"tp-{r}.sqlite3" if side == "with" else None
+            s, d = await throughput_side(args.agent_url, args, journal, f"{side}{r}")
+            sub[side].append(s)
+            done[side].append(d)
+            journal = work / f"lat-{r}.sqlite3" if side == "with" else None
+            times = await latency_side(args.agent_url, args.latency_tasks, journal, f"{side}{r}")
+            lat[side].append(percentile(times, 50))
+            lat_all[side].extend(times)
+        print(
+            f"  round {r + 1}/{args.rounds}: submits/s {sub['with'][-1]:.0f} with, "
+            f"{sub['without'][-1]:.0f} without; latency {lat['with'][-1] * 1e6:.0f} / "
+            f"{lat['without'][-1] * 1e6:.0f} µs",
+            flush=True,
+        )
+    return {
+        "submits_per_s": {k: summary(v) for k, v in sub.items()},
+        "submit_ratio": ratio_summary(sub["with"], sub["without"]),
+        "tasks_per_s": {k: summary(v) for k, v in done.items()},
+        "tasks_ratio": ratio_summary(done["with"], done["without"]),
+        "latency_us": {k: summary([t * 1e6 for t in v]) for k, v in lat_all.items()},
+        "latency_ratio": ratio_summary(lat["with"], lat["without"]),
+    }
+
+
+async def fill_journal(path: Path, n: int) -> None:
+    """``n`` queued tasks, as a supervisor would have accepted them, in blocks of commits."""
+    journal = SqliteJournal(path)
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        for start in range(0, n, 5000):
+            commits = [
+                journal.accept(
+                    TaskRecord(
+                        f"q-{i}",
+                        "x",
+                        '{"file": "report.xlsx"}',
+                        "d-0",
+                        (),
+                        1000.0,
+                        Delivery.AT_LEAST_ONCE,
+                        i % 3,
+                    )
+                )
+                for i in range(start, min(n, start + 5000))
+            ]
+            for commit in commits:
+                await commit.wait()
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def recovery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    path = work / "recovery.sqlite3"
+    await fill_journal(path, args.recovery_tasks)
+    seconds = []
+    for _ in range(args.recovery_rounds):
+        start = time.perf_counter()
+        async with open_supervisor(journal=path, shutdown_grace=0.0) as sup:
+            sup.add_device("d-0", "ws://127.0.0.1:9/ws", "Linux", connect=False)
+            queued = sup.snapshot("d-0").queue_depth
+            seconds.append(time.perf_counter() - start)
+        # A graceful stop keeps queued work: the next round recovers the same tasks.
+    return {
+        "tasks": args.recovery_tasks,
+        "queued": queued,
+        "seconds": summary(seconds),
+        "file_bytes": path.stat().st_size,
+    }
+
+
+def file_sizes(path: Path) -> tuple[int, int]:
+    wal = Path(f"{path}-wal")
+    return path.stat().st_size, wal.stat().st_size if wal.exists() else 0
+
+
+async def size_growth(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    path = work / "size.sqlite3"
+    journal = SqliteJournal(path, keep_count=args.keep_count, compact_every=500)
+    rows = []
+    async with open_supervisor(connector=WebSocketConnector(), journal=journal) as sup:
+        await connect_all(sup, args.agent_url, args.devices)
+        done = 0
+        for block in range(args.size_blocks):
+            async with trio.open_nursery() as nursery:
+                for s in range(args.submitters):
+
+                    async def caller(s: int = s, block: int = block) -> None:
+                        for i in range(args.size_block_tasks // args.submitters):
+                            await sup.run_task(
+                                "x",
+                                DATA,
+                                device_id=f"d-{s % args.devices}",
+                                task_id=f"s{block}-{s}-{i}",
+                            )
+
+                    nursery.start_soon(caller)
+            done += args.size_block_tasks
+            db, wal = file_sizes(path)
+            rows.append({"tasks": done, "db_bytes": db, "wal_bytes": wal})
+    return {"keep_count": args.keep_count, "blocks": rows}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "agent_url"}}
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        work = Path(tmp)
+        print("throughput and latency, paired rounds", flush=True)
+        results.update(await paired(args, args.agent_url, work))
+        write_json(args.name, results, quiet=True)
+        print("recovery", flush=True)
+        results["recovery"] = await recovery(args, work)
+        write_json(args.name, results, quiet=True)
+        print("file size under a steady load", flush=True)
+        results["size"] = await size_growth(args, work)
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    sub, done, lat = results["submits_per_s"], results["tasks_per_s"], results["latency_us"]
+    rec = results["recovery"]
+    rows = [
+        [
+            "submits/s",
+            f"{sub['with']['median']:.0f}",
+            f"{sub['without']['median']:.0f}",
+            fmt_ratio(results["submit_ratio"]),
+            f">= {TARGET_THROUGHPUT}",
+            _verdict(results["submit_ratio"]["median"], TARGET_THROUGHPUT, at_most=False),
+        ],
+        [
+            "tasks/s to the last outcome",
+            f"{done['with']['median']:.0f}",
+            f"{done['without']['median']:.0f}",
+            fmt_ratio(results["tasks_ratio"]),
+            "",
+            "",
+        ],
+        [
+            "run_task latency median (µs)",
+            f"{lat['with']['median']:.0f}",
+            f"{lat['without']['median']:.0f}",
+            fmt_ratio(results["latency_ratio"]),
+            f"<= {TARGET_LATENCY}",
+            _verdict(results["latency_ratio"]["median"], TARGET_LATENCY),
+        ],
+        [
+            f"recovery of {rec['tasks']:,} queued (s)",
+            f"{rec['seconds']['median']:.2f}",
+            "",
+            "",
+            f"< {TARGET_RECOVERY_S}",
+            _verdict(rec["seconds"]["median"], TARGET_RECOVERY_S),
+        ],
+    ]
+    print_table(
+        "Journal: with a journal vs without (ratio: median [quartiles] of paired rounds)",
+        ["figure", "with", "without", "ratio with/without", "target", "verdict"],
+        rows,
+    )
+    size = results["size"]
+    print_table(
+        f"File size under a steady load, keep_count={size['keep_count']}",
+        ["tasks run", "database (KiB)", "WAL (KiB)"],
+        [
+            [f"{b['tasks']:,}", f"{b['db_bytes'] / 1024:.0f}", f"{b['wal_bytes'] / 1024:.0f}"]
+            for b in size["blocks"]
+        ],
+    )
+
+
+def _verdict(value: float, target: float, *, at_most: bool = True) -> str:
+    """`verdict`, and by how much a missed target is missed."""
+    said = verdict(value, target, at_most=at_most)
+    if said == "NOT met":
+        said += f" (by {abs(value - target) / target:.0%})"
+    return said
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_logging()
+    exit_on_sigterm()
+    raise_nofile_limit()
+    with AgentProcess() as agent:
+        args.agent_url = agent.url
+        results = trio.run(run, args)
+    report(results)
+    write_json(args.name, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

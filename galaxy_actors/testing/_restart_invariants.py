@@ -88,9 +88,11 @@ class PolicyModel:
                 period = policy.intensity[1]
                 self.restart_times = [t for t in self.restart_times if now - t < period]
                 self.restart_times.append(now)
-        return self._floored(decision, now)
+        return decision
 
-    def _floored(self, decision: Decision, now: float) -> Decision:
+    def floored(self, decision: Decision, now: float) -> Decision:
+        """``decision`` as the supervisor carries it out at ``now``: the policy's, with the
+        restart floor applied (the policy alone knows no floor)."""
         if isinstance(decision, GiveUp):
             self.quick_restarts, self.next_attempt_at = 0, None
             return decision
@@ -210,7 +212,7 @@ def _check_restarts(trace: Trace, policy: RestartPolicy) -> list[Violation]:
             except ValueError:
                 found.append(Violation(5, device, f"unknown failure reason {event.reason!r}"))
                 continue
-            pending[device] = (event, model.failed(reason, event.at))
+            pending[device] = (event, model.floored(model.failed(reason, event.at), event.at))
         elif isinstance(event, RestartScheduled | GaveUp):
             if device not in pending:
                 found.append(

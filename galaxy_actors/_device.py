@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import trio
 
 from ._aip import FrameBuilder
-from ._engine import (
-    AIPConnection,
+from ._engine import AIPConnection
+from ._engine_events import (
     BadFrameKind,
     BadInput,
     ConnectionDead,
@@ -385,7 +385,8 @@ class DeviceActor:
         """An event of the current connection's engine (`SessionHost`)."""
         kind = type(event)
         if kind is TaskAccepted:
-            self.work.accepted(event.at)
+            assert isinstance(event, TaskAccepted)
+            self.work.accepted(event.task_id, event.at)
         elif kind is TaskEnded or kind is TaskRefused:
             assert isinstance(event, TaskEnded | TaskRefused)
             if self.work.ended(event):

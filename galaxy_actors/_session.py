@@ -196,12 +196,9 @@ class Session:
                     try:
                         raw = await transport.receive()
                     except TransportClosed as exc:
-                        self._end(
-                            engine.connection_lost(
-                                exc.code, str(exc), current_time(), by_peer=exc.by_peer
-                            )
-                        )
-                        await trio.lowlevel.checkpoint()  # raises Cancelled: the scope is
+                        self._lost(exc)
+                        # The Session's scope is cancelled now: this raises Cancelled.
+                        await trio.lowlevel.checkpoint()
                     event = engine.receive(raw, current_time())
                     if event is not None:
                         self._deliver(event)
@@ -221,8 +218,7 @@ class Session:
                 if event is not None:
                     self._deliver(event)
                 if now >= self.stop_deadline:
-                    engine.close()
-                    return
+                    return  # `run` closes the engine
 
     def _deliver(self, event: EngineEvent) -> None:
         if type(event) is ConnectionDead:
@@ -270,6 +266,7 @@ class Session:
             raise
 
     def _lost(self, exc: TransportClosed) -> None:
+        """The transport closed under a receive or a send: the connection's end."""
         now = trio.current_time()
         self._end(self.engine.connection_lost(exc.code, str(exc), now, by_peer=exc.by_peer))
 

@@ -130,10 +130,11 @@ class Workload:
         self.running = None
         return task
 
-    def accepted(self, at: float) -> None:
-        """The server acknowledged the task on the device."""
-        if self.running is not None:
-            self.running._mark_accepted(at)
+    def accepted(self, task_id: str, at: float) -> None:
+        """The server acknowledged ``task_id``, the task on the device."""
+        task = self.running
+        if task is not None and task.task_id == task_id:
+            task._mark_accepted(at)
 
     def ended(self, event: TaskEnded | TaskRefused) -> bool:
         """The task on the device ended there: its TASK_END, or the server refused it. True

@@ -46,7 +46,8 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import DeviceManager, WebSocketConnector
+from galaxy_actors import DeviceManager
+from galaxy_actors.transport import WebSocketConnector
 
 DESCRIPTION = "Open Excel"
 DATA: dict[str, Any] = {"file": "report.xlsx", "sheet": 1}

@@ -62,15 +62,9 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import (
-    ConnectionFailed,
-    DeviceStatus,
-    RestartPolicy,
-    StatusChanged,
-    Supervisor,
-    WebSocketConnector,
-    open_supervisor,
-)
+from galaxy_actors import DeviceStatus, RestartPolicy, Supervisor, open_supervisor
+from galaxy_actors.events import ConnectionFailed, StatusChanged
+from galaxy_actors.transport import WebSocketConnector
 
 TARGET_RSS_KB = 30.0
 TARGET_READY = 1.05  # against bare-same, the same three exchanges

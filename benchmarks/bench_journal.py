@@ -42,9 +42,11 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import SqliteJournal, Supervisor, WebSocketConnector, open_supervisor
+from galaxy_actors import Supervisor, open_supervisor
 from galaxy_actors._journal import TaskRecord
 from galaxy_actors._task import Delivery
+from galaxy_actors.journal import SqliteJournal
+from galaxy_actors.transport import WebSocketConnector
 
 TARGET_THROUGHPUT = 0.8
 TARGET_LATENCY = 1.10

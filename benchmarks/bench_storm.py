@@ -46,18 +46,9 @@ from _common import (
 )
 from _png import LineChart, render, write_png
 
-from galaxy_actors import (
-    ConnectionFailed,
-    DeviceStatus,
-    RestartPolicy,
-    RestartScheduled,
-    StatusChanged,
-    TaskEnded,
-    TaskHandle,
-    Transport,
-    WebSocketConnector,
-    open_supervisor,
-)
+from galaxy_actors import DeviceStatus, RestartPolicy, TaskHandle, open_supervisor
+from galaxy_actors.events import ConnectionFailed, RestartScheduled, StatusChanged, TaskEnded
+from galaxy_actors.transport import Transport, WebSocketConnector
 
 COLORS = {
     "none": (220, 50, 47),

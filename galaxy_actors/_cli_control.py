@@ -33,7 +33,7 @@ from ._control_client import (
 from ._errors import GalaxyActorsError
 from ._process import watch_signals
 from ._report import DeviceRow
-from ._transport import ConnectFailed, TransportClosed
+from ._transport import ConnectError, TransportClosed
 from ._view import format_rows, summary_line
 
 __all__ = [
@@ -195,7 +195,7 @@ def run_client_command(args: argparse.Namespace) -> int:
                             status = await command(args, client)
                         except TransportClosed as exc:
                             status = _unreachable(url, exc)
-                except ConnectFailed as exc:
+                except ConnectError as exc:
                     status = _unreachable(url, exc)
                 nursery.cancel_scope.cancel()
 

@@ -45,7 +45,7 @@ import trio_websocket
 from ._control_requests import _FIELDS, _check_fields, _depth_over, _error_reply, _RequestError
 from ._control_requests import MAX_DEPTH as MAX_DEPTH
 from ._control_requests import OPS as OPS
-from ._errors import GalaxyActorsError, TaskError
+from ._errors import GalaxyActorsError, TaskError, UnknownDevice
 from ._events import Event, Subscription
 from ._redact import bounded, redact
 from ._report import device_rows, event_to_json, outcome_to_json
@@ -363,6 +363,14 @@ class ControlServer:
             )
         except TaskError as exc:  # refused at once: the task never existed
             return outcome_to_json(exc)
+        except UnknownDevice as exc:  # the same reply as any task refused at once
+            return {
+                "ok": False,
+                "task_id": None,
+                "device_id": exc.device_id,
+                "outcome": "UnknownDevice",
+                "error": {"type": "UnknownDevice", "message": str(exc)},
+            }
         except GalaxyActorsError as exc:
             raise _RequestError(type(exc).__name__, str(exc)) from None
         await handle.wait()

@@ -134,7 +134,7 @@ class EventStream:
 async def open_control_client(
     url: str, token: str, *, connect_timeout: float = 5.0
 ) -> AsyncIterator[ControlClient]:
-    """Connect to the control endpoint at ``url``; raises `ConnectFailed` if it cannot."""
+    """Connect to the control endpoint at ``url``; raises `ConnectError` if it cannot."""
     connector = WebSocketConnector(connect_timeout=connect_timeout, close_timeout=1.0)
     async with connector.open(url) as transport:
         yield ControlClient(transport, token)

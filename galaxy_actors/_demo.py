@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from ._errors import TaskCancelled, TaskError
-from ._events import ConnectionFailed, GaveUp, RestartScheduled
+from ._events import ConnectionFailed, RestartScheduled, RestartsStopped
 from ._memory import MemoryNetwork
 from ._policy import Jitter, RestartPolicy
 from ._running import open_supervisor
@@ -218,7 +218,7 @@ async def _count_events(
                 tally.connection_failures[event.reason] += 1
             elif isinstance(event, RestartScheduled):
                 tally.restarts += 1
-            elif isinstance(event, GaveUp):
+            elif isinstance(event, RestartsStopped):
                 tally.give_ups += 1
 
 

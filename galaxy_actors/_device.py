@@ -271,7 +271,7 @@ class DeviceActor:
             decision = self.owner.decide(self, dead.reason, dead.detail)
             self._decision = (decision, dead.at)
             if isinstance(decision, GiveUp):
-                self.profile.gave_up = True  # as the GaveUp event says; carried out below
+                self.profile.gave_up = True  # as the RestartsStopped event says; carried out below
         if dead.refused_task is not None:
             refused = self.work.running
             if refused is not None and refused.task_id == dead.refused_task:
@@ -480,7 +480,7 @@ class DeviceActor:
         )
         events = self.owner.events
         if events:
-            events.publish(BadFrame(self.device_id, str(kind), detail, trio.current_time()))
+            events.publish(BadFrame(self.device_id, kind, detail, trio.current_time()))
 
     # -------------------------------------------------------------------------- teardown
 

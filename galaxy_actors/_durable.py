@@ -228,7 +228,7 @@ class Durability:
             # Routed at admission to a device that left during the write: route again.
             actor = route(sup._actors.values(), record.capabilities, record.priority, task.task_id)
         if actor is None:
-            raise UnknownDevice(record.device_id or "", task_id=task.task_id)
+            raise UnknownDevice(record.device_id or "")
         return actor.accept(task)
 
     def _device_for(self, task: TaskHandle, record: TaskRecord) -> DeviceActor | None:

@@ -45,7 +45,7 @@ from ._engine_events import (
     TaskEnded,
     TaskRefused,
 )
-from ._errors import GalaxyActorsError, ProtocolError
+from ._errors import LocalProtocolError, ProtocolError
 from ._policy import FailureReason
 from ._redact import bounded
 
@@ -83,11 +83,6 @@ PHASE_TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     _P.SERVING: frozenset({_P.CLOSED}),
     _P.CLOSED: frozenset(),
 }
-
-
-class LocalProtocolError(GalaxyActorsError, RuntimeError):
-    """The engine's owner asked for something the protocol does not allow now (a bug in
-    the caller, as h11's LocalProtocolError)."""
 
 
 # Server-controlled text is bounded and escaped (`bounded`) before it reaches any event:

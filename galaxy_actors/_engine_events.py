@@ -6,12 +6,11 @@ Each is what the engine tells its owner about one connection: the device actor c
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 import attrs
 
-from ._policy import FailureReason
+from ._reasons import BadFrameKind, FailureReason
 
 __all__ = [
     "BadFrameKind",
@@ -24,16 +23,6 @@ __all__ = [
     "TaskEnded",
     "TaskRefused",
 ]
-
-
-class BadFrameKind(enum.StrEnum):
-    """How a frame from a server was bad (AIP.md, "Other server frames")."""
-
-    PROTOCOL_ERROR = "protocol_error"  # not valid AIP (dropped; binary fails the connection)
-    UNEXPECTED = "unexpected"  # valid, but not a frame a constellation client expects now
-    ERROR_FRAME = "error_frame"  # an `error` frame tied to nothing we sent
-    UNKNOWN_TASK = "unknown_task"  # a task frame for no task in flight on this connection
-    CROSS_DEVICE = "cross_device"  # ... for a task of another device: a security event
 
 
 @attrs.frozen(slots=True)

@@ -1,13 +1,42 @@
 """Every error galaxy_actors raises, with one common base.
 
-Task outcomes that are not results are exceptions here too, so that `await handle.result()`
-either returns an `ExecutionResult` or raises one of the `TaskError` subclasses. Where a
-reference user would have caught a builtin (``TimeoutError``, ``ConnectionError``,
+The shape of the hierarchy follows the question a caller asks when catching::
+
+    GalaxyActorsError
+    ├── ConfigurationError (ValueError)     a wrong argument or option: fix the call
+    │   └── InvalidServerURL
+    ├── DuplicateDevice (ValueError)        refused at the call site: the id is taken
+    ├── DuplicateTaskId (ValueError)
+    ├── UnknownDevice (KeyError)            no such device: a lookup, not a task outcome
+    ├── UnknownTask (KeyError)
+    ├── SupervisorClosed (RuntimeError)     no more work accepted
+    ├── ProtocolError                       a frame that is not valid AIP (the codec)
+    ├── TransportError                      what a `Connector`/`Transport` raises
+    │   ├── ConnectError                    the connection could not be opened
+    │   └── TransportClosed                 the open connection is closed
+    ├── TaskError                           a task ended without a result from the device
+    │   ├── DeviceUnavailable, QueueFull, TaskCancelled, TaskRejected, OutcomeUnknown
+    │   ├── DeviceDisconnected (ConnectionError)
+    │   ├── TaskTimeout (TimeoutError)
+    │   └── JournalUnavailable (OSError)
+    ├── JournalError                        the journal file cannot be used
+    │   └── JournalCorrupt, JournalInUse, JournalVersion
+    └── InvalidTransition, LocalProtocolError (RuntimeError)   bugs in galaxy_actors
+
+`TaskError` is exactly what ``await handle.result()`` raises: every subclass carries the
+task and device ids, and the `TaskEnded` event names it. `UnknownDevice` stands outside it on
+purpose: a wrong device id is a mistake of the call (like a ``KeyError`` from a dict), and an
+``except TaskError`` written to handle tasks that did not run must not hide it.
+
+Where a reference user would have caught a builtin (``TimeoutError``, ``ConnectionError``,
 ``KeyError``, ``ValueError``), the error also derives from it, so ported code keeps working.
+A message that is built in more than one place has one named constructor here (such as
+`TaskCancelled.withdrawn`), so it reads the same wherever it comes from.
 """
 
 from __future__ import annotations
 
+from ._reasons import FailureReason
 from ._redact import mask_url, redact
 
 
@@ -62,6 +91,19 @@ class UnknownTask(GalaxyActorsError, KeyError):
         return str(self.args[0])
 
 
+class UnknownDevice(GalaxyActorsError, KeyError):
+    """No device with this id is registered. Raised at the call site (``submit``,
+    ``connect``, ``remove_device``, ...), never as a task's outcome."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"no device {device_id!r} is registered")
+        self.device_id = device_id
+
+    def __str__(self) -> str:
+        # KeyError's __str__ would show the message in quotes.
+        return str(self.args[0])
+
+
 class ProtocolError(GalaxyActorsError):
     """A frame that is not valid AIP. ``raw`` holds the text exactly as received."""
 
@@ -72,6 +114,56 @@ class ProtocolError(GalaxyActorsError):
 
 class SupervisorClosed(GalaxyActorsError, RuntimeError):
     """The supervisor is shutting down or closed and accepts no more work."""
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class TransportError(GalaxyActorsError):
+    """A connection to a device's server failed: what a `Connector` or `Transport`
+    raises, and what a custom one must raise for the session to handle it."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened: refused, timed out, or the handshake rejected
+    (``status_code`` then holds the HTTP status, e.g. 403 without a valid token).
+
+    ``reason`` is the `FailureReason` a Session reports: by default ``unauthorized`` for
+    HTTP 401 and 403, else ``connect_failed``; a connector that knows better says so
+    (``tls_failed``, ``handshake_failed``)."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        reason: FailureReason | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        if reason is None:
+            unauthorized = status_code in _UNAUTHORIZED
+            reason = FailureReason.UNAUTHORIZED if unauthorized else FailureReason.CONNECT_FAILED
+        self.reason = reason
+
+
+_UNAUTHORIZED = frozenset({401, 403})
+
+
+class TransportClosed(TransportError):
+    """The connection is closed. ``code`` is the WebSocket close code when one is known.
+
+    ``by_peer`` says who closed with that code: True, the peer (its close frame); False, our
+    side (our own close, or trio-websocket closing with 1009 because a frame from the peer
+    was over our ``max_frame_size``); None, nobody sent a close frame (the socket died:
+    1006) or the transport cannot tell."""
+
+    def __init__(
+        self, message: str, code: int | None = None, *, by_peer: bool | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.by_peer = by_peer
 
 
 # --------------------------------------------------------------------------- task outcomes
@@ -86,19 +178,6 @@ class TaskError(GalaxyActorsError):
         self.device_id = device_id
 
 
-class UnknownDevice(TaskError, KeyError):
-    """No device with this id is registered."""
-
-    def __init__(self, device_id: str, *, task_id: str = "") -> None:
-        super().__init__(
-            f"no device {device_id!r} is registered", task_id=task_id, device_id=device_id
-        )
-
-    def __str__(self) -> str:
-        # KeyError's __str__ would show the message in quotes.
-        return str(self.args[0])
-
-
 class DeviceUnavailable(TaskError):
     """The device cannot take tasks: disconnected, gave up reconnecting, being removed,
     or no registered device has the required capabilities."""
@@ -111,20 +190,47 @@ class QueueFull(TaskError):
 
 
 class DeviceDisconnected(TaskError, ConnectionError):
-    """The connection died while the task was on the device (at-most-once delivery)."""
+    """The connection died while the task was on the device (at-most-once delivery).
+    ``reason`` is the connection's `FailureReason` (as text when read from a journal)."""
 
     def __init__(self, message: str, *, task_id: str, device_id: str | None, reason: str) -> None:
         super().__init__(message, task_id=task_id, device_id=device_id)
         self.reason = reason
 
+    @classmethod
+    def during(
+        cls, task_id: str, device_id: str, reason: FailureReason, detail: str
+    ) -> DeviceDisconnected:
+        """The connection of ``device_id`` died while ``task_id`` ran on it."""
+        return cls(
+            f"device {device_id!r} lost its connection during task {task_id!r}: {reason}: {detail}",
+            task_id=task_id,
+            device_id=device_id,
+            reason=str(reason),
+        )
+
 
 class TaskTimeout(TaskError, TimeoutError):
     """No TASK_END arrived within the task's timeout. The device reconnects."""
+
+    @classmethod
+    def no_end(cls, task_id: str, device_id: str, timeout: float) -> TaskTimeout:
+        """``task_id`` got no TASK_END within ``timeout`` seconds."""
+        return cls(
+            f"task {task_id!r} got no TASK_END within {timeout:g} s",
+            task_id=task_id,
+            device_id=device_id,
+        )
 
 
 class TaskCancelled(TaskError):
     """The task was withdrawn before it ran: cancelled by its caller, by a disconnect,
     or by shutdown."""
+
+    @classmethod
+    def withdrawn(cls, task_id: str, device_id: str | None, why: str) -> TaskCancelled:
+        """``task_id`` was withdrawn before it ran, for the reason ``why``."""
+        return cls(f"task {task_id!r} cancelled: {why}", task_id=task_id, device_id=device_id)
 
 
 class TaskRejected(TaskError):
@@ -136,6 +242,16 @@ class TaskRejected(TaskError):
     ) -> None:
         super().__init__(message, task_id=task_id, device_id=device_id)
         self.server_error = server_error
+
+    @classmethod
+    def refused(cls, task_id: str, device_id: str, server_error: str) -> TaskRejected:
+        """The server of ``device_id`` refused ``task_id`` with ``server_error``."""
+        return cls(
+            f"task {task_id!r} refused by device {device_id!r}: {server_error}",
+            task_id=task_id,
+            device_id=device_id,
+            server_error=server_error,
+        )
 
 
 class OutcomeUnknown(TaskError):
@@ -172,3 +288,20 @@ class JournalInUse(JournalError):
 
 class JournalVersion(JournalError):
     """The journal was written by a newer galaxy_actors (its schema version is higher)."""
+
+
+# --------------------------------------------------------------------------- bugs
+
+
+class InvalidTransition(GalaxyActorsError, RuntimeError):
+    """An internal bug: a status change the transition table does not allow."""
+
+    @classmethod
+    def of(cls, device_id: str, old: str, new: str) -> InvalidTransition:
+        """``device_id`` was asked to go from status ``old`` to ``new``."""
+        return cls(f"device {device_id!r}: {old} -> {new} is not allowed")
+
+
+class LocalProtocolError(GalaxyActorsError, RuntimeError):
+    """The engine's owner asked for something the protocol does not allow now (a bug in
+    the caller, as h11's LocalProtocolError)."""

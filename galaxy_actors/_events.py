@@ -1,5 +1,11 @@
 """Lifecycle events, and the hub that publishes them to subscribers.
 
+Every event is a frozen value with the ids it is about, ``at`` (Trio's clock when it
+happened) and ``seq``: its number in the supervisor's stream. The hub numbers the events it
+publishes 1, 2, 3, ... and publishes only while someone subscribes, so every subscriber sees
+the numbers follow each other unless it fell behind: a gap of n between two events it
+received is exactly n events dropped for it (also counted in its ``dropped``).
+
 Publishing never blocks a device actor: each subscriber has a bounded buffer, and an event
 that does not fit is dropped for that subscriber and counted in its ``dropped``. With no
 subscriber, publishing costs one truth test.
@@ -19,6 +25,7 @@ from contextlib import contextmanager
 import attrs
 import trio
 
+from ._reasons import BadFrameKind, FailureReason, TaskOutcome
 from ._status import DeviceStatus
 
 __all__ = [
@@ -27,31 +34,45 @@ __all__ = [
     "DeviceAdded",
     "DeviceRemoved",
     "Event",
-    "GaveUp",
     "RestartScheduled",
+    "RestartsStopped",
     "StatusChanged",
     "Subscription",
     "TaskEnded",
     "TaskQueued",
+    "TaskSent",
 ]
+
+
+def _seq() -> int:
+    """The ``seq`` field that ends every event: publishers leave it 0, the hub sets it.
+    It is the event's place in a stream, not part of what happened: two events equal
+    in everything else compare equal (a test can expect ``DeviceAdded("a", 0.0)``)."""
+    return attrs.field(default=0, kw_only=True, eq=False)
 
 
 @attrs.frozen
 class StatusChanged:
+    """Device ``device_id`` went from status ``old`` to ``new`` (see `ALLOWED_TRANSITIONS`)."""
+
     device_id: str
     old: DeviceStatus
     new: DeviceStatus
     at: float
+    seq: int = _seq()
 
 
 @attrs.frozen
 class ConnectionFailed:
-    """A connection (or connection attempt) ended against our will."""
+    """A connection (or connection attempt) of ``device_id`` ended against our will, for
+    ``reason``; ``detail`` is the human-readable rest (server text bounded and escaped).
+    A `RestartScheduled` or a `RestartsStopped` follows."""
 
     device_id: str
-    reason: str
+    reason: FailureReason
     detail: str
     at: float
+    seq: int = _seq()
 
 
 @attrs.frozen
@@ -63,28 +84,19 @@ class RestartScheduled:
     max_retries: int
     delay: float
     at: float
+    seq: int = _seq()
 
 
 @attrs.frozen
-class GaveUp:
+class RestartsStopped:
+    """The supervisor stopped reconnecting ``device_id``: the restart policy decided
+    `GiveUp`, for the reason ``why``. The device stays FAILED until it is connected again
+    by hand (``connect``) or removed."""
+
     device_id: str
     why: str
     at: float
-
-
-@attrs.frozen
-class TaskEnded:
-    """A task's one outcome: ``outcome`` is "completed", "failed" or the error class name.
-    ``queued_for`` and ``ran_for`` are its `TaskTimings`' (seconds; ``ran_for`` None if it
-    was never sent), or None from a publisher that does not know them."""
-
-    task_id: str
-    device_id: str | None
-    outcome: str
-    detail: str | None
-    at: float
-    queued_for: float | None = None
-    ran_for: float | None = None
+    seq: int = _seq()
 
 
 @attrs.frozen
@@ -97,47 +109,90 @@ class TaskQueued:
     priority: int
     queue_by_priority: Mapping[int, int]
     at: float
+    seq: int = _seq()
+
+
+@attrs.frozen
+class TaskSent:
+    """A task went on its device: its frame is handed to the connection, and the device is
+    BUSY with it. If that send is cancelled before any of the frame left, the task either
+    joins the queue again (a `TaskQueued` follows) or is withdrawn (a `TaskEnded`)."""
+
+    task_id: str
+    device_id: str
+    at: float
+    seq: int = _seq()
+
+
+@attrs.frozen
+class TaskEnded:
+    """A task's one outcome: `TaskOutcome.COMPLETED` or `TaskOutcome.FAILED` (the device's
+    verdict), or the `TaskError` its ``result()`` raises. ``detail`` is the device's error
+    text or the error's message. ``queued_for`` and ``ran_for`` are its `TaskTimings`'
+    (seconds; ``ran_for`` None if it was never sent), or None from a publisher that does
+    not know them."""
+
+    task_id: str
+    device_id: str | None
+    outcome: TaskOutcome
+    detail: str | None
+    at: float
+    queued_for: float | None = None
+    ran_for: float | None = None
+    seq: int = _seq()
 
 
 @attrs.frozen
 class BadFrame:
-    """A frame a device's server should not have sent; ``kind`` says how it was bad:
-    protocol_error, unexpected, error_frame, unknown_task, cross_device."""
+    """A frame a device's server should not have sent; ``kind`` says how it was bad. The
+    frame is dropped and the connection carries on (a binary frame also fails it)."""
 
     device_id: str
-    kind: str
+    kind: BadFrameKind
     detail: str
     at: float
+    seq: int = _seq()
 
 
 @attrs.frozen
 class DeviceAdded:
+    """``device_id`` was registered with the supervisor (it connects next)."""
+
     device_id: str
     at: float
+    seq: int = _seq()
 
 
 @attrs.frozen
 class DeviceRemoved:
+    """``device_id`` was removed from the supervisor; its queued tasks ended before."""
+
     device_id: str
     at: float
+    seq: int = _seq()
 
 
 Event = (
     StatusChanged
     | ConnectionFailed
     | RestartScheduled
-    | GaveUp
+    | RestartsStopped
     | TaskQueued
+    | TaskSent
     | TaskEnded
     | BadFrame
     | DeviceAdded
     | DeviceRemoved
 )
+"""Any of the events a `Subscription` yields."""
 
 
 @attrs.define(eq=False)
 class Subscription:
-    """A stream of events: ``async for event in subscription``."""
+    """A stream of events: ``async for event in subscription``.
+
+    ``dropped`` counts the events that did not fit in its buffer; each also shows as a gap
+    in the ``seq`` numbers of the events received."""
 
     _receive: trio.MemoryReceiveChannel[Event]
     dropped: int = 0
@@ -152,16 +207,21 @@ class Subscription:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
+        """The next event; raises ``trio.EndOfChannel`` once the supervisor has closed."""
         return await self._receive.receive()
 
     def receive_nowait(self) -> Event:
+        """The next event if one is waiting, else raises ``trio.WouldBlock``."""
         return self._receive.receive_nowait()
 
 
 class EventHub:
+    """Numbers and publishes a supervisor's events to its subscribers."""
+
     def __init__(self) -> None:
         self._subscribers: dict[trio.MemorySendChannel[Event], Subscription] = {}
         self._closed = False
+        self._seq = 0
         #: Events published after `close`, while someone was still subscribed.
         self.dropped_after_close = 0
 
@@ -169,9 +229,14 @@ class EventHub:
         return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
+        """Give ``event`` the next number and offer it to every subscriber."""
         if self._closed:
             self.dropped_after_close += 1
             return
+        if not self._subscribers:
+            return  # unnumbered: no subscriber could see a gap
+        self._seq += 1
+        event = attrs.evolve(event, seq=self._seq)
         for send, subscription in self._subscribers.items():
             try:
                 send.send_nowait(event)
@@ -180,6 +245,8 @@ class EventHub:
 
     @contextmanager
     def subscribe(self, buffer: float = 1000) -> Iterator[Subscription]:
+        """A new stream of the events published from now on, ``buffer`` of them waiting
+        at most."""
         if buffer != math.inf and buffer < 1:
             raise ValueError("buffer must be >= 1")
         send, receive = trio.open_memory_channel[Event](buffer)

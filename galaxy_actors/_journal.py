@@ -33,7 +33,6 @@ from ._errors import (
     TaskError,
     TaskRejected,
     TaskTimeout,
-    UnknownDevice,
 )
 from ._task import Delivery, ExecutionResult, ResultStatus, TaskTimings
 
@@ -197,7 +196,6 @@ _ERRORS: dict[str, type[TaskError]] = {
         TaskCancelled,
         TaskRejected,
         TaskTimeout,
-        UnknownDevice,
     )
 }
 
@@ -255,8 +253,6 @@ def decode_outcome(task_id: str, text: str) -> Outcome:
             device_id=device_id,
             server_error=fields.get("server_error") or "",
         )
-    elif cls is UnknownDevice:
-        error = UnknownDevice(device_id or "", task_id=task_id)
     else:
         error = cls(message, task_id=task_id, device_id=device_id)
     return error

@@ -20,7 +20,7 @@ from ._transport import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     DEFAULT_MAX_FRAME_SIZE,
-    ConnectFailed,
+    ConnectError,
     Transport,
     TransportClosed,
 )
@@ -186,12 +186,12 @@ class MemoryConnector:
             await trio.lowlevel.checkpoint()
         endpoint = self.network._find(url)
         if endpoint is None:
-            raise ConnectFailed("connection failed: Connection refused")
+            raise ConnectError("connection failed: Connection refused")
         parts = urlsplit(url)
         if endpoint.check is not None:
             status = endpoint.check(parts.query)
             if status is not None:
-                raise ConnectFailed(f"handshake rejected: HTTP {status}", status)
+                raise ConnectError(f"handshake rejected: HTTP {status}", status)
         to_server, to_client = _Pipe(self.network.buffer), _Pipe(self.network.buffer)
         state = _CloseState()
         # A frame's size is checked against the limit of the end that receives it.

@@ -52,8 +52,8 @@ from ._events import (
     BadFrame,
     ConnectionFailed,
     Event,
-    GaveUp,
     RestartScheduled,
+    RestartsStopped,
     Subscription,
     TaskEnded,
 )
@@ -171,7 +171,7 @@ class SupervisorCollector:
             self._failures[event.reason] = self._failures.get(event.reason, 0) + 1
         elif isinstance(event, RestartScheduled):
             self._restarts += 1
-        elif isinstance(event, GaveUp):
+        elif isinstance(event, RestartsStopped):
             self._give_ups += 1
         elif isinstance(event, BadFrame):
             self._bad_frames[event.kind] = self._bad_frames.get(event.kind, 0) + 1

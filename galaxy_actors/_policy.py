@@ -28,6 +28,7 @@ from typing import Protocol
 import attrs
 
 from ._errors import ConfigurationError
+from ._reasons import FailureReason
 
 __all__ = [
     "Decision",
@@ -40,32 +41,6 @@ __all__ = [
     "RestartHistory",
     "RestartPolicy",
 ]
-
-
-class FailureReason(enum.StrEnum):
-    """Why a connection (a Session) ended against our will.
-
-    The connection attempt's own reasons, from the earliest to the latest stage:
-    ``connect_failed`` (no TCP connection, or no opening handshake within the connect
-    timeout), ``tls_failed`` (the TLS handshake failed: certificate verification, or the
-    server refused ours), ``handshake_failed`` (the server accepted the TCP connection and
-    then closed or reset it before answering the WebSocket handshake: usually not a
-    WebSocket server on that port, or ws:// to a TLS port), ``unauthorized`` (the server
-    refused the handshake with HTTP 401 or 403: a wrong or missing token).
-    """
-
-    CONNECT_FAILED = "connect_failed"
-    TLS_FAILED = "tls_failed"
-    HANDSHAKE_FAILED = "handshake_failed"
-    UNAUTHORIZED = "unauthorized"
-    REGISTRATION_REJECTED = "registration_rejected"
-    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
-    CONNECTION_CLOSED = "connection_closed"
-    PROTOCOL_ERROR = "protocol_error"
-    TASK_TIMEOUT = "task_timeout"
-    # The server is up but the device agent is not attached to it ("Target device 'X' is
-    # not connected", at registration or for a task): queued tasks wait for it.
-    DEVICE_OFFLINE = "device_offline"
 
 
 class Jitter(enum.StrEnum):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._events import ConnectionFailed, EventHub, GaveUp, RestartScheduled
+from ._events import ConnectionFailed, EventHub, RestartScheduled, RestartsStopped
 from ._policy import Decision, FailureReason, GiveUp, RandomSource, Restart, RestartFloor
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def decide_restart(
         )
     profile = actor.profile
     if events:
-        events.publish(ConnectionFailed(actor.device_id, str(reason), detail, now))
+        events.publish(ConnectionFailed(actor.device_id, reason, detail, now))
     if isinstance(decision, GiveUp):
         logger.error(
             "device %s: giving up: %s",
@@ -83,7 +83,7 @@ def decide_restart(
             extra={"device_id": actor.device_id, "reason": str(reason)},
         )
         if events:
-            events.publish(GaveUp(actor.device_id, decision.why, now))
+            events.publish(RestartsStopped(actor.device_id, decision.why, now))
     else:
         logger.info(
             "device %s: reconnecting in %g s (attempt %d/%d)",

@@ -26,7 +26,7 @@ import trio
 from ._engine import AIPConnection, ConnectionDead, EngineEvent, Registered
 from ._policy import FailureReason
 from ._task import TaskHandle
-from ._transport import ConnectFailed, Connector, Transport, TransportClosed
+from ._transport import ConnectError, Connector, Transport, TransportClosed
 
 __all__ = ["Session", "SessionHost"]
 
@@ -154,7 +154,7 @@ class Session:
                             await self._send(self.engine.start(trio.current_time()))
                             await self._serve()
                             self.engine.close()
-            except ConnectFailed as exc:
+            except ConnectError as exc:
                 # The connector names the reason: tls_failed, unauthorized, connect_failed...
                 self.fail(exc.reason, str(exc))
             finally:

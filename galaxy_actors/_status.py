@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from ._errors import GalaxyActorsError
+from ._errors import InvalidTransition
 
 
 class DeviceStatus(enum.StrEnum):
@@ -43,10 +43,6 @@ ALLOWED_TRANSITIONS: Final[dict[DeviceStatus, frozenset[DeviceStatus]]] = {
 CONNECTED_STATUSES: Final = frozenset({_D.CONNECTED, _D.IDLE, _D.BUSY})
 
 
-class InvalidTransition(GalaxyActorsError, RuntimeError):
-    """An internal bug: a status change the transition table does not allow."""
-
-
 def check_transition(device_id: str, old: DeviceStatus, new: DeviceStatus) -> None:
     if new not in ALLOWED_TRANSITIONS[old]:
-        raise InvalidTransition(f"device {device_id!r}: {old} -> {new} is not allowed")
+        raise InvalidTransition.of(device_id, old, new)

@@ -349,7 +349,7 @@ class Supervisor:
         if device_id is not None:
             actor = self._actors.get(device_id)
             if actor is None:
-                raise UnknownDevice(device_id, task_id=task_id)
+                raise UnknownDevice(device_id)
         else:
             actor = route(self._actors.values(), capabilities or (), priority, task_id)
         if actor.queue_full:
@@ -458,12 +458,7 @@ class Supervisor:
         else:
             task.abandoned = True
             task._resolve(
-                TaskCancelled(
-                    f"task {task.task_id!r} cancelled: {why}",
-                    task_id=task.task_id,
-                    device_id=task.device_id,
-                ),
-                trio.current_time(),
+                TaskCancelled.withdrawn(task.task_id, task.device_id, why), trio.current_time()
             )
 
     # --------------------------------------------------------------------------- events

@@ -8,7 +8,7 @@ inside the Session that opened it.
 Two implementations: `WebSocketConnector` here (trio-websocket, for real agent servers) and
 `MemoryNetwork` in `_memory` (in-memory, for tests on ``MockClock``: no sockets, exact
 virtual time).
-Errors are translated at this edge into `TransportClosed` and `ConnectFailed`, so nothing
+Errors are translated at this edge into `TransportClosed` and `ConnectError`, so nothing
 above it knows trio-websocket's exception types, and nothing crosses a nursery as an
 exception group.
 """
@@ -28,13 +28,13 @@ import attrs
 import trio
 import trio_websocket
 
-from ._errors import ConfigurationError, GalaxyActorsError, InvalidServerURL
+from ._errors import ConfigurationError, ConnectError, InvalidServerURL, TransportClosed
 from ._policy import FailureReason
 from ._stream import FrameSafeStream, OpeningWatch
 from ._tls import client_context, describe_tls_error
 
 __all__ = [
-    "ConnectFailed",
+    "ConnectError",
     "Connector",
     "FrameSafeTransport",
     "Transport",
@@ -53,48 +53,6 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
 logger = logging.getLogger("galaxy_actors.transport")
-
-
-class TransportClosed(GalaxyActorsError):
-    """The connection is closed. ``code`` is the WebSocket close code when one is known.
-
-    ``by_peer`` says who closed with that code: True, the peer (its close frame); False, our
-    side (our own close, or trio-websocket closing with 1009 because a frame from the peer
-    was over our ``max_frame_size``); None, nobody sent a close frame (the socket died:
-    1006) or the transport cannot tell."""
-
-    def __init__(
-        self, message: str, code: int | None = None, *, by_peer: bool | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.by_peer = by_peer
-
-
-class ConnectFailed(GalaxyActorsError):
-    """The connection could not be opened: refused, timed out, or the handshake rejected
-    (``status_code`` then holds the HTTP status, e.g. 403 without a valid token).
-
-    ``reason`` is the `FailureReason` a Session reports: by default ``unauthorized`` for
-    HTTP 401 and 403, else ``connect_failed``; a connector that knows better says so
-    (``tls_failed``, ``handshake_failed``)."""
-
-    def __init__(
-        self,
-        message: str,
-        status_code: int | None = None,
-        *,
-        reason: FailureReason | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        if reason is None:
-            unauthorized = status_code in _UNAUTHORIZED
-            reason = FailureReason.UNAUTHORIZED if unauthorized else FailureReason.CONNECT_FAILED
-        self.reason = reason
-
-
-_UNAUTHORIZED = frozenset({401, 403})
 
 
 class Transport(Protocol):
@@ -140,7 +98,7 @@ class FrameSafeTransport(Transport, Protocol):
 class Connector(Protocol):
     def open(self, url: str) -> contextlib.AbstractAsyncContextManager[Transport]:
         """Open a connection to ``url``; it is closed when the block ends. Entering raises
-        `ConnectFailed`; the block's own exceptions pass through unchanged."""
+        `ConnectError`; the block's own exceptions pass through unchanged."""
 
 
 def validate_server_url(url: str) -> str:
@@ -335,7 +293,7 @@ class WebSocketConnector:
                 host,
                 port,
             )
-        failure: ConnectFailed | None = None
+        failure: ConnectError | None = None
         body_error: BaseException | None = None
         # We open and own the TCP (and TLS) stream: trio-websocket's aclose() skips closing
         # the socket when the peer closed first or refused the handshake, which leaks a
@@ -366,10 +324,10 @@ class WebSocketConnector:
                             message_queue_size=self.message_queue_size,
                             max_message_size=self.max_frame_size,
                         )
-                    except ConnectFailed as exc:
+                    except ConnectError as exc:
                         failure = exc
                     except (OSError, trio_websocket.HandshakeError) as exc:
-                        failure = ConnectFailed(
+                        failure = ConnectError(
                             _describe_connect_error(exc), getattr(exc, "status_code", None)
                         )
                     finally:
@@ -400,9 +358,9 @@ class WebSocketConnector:
             # nursery, not by the connect call (see TRIO-NOTES, pitfall 1).
             rejected = group.exceptions[0]
             status = getattr(rejected, "status_code", None)
-            failure = ConnectFailed(f"handshake rejected: HTTP {status}", status)
+            failure = ConnectError(f"handshake rejected: HTTP {status}", status)
         except* (OSError, trio_websocket.HandshakeError) as group:
-            failure = ConnectFailed(_describe_connect_error(group.exceptions[0]))
+            failure = ConnectError(_describe_connect_error(group.exceptions[0]))
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
@@ -425,36 +383,36 @@ class WebSocketConnector:
         return tls
 
 
-def _tls_failure(exc: trio.BrokenResourceError, when: str) -> ConnectFailed:
+def _tls_failure(exc: trio.BrokenResourceError, when: str) -> ConnectError:
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLError) and not isinstance(
         cause, ssl.SSLEOFError | ssl.SSLZeroReturnError
     ):
-        return ConnectFailed(describe_tls_error(cause), reason=FailureReason.TLS_FAILED)
+        return ConnectError(describe_tls_error(cause), reason=FailureReason.TLS_FAILED)
     how = "closed" if isinstance(cause, ssl.SSLError) or cause is None else f"broke ({cause})"
-    return ConnectFailed(
+    return ConnectError(
         f"the peer {how} the connection {when}", reason=FailureReason.HANDSHAKE_FAILED
     )
 
 
-def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -> ConnectFailed:
+def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -> ConnectError:
     """Why an attempt ended with no connection and no exception: what the watch saw, or the
     timeout."""
     if watch is None or not (watch.ended or watch.error):
-        return ConnectFailed(f"no handshake within {timeout:g} s")
+        return ConnectError(f"no handshake within {timeout:g} s")
     if watch.error is not None:
         return _tls_failure(watch.error, "during the opening handshake")
     line = watch.status_line
     status = _status_of(line)
     if status is not None and status != 101:
         # Refused in words, then closed before trio-websocket could read the whole answer.
-        return ConnectFailed(f"handshake rejected: HTTP {status}", status)
+        return ConnectError(f"handshake rejected: HTTP {status}", status)
     detail = "the peer closed the connection during the opening handshake"
     if secure and not line:
         # What a server that requires a client certificate does under TLS 1.3 when it
         # gets none: the client's handshake has already succeeded by then.
         detail += " (after TLS; does the server require a client certificate?)"
-    return ConnectFailed(detail, reason=FailureReason.HANDSHAKE_FAILED)
+    return ConnectError(detail, reason=FailureReason.HANDSHAKE_FAILED)
 
 
 def _status_of(line: str) -> int | None:

@@ -16,9 +16,10 @@ import trio
 
 from ._engine_events import ConnectionDead, TaskEnded, TaskRefused
 from ._errors import DeviceDisconnected, TaskCancelled, TaskError, TaskRejected, TaskTimeout
-from ._events import EventHub, TaskQueued
+from ._events import EventHub, TaskQueued, TaskSent
 from ._events import TaskEnded as TaskEndedEvent
 from ._mailbox import Mailbox
+from ._reasons import TaskOutcome
 from ._task import Delivery, ExecutionResult, ResultStatus, TaskHandle
 
 __all__ = ["DeviceStats", "Workload"]
@@ -121,6 +122,8 @@ class Workload:
     def start(self, task: TaskHandle, now: float) -> None:
         self.running = task
         task._mark_sent(now)
+        if self.events:
+            self.events.publish(TaskSent(task.task_id, self.device_id, now))
 
     def take_running(self, task_id: str) -> TaskHandle | None:
         """The task on the device if it is ``task_id``, no longer on the device."""
@@ -153,12 +156,7 @@ class Workload:
                 task.timings(event.at),
             )
         else:
-            outcome = TaskRejected(
-                f"task {task.task_id!r} refused by device {self.device_id!r}: {event.error}",
-                task_id=task.task_id,
-                device_id=self.device_id,
-                server_error=event.error,
-            )
+            outcome = TaskRejected.refused(task.task_id, self.device_id, event.error)
         self.finish(task, outcome, event.at)
         return True
 
@@ -168,14 +166,7 @@ class Workload:
         task = self.take_running(task_id)
         if task is None:
             return False
-        self.finish(
-            task,
-            TaskTimeout(
-                f"task {task.task_id!r} got no TASK_END within {task.timeout:g} s",
-                task_id=task.task_id,
-                device_id=self.device_id,
-            ),
-        )
+        self.finish(task, TaskTimeout.no_end(task.task_id, self.device_id, task.timeout))
         return True
 
     def finish(
@@ -218,13 +209,7 @@ class Workload:
         else:
             self.finish(
                 task,
-                DeviceDisconnected(
-                    f"device {self.device_id!r} lost its connection during task "
-                    f"{task.task_id!r}: {dead.reason}: {dead.detail}",
-                    task_id=task.task_id,
-                    device_id=self.device_id,
-                    reason=str(dead.reason),
-                ),
+                DeviceDisconnected.during(task.task_id, self.device_id, dead.reason, dead.detail),
             )
 
     def not_sent(self, task: TaskHandle, *, by_caller: bool, accepting: bool) -> bool:
@@ -251,11 +236,7 @@ class Workload:
     # ------------------------------------------------------------------------- outcomes
 
     def cancelled(self, task: TaskHandle, why: str) -> TaskCancelled:
-        return TaskCancelled(
-            f"task {task.task_id!r} cancelled: {why}",
-            task_id=task.task_id,
-            device_id=self.device_id,
-        )
+        return TaskCancelled.withdrawn(task.task_id, self.device_id, why)
 
     def end(
         self, task: TaskHandle, outcome: ExecutionResult | TaskError, now: float | None = None
@@ -266,9 +247,9 @@ class Workload:
             return False
         if self.events:
             if isinstance(outcome, ExecutionResult):
-                name, detail = str(outcome.status), outcome.error
+                name, detail = TaskOutcome(outcome.status), outcome.error
             else:
-                name, detail = type(outcome).__name__, str(outcome)
+                name, detail = TaskOutcome.of_error(outcome), str(outcome)
             timings = task.timings(now)
             self.events.publish(
                 TaskEndedEvent(

@@ -9,16 +9,10 @@ from typing import Any
 import attrs
 import trio
 
-from galaxy_actors import (
-    DeviceStatus,
-    Event,
-    StatusChanged,
-    Subscription,
-    Supervisor,
-    open_supervisor,
-)
+from galaxy_actors import DeviceStatus, Supervisor, open_supervisor
 from galaxy_actors._memory import MemoryConnector
 from galaxy_actors._transport import Connector
+from galaxy_actors.events import Event, StatusChanged, Subscription
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 

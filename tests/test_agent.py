@@ -21,7 +21,7 @@ from trio.testing import MockClock, wait_all_tasks_blocked
 
 from galaxy_actors._aip import ClientMessageType, FrameBuilder, ServerMessage
 from galaxy_actors._memory import MemoryNetwork
-from galaxy_actors._transport import ConnectFailed, Transport, TransportClosed
+from galaxy_actors._transport import ConnectError, Transport, TransportClosed
 from galaxy_actors.testing._agent import SimulatedAgent, default_device_info
 
 URL = "ws://agent-1/ws"
@@ -556,7 +556,7 @@ async def test_refused_connections_leave_open_ones_alone(
     memory = serve(nursery)
     async with memory.registered() as (client, builder):
         memory.agent.refuse_connections = True
-        with pytest.raises(ConnectFailed, match="refused"):
+        with pytest.raises(ConnectError, match="refused"):
             async with memory.client():
                 pass
         await client.send(builder.heartbeat())
@@ -571,7 +571,7 @@ async def test_token_is_required_in_the_query(
 ) -> None:
     memory = serve(nursery, token="s3cret")
     for url in (URL, URL + "?token=wrong"):
-        with pytest.raises(ConnectFailed) as refused:
+        with pytest.raises(ConnectError) as refused:
             async with memory.client(url):
                 pass
         assert refused.value.status_code == 403

@@ -16,12 +16,9 @@ from lab import became, memory_lab, next_event
 from galaxy_actors import (
     DeviceStatus,
     FailureReason,
-    GaveUp,
     GiveUp,
     Restart,
     RestartPolicy,
-    RestartScheduled,
-    StatusChanged,
     SupervisorClosed,
     TaskCancelled,
     UnknownDevice,
@@ -29,6 +26,7 @@ from galaxy_actors import (
 )
 from galaxy_actors._memory import MemoryConnector
 from galaxy_actors._transport import Transport
+from galaxy_actors.events import RestartScheduled, RestartsStopped, StatusChanged
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 BAD, GOOD = "ws://bad/ws", "ws://good/ws"
@@ -53,8 +51,8 @@ async def test_a_raising_policy_gives_up_its_device_and_spares_the_fleet(
         with sup.subscribe() as events:
             running = await sup.submit("long", device_id="good")
             bad.answer_heartbeats = False
-            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
-        assert isinstance(gave_up, GaveUp)
+            gave_up = await next_event(events, lambda e: isinstance(e, RestartsStopped))
+        assert isinstance(gave_up, RestartsStopped)
         assert gave_up.device_id == "bad"
         assert "policy raised" in gave_up.why and "KeyError" in gave_up.why
         assert sup.snapshot("bad").status is DeviceStatus.FAILED
@@ -79,8 +77,8 @@ async def test_a_policy_answering_something_else_than_a_decision_gives_up(
         sup = lab.supervisor
         with sup.subscribe() as events:
             sup.add_device("pc", "ws://nobody/ws")
-            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
-        assert isinstance(gave_up, GaveUp)
+            gave_up = await next_event(events, lambda e: isinstance(e, RestartsStopped))
+        assert isinstance(gave_up, RestartsStopped)
         assert "policy" in gave_up.why and "float" in gave_up.why
 
 
@@ -368,5 +366,5 @@ async def test_giving_up_per_policy_still_reads_as_before(autojump_clock: trio.a
         sup = lab.supervisor
         with sup.subscribe() as events:
             sup.add_device("pc", "ws://nobody/ws")
-            gave_up = await next_event(events, lambda e: isinstance(e, GaveUp))
-        assert isinstance(gave_up, GaveUp) and gave_up.why == "not this one"
+            gave_up = await next_event(events, lambda e: isinstance(e, RestartsStopped))
+        assert isinstance(gave_up, RestartsStopped) and gave_up.why == "not this one"

@@ -24,14 +24,7 @@ import trio
 import trio_websocket
 
 import galaxy_actors._control as control_module
-from galaxy_actors import (
-    ConnectionFailed,
-    DeviceAdded,
-    DeviceStatus,
-    Supervisor,
-    TransportClosed,
-    open_supervisor,
-)
+from galaxy_actors import DeviceStatus, Supervisor, open_supervisor
 from galaxy_actors._control import ControlServer, open_control_listeners
 from galaxy_actors._control_client import (
     AddressFileInUse,
@@ -42,6 +35,8 @@ from galaxy_actors._control_client import (
     read_address_file,
     write_address_file,
 )
+from galaxy_actors.errors import TransportClosed
+from galaxy_actors.events import ConnectionFailed, DeviceAdded
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 
 TOKEN = "s3cret"
@@ -251,11 +246,14 @@ async def test_watch_streams_events_as_json() -> None:
     async with control_lab() as lab, lab.client() as watcher, lab.client() as client:
         events = await watcher.watch()
         await client.submit("x", device="pc", task_id="t1")
-        seen = [await anext(events) for _ in range(3)]
-    assert [e["event"] for e in seen] == ["StatusChanged", "TaskEnded", "StatusChanged"]
-    assert seen[0]["device_id"] == "pc" and (seen[0]["old"], seen[0]["new"]) == ("idle", "busy")
-    assert seen[1]["task_id"] == "t1" and seen[1]["outcome"] == "completed"
-    assert isinstance(seen[1]["at"], float)
+        seen = [await anext(events) for _ in range(4)]
+    assert [e["event"] for e in seen] == ["TaskSent", "StatusChanged", "TaskEnded", "StatusChanged"]
+    assert seen[0]["task_id"] == "t1" and seen[0]["device_id"] == "pc"
+    assert seen[1]["device_id"] == "pc" and (seen[1]["old"], seen[1]["new"]) == ("idle", "busy")
+    assert seen[2]["task_id"] == "t1" and seen[2]["outcome"] == "completed"
+    assert isinstance(seen[2]["at"], float)
+    # Numbered by the supervisor: nothing was dropped, so the numbers follow each other.
+    assert [e["seq"] for e in seen] == list(range(seen[0]["seq"], seen[0]["seq"] + 4))
 
 
 async def test_a_watcher_that_falls_behind_is_told_how_much_it_missed() -> None:

@@ -12,27 +12,24 @@ from lab import became, frames_of, memory_lab, next_event
 
 from galaxy_actors import (
     ConfigurationError,
-    ConnectionFailed,
     Delivery,
     DeviceDisconnected,
     DeviceStatus,
     DeviceUnavailable,
     DuplicateDevice,
     DuplicateTaskId,
-    GaveUp,
-    InvalidServerURL,
     RestartPolicy,
     ResultStatus,
-    StatusChanged,
     SupervisorClosed,
     TaskCancelled,
-    TaskQueued,
     TaskRejected,
     TaskTimeout,
     UnknownDevice,
-    encode_server,
 )
 from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus, session_id_for
+from galaxy_actors.aip import encode_server
+from galaxy_actors.errors import InvalidServerURL
+from galaxy_actors.events import ConnectionFailed, RestartsStopped, StatusChanged, TaskQueued
 from galaxy_actors.testing import default_device_info
 
 URL = "ws://agent/ws"
@@ -229,7 +226,7 @@ async def test_gives_up_after_five_attempts_at_5_10_20_40_80_s(
             seen = drain(events)
         attempts = [at for at, new in status_changes(seen) if new is DeviceStatus.CONNECTING]
         assert attempts == [0.0, 5.0, 15.0, 35.0, 75.0, 155.0]
-        assert [(e.at, e.why) for e in seen if isinstance(e, GaveUp)] == [
+        assert [(e.at, e.why) for e in seen if isinstance(e, RestartsStopped)] == [
             (155.0, "exceeded max retries (5)")
         ]
         profile = sup.registry.require("pc")
@@ -719,7 +716,7 @@ def test_device_manager_refuses_bad_arguments_at_construction() -> None:
 async def test_priorities_order_the_queue_and_show_in_status_and_events(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    from galaxy_actors import TaskQueued
+    from galaxy_actors.events import TaskQueued
 
     async with memory_lab() as lab:
         agent = await lab.connected("pc", task_duration=1.0)

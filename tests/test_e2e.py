@@ -21,10 +21,10 @@ from galaxy_actors import (
     ResultStatus,
     SupervisorClosed,
     TaskRejected,
-    WebSocketConnector,
     open_supervisor,
 )
 from galaxy_actors.testing import SimulatedAgent, default_device_info
+from galaxy_actors.transport import WebSocketConnector
 
 LIMIT = 10  # seconds: generous on a loaded 2-core machine, and every test ends far sooner
 

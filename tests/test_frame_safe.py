@@ -21,13 +21,7 @@ import trio
 import trio.testing
 from lab import counting_yields, frames_of, memory_lab, next_event
 
-from galaxy_actors import (
-    ConnectionFailed,
-    DeviceStatus,
-    TaskCancelled,
-    WebSocketConnector,
-    encode_server,
-)
+from galaxy_actors import DeviceStatus, TaskCancelled
 from galaxy_actors._aip import (
     FrameBuilder,
     ServerMessage,
@@ -43,7 +37,10 @@ from galaxy_actors._transport import (
     TransportClosed,
     WebSocketTransport,
 )
+from galaxy_actors.aip import encode_server
+from galaxy_actors.events import ConnectionFailed
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+from galaxy_actors.transport import WebSocketConnector
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.

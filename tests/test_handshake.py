@@ -18,12 +18,14 @@ from functools import partial
 import pytest
 import trio
 
-from galaxy_actors import GaveUp, RestartScheduled, WebSocketConnector, open_supervisor
+from galaxy_actors import open_supervisor
 from galaxy_actors._aip import FrameBuilder
 from galaxy_actors._engine import AIPConnection
 from galaxy_actors._policy import FailureReason
-from galaxy_actors._transport import ConnectFailed, TransportClosed
+from galaxy_actors._transport import ConnectError, TransportClosed
+from galaxy_actors.events import RestartScheduled, RestartsStopped
 from galaxy_actors.testing import SimulatedAgent
+from galaxy_actors.transport import WebSocketConnector
 
 LIMIT = 10
 CONNECT_TIMEOUT = 5.0  # what a hidden failure would cost
@@ -65,10 +67,10 @@ def answer(head: bytes) -> Handler:
     return handler
 
 
-async def connect_error(url: str) -> tuple[ConnectFailed, float]:
+async def connect_error(url: str) -> tuple[ConnectError, float]:
     connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT)
     start = trio.current_time()
-    with pytest.raises(ConnectFailed) as caught:
+    with pytest.raises(ConnectError) as caught:
         async with connector.open(url):
             pass
     return caught.value, trio.current_time() - start
@@ -135,7 +137,7 @@ async def test_a_wrong_token_gives_up_at_once_under_the_default_policy() -> None
                     seen = []
                     async for event in events:
                         seen.append(event)
-                        if isinstance(event, GaveUp):
+                        if isinstance(event, RestartsStopped):
                             break
                 assert not any(isinstance(e, RestartScheduled) for e in seen)
                 failure = sup.registry.require("pc").last_failure or ""

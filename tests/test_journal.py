@@ -21,11 +21,11 @@ from galaxy_actors import (
     DuplicateTaskId,
     ExecutionResult,
     OutcomeUnknown,
-    SqliteJournal,
     SupervisorClosed,
 )
 from galaxy_actors._errors import UnknownTask
 from galaxy_actors._journal import TaskRecord
+from galaxy_actors.journal import SqliteJournal
 
 
 def record(

@@ -11,15 +11,10 @@ import pytest
 import trio
 from lab import memory_lab
 
-from galaxy_actors import (
-    JournalCorrupt,
-    JournalInUse,
-    JournalUnavailable,
-    JournalVersion,
-    SqliteJournal,
-    open_supervisor,
-)
+from galaxy_actors import open_supervisor
 from galaxy_actors._journal_sqlite import SCHEMA_VERSION
+from galaxy_actors.errors import JournalCorrupt, JournalInUse, JournalUnavailable, JournalVersion
+from galaxy_actors.journal import SqliteJournal
 
 
 async def make_journal(path: Path, tasks: int = 0) -> None:

@@ -38,9 +38,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lab import memory_lab
 
-from galaxy_actors import Delivery, OutcomeUnknown, SqliteJournal, TaskHandle
+from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle
 from galaxy_actors._errors import UnknownTask
 from galaxy_actors._journal import Recovery, StoredTask, decode_outcome
+from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import SimulatedAgent
 
 DEVICES = ("d0", "d1", "d2")

@@ -15,7 +15,7 @@ import trio
 from test_cli import TOKEN, cli, supervisor_process, wait_rows, write_config
 
 from galaxy_actors._control_client import open_control_client
-from galaxy_actors._transport import ConnectFailed, TransportClosed
+from galaxy_actors._transport import ConnectError, TransportClosed
 from galaxy_actors.testing import SimulatedAgent
 
 DEVICES = ("d0", "d1", "d2")
@@ -56,7 +56,7 @@ async def until_accepted_and_running(
 
 async def _submit(url: str, task_id: str, device: str, delivery: str) -> None:
     # The reply never comes: the process is killed first. Accepted is what the journal says.
-    with contextlib.suppress(TransportClosed, ConnectFailed):
+    with contextlib.suppress(TransportClosed, ConnectError):
         async with open_control_client(url, TOKEN) as client:
             await client.submit(task_id, device=device, task_id=task_id, delivery=delivery)
 

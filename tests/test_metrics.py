@@ -17,11 +17,12 @@ from lab import memory_lab, next_event
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from galaxy_actors import DeviceStatus, GaveUp, RestartPolicy, TaskEnded
+from galaxy_actors import DeviceStatus, RestartPolicy
 from galaxy_actors._config import ConfigError, parse_config
 from galaxy_actors._http import Response, open_http_listeners, serve_http
 from galaxy_actors._logging import setup_logging
 from galaxy_actors._metrics import unready
+from galaxy_actors.events import RestartsStopped, TaskEnded
 from galaxy_actors.metrics import SupervisorCollector, collecting
 
 
@@ -61,7 +62,7 @@ async def test_a_users_registry_counts_what_the_fleet_did(autojump_clock: Any) -
             sup.cancel_task(third)  # withdrawn from the queue at once
             await first.result()
             await second.result()
-            await next_event(give_ups, lambda e: isinstance(e, GaveUp))
+            await next_event(give_ups, lambda e: isinstance(e, RestartsStopped))
             # Counting happens in the collector's task: let it take the last events.
             await trio.testing.wait_all_tasks_blocked()
             found = samples(registry)
@@ -244,7 +245,7 @@ async def test_json_log_records_carry_reason_and_attempt(
         sup = lab.supervisor
         with sup.subscribe() as events:
             sup.add_device("gone", "ws://nobody/ws", "Linux")
-            await next_event(events, lambda e: isinstance(e, GaveUp))
+            await next_event(events, lambda e: isinstance(e, RestartsStopped))
     records = [json.loads(line) for line in json_log.getvalue().splitlines()]
     retry = next(r for r in records if "reconnecting" in r["message"])
     assert (retry["device_id"], retry["reason"], retry["attempt"]) == ("gone", "connect_failed", 1)

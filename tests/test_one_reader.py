@@ -15,7 +15,6 @@ import trio.lowlevel
 from lab import frames_of, memory_lab
 
 from galaxy_actors import (
-    BadFrame,
     DeviceDisconnected,
     DeviceStatus,
     ResultStatus,
@@ -24,6 +23,7 @@ from galaxy_actors import (
 )
 from galaxy_actors._memory import MemoryConnector, MemoryServerConnection
 from galaxy_actors._transport import Transport, TransportClosed
+from galaxy_actors.events import BadFrame
 
 
 @attrs.define(eq=False)

@@ -27,18 +27,20 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from galaxy_actors import (
     ConfigurationError,
-    ConnectionFailed,
     Decision,
     Delivery,
     DeviceStatus,
     FailureReason,
-    GaveUp,
     GiveUp,
     Jitter,
     Restart,
     RestartHistory,
     RestartPolicy,
+)
+from galaxy_actors.events import (
+    ConnectionFailed,
     RestartScheduled,
+    RestartsStopped,
     StatusChanged,
     TaskEnded,
 )
@@ -367,7 +369,7 @@ def test_a_device_gives_up_after_exactly_max_retries_failed_attempts(
             elif isinstance(event, RestartScheduled):
                 restarts += 1
                 assert event.attempt == restarts <= max_retries
-            elif isinstance(event, GaveUp):
+            elif isinstance(event, RestartsStopped):
                 assert restarts == max_retries
 
 
@@ -421,7 +423,9 @@ def test_a_per_reason_hook_decides_for_its_reasons(
     trace = play(schedule, policy, seed)
     for failure in trace.events_of(ConnectionFailed):
         if failure.reason == FailureReason.PROTOCOL_ERROR:
-            assert any(g.at == failure.at for g in trace.events_of(GaveUp, failure.device_id))
+            assert any(
+                g.at == failure.at for g in trace.events_of(RestartsStopped, failure.device_id)
+            )
 
 
 # --------------------------------------------------------------------------- determinism

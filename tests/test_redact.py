@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from galaxy_actors import InvalidServerURL
 from galaxy_actors._redact import RedactingFilter, bounded, mask_url, redact
+from galaxy_actors.errors import InvalidServerURL
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ import pytest
 import trio
 from lab import became, memory_lab, next_event
 
-from galaxy_actors import BadFrame, ConnectionFailed, DeviceStatus, RestartPolicy, RestartScheduled
+from galaxy_actors import DeviceStatus, RestartPolicy
 from galaxy_actors._memory import MemoryConnector
 from galaxy_actors._transport import Transport
+from galaxy_actors.events import BadFrame, ConnectionFailed, RestartScheduled
 
 CLOSE = 2.0
 

@@ -7,14 +7,8 @@ import pytest
 import trio
 from lab import memory_lab, next_event
 
-from galaxy_actors import (
-    ConnectionFailed,
-    Delivery,
-    DeviceStatus,
-    DuplicateTaskId,
-    RestartPolicy,
-    TaskCancelled,
-)
+from galaxy_actors import Delivery, DeviceStatus, DuplicateTaskId, RestartPolicy, TaskCancelled
+from galaxy_actors.events import ConnectionFailed
 
 
 async def test_an_at_least_once_task_cut_off_during_a_graceful_disconnect_ends(

@@ -17,16 +17,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import galaxy_actors.testing
-from galaxy_actors import (
-    BadFrame,
-    Decision,
-    FailureReason,
-    Restart,
-    RestartPolicy,
-    RestartScheduled,
-)
+from galaxy_actors import Decision, FailureReason, Restart, RestartPolicy
 from galaxy_actors import _supervisor as supervisor_module
 from galaxy_actors._policy import RestartFloor
+from galaxy_actors.events import BadFrame, RestartScheduled
 from galaxy_actors.testing import (
     DeviceSchedule,
     DropConnection,

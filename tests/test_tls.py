@@ -17,11 +17,12 @@ import pytest
 import trio
 import trustme
 
-from galaxy_actors import ConfigurationError, WebSocketConnector, open_supervisor
+from galaxy_actors import ConfigurationError, open_supervisor
 from galaxy_actors._config import ConfigError, load_config, parse_config
 from galaxy_actors._policy import FailureReason
-from galaxy_actors._transport import ConnectFailed
+from galaxy_actors._transport import ConnectError
 from galaxy_actors.testing import SimulatedAgent
+from galaxy_actors.transport import WebSocketConnector
 
 LIMIT = 10
 CONNECT_TIMEOUT = 5.0
@@ -106,7 +107,7 @@ async def test_a_certificate_for_another_host_is_tls_failed(ca: trustme.CA, ca_f
     connector = WebSocketConnector(ca_file=ca_file, connect_timeout=CONNECT_TIMEOUT)
     with trio.fail_after(LIMIT):
         async with serving(context) as (_, url):
-            with pytest.raises(ConnectFailed) as caught:
+            with pytest.raises(ConnectError) as caught:
                 async with connector.open(url):
                     pass
     assert caught.value.reason is FailureReason.TLS_FAILED

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Final
 
-from .._events import BadFrame, GaveUp, TaskEnded
+from .._events import BadFrame, RestartsStopped, TaskEnded
 from ._faults import MalformedFrame, StaleTaskEnd
 from ._trace import TaskRecord, Trace, WireRecord
 from ._violations import Violation
@@ -166,7 +166,7 @@ def _check_settlement(trace: Trace) -> list[Violation]:
             found += _late(task, ends, bound, f"{what} at t={record.at - t0:g}", t0)
     # Give-ups: every task of the device ends as the give-up takes effect, once the dying
     # connection has closed.
-    for event in trace.events_of(GaveUp):
+    for event in trace.events_of(RestartsStopped):
         # A task submitted after the user connected the device again is not the give-up's.
         connect = next(
             (

@@ -18,7 +18,7 @@ import trio
 
 from .._aip import decode_client, parse_server
 from .._errors import ProtocolError
-from .._transport import ConnectFailed, Connector, Transport
+from .._transport import ConnectError, Connector, Transport
 from ._trace import WireRecord
 
 
@@ -109,7 +109,7 @@ class RecordingConnector:
                 number = wire.connections[device_id]
                 wire.add(device_id, "open", connection=number)
                 yield RecordingTransport(transport, wire, device_id, number)
-        except ConnectFailed as exc:
+        except ConnectError as exc:
             if not number:
                 wire.add(device_id, "refused", detail=str(exc))
             raise

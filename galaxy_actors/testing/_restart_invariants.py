@@ -16,8 +16,8 @@ import attrs
 
 from .._events import (
     ConnectionFailed,
-    GaveUp,
     RestartScheduled,
+    RestartsStopped,
     StatusChanged,
 )
 from .._policy import (
@@ -157,7 +157,7 @@ def _check_restarts(trace: Trace, policy: RestartPolicy) -> list[Violation]:
     pending: dict[str, tuple[ConnectionFailed, Decision]] = {}
     # A restart scheduled and not yet started, per device: (when, delay).
     scheduled: dict[str, RestartScheduled] = {}
-    gave_up: dict[str, GaveUp] = {}
+    gave_up: dict[str, RestartsStopped] = {}
     opens: dict[str, list[float]] = defaultdict(list)
     connects: dict[str, list[float]] = defaultdict(list)  # the user's `Supervisor.connect`
     for record in trace.wire:
@@ -171,7 +171,7 @@ def _check_restarts(trace: Trace, policy: RestartPolicy) -> list[Violation]:
         if device not in models:
             continue
         model = models[device]
-        if device in pending and not isinstance(event, RestartScheduled | GaveUp):
+        if device in pending and not isinstance(event, RestartScheduled | RestartsStopped):
             failure, _ = pending.pop(device)
             found.append(
                 Violation(
@@ -213,7 +213,7 @@ def _check_restarts(trace: Trace, policy: RestartPolicy) -> list[Violation]:
                 found.append(Violation(5, device, f"unknown failure reason {event.reason!r}"))
                 continue
             pending[device] = (event, model.floored(model.failed(reason, event.at), event.at))
-        elif isinstance(event, RestartScheduled | GaveUp):
+        elif isinstance(event, RestartScheduled | RestartsStopped):
             if device not in pending:
                 found.append(
                     Violation(5, device, f"{_event_text(event)} without a failure before it")
@@ -235,7 +235,7 @@ def _check_restarts(trace: Trace, policy: RestartPolicy) -> list[Violation]:
 def _compare_decision(
     failure: ConnectionFailed,
     expected: Decision,
-    got: RestartScheduled | GaveUp,
+    got: RestartScheduled | RestartsStopped,
     model: PolicyModel,
 ) -> list[Violation]:
     device = failure.device_id
@@ -251,7 +251,7 @@ def _compare_decision(
                 f"scheduled in {got.delay:g} s",
             )
         ]
-    if isinstance(expected, Restart) and isinstance(got, GaveUp):
+    if isinstance(expected, Restart) and isinstance(got, RestartsStopped):
         return [
             Violation(
                 5,
@@ -295,7 +295,7 @@ def _compare_decision(
 def _check_attempt(
     event: StatusChanged,
     restart: RestartScheduled | None,
-    gave_up: Mapping[str, GaveUp],
+    gave_up: Mapping[str, RestartsStopped],
     opens: Mapping[str, list[float]],
     user_connect: list[float],
 ) -> list[Violation]:

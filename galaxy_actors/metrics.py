@@ -25,5 +25,9 @@ a `SupervisorCollector` and start its ``run`` in a nursery of yours.
 from ._metrics import DURATION_BUCKETS as DURATION_BUCKETS
 from ._metrics import SupervisorCollector as SupervisorCollector
 from ._metrics import collecting as collecting
+from ._public import fixup_module_metadata
 
 __all__ = ["DURATION_BUCKETS", "SupervisorCollector", "collecting"]
+
+fixup_module_metadata(__name__, globals(), __all__)
+del fixup_module_metadata

@@ -13,6 +13,7 @@ they are imported from here on first use only, so Hypothesis stays a test-time d
 from typing import TYPE_CHECKING, Any
 
 from .._memory import MemoryNetwork as MemoryNetwork
+from .._public import fixup_module_metadata
 from ._agent import ReceivedFrame as ReceivedFrame
 from ._agent import SimulatedAgent as SimulatedAgent
 from ._agent import default_device_info as default_device_info
@@ -121,3 +122,6 @@ __all__ = [
     "run_scenario",
     "run_scenario_async",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)
+del fixup_module_metadata

@@ -30,10 +30,9 @@ from ._control_client import (
     open_control_client,
     read_address_file,
 )
-from ._errors import GalaxyActorsError
+from ._errors import ConnectError, GalaxyActorsError, TransportClosed
 from ._process import watch_signals
 from ._report import DeviceRow
-from ._transport import ConnectError, TransportClosed
 from ._view import format_rows, summary_line
 
 __all__ = [

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import GalaxyActorsError
-from ._transport import Transport, TransportClosed, WebSocketConnector
+from ._errors import GalaxyActorsError, TransportClosed
+from ._transport import Transport, WebSocketConnector
 
 __all__ = [
     "AddressFileInUse",

@@ -476,7 +476,7 @@ class DeviceActor:
             logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING,
             (self.device_id, kind),
             f"device {self.device_id}: {kind}: {detail}",
-            {"device_id": self.device_id, "reason": str(kind)},
+            {"device_id": self.device_id, "kind": kind},
         )
         events = self.owner.events
         if events:

@@ -3,8 +3,10 @@
 The library logs with ``extra={"device_id": ...}`` wherever a record is about one device;
 `setup_logging` makes ``device_id`` an attribute of every record (None when a record is about
 no device) so formats and log processors can rely on it. Where a record is about a task, a
-failure or a reconnection attempt, the library also passes ``task_id``, ``reason`` (a
-`FailureReason` value) and ``attempt``; the JSON lines carry them as fields when present.
+failure, a bad frame or a reconnection attempt, the library also passes ``task_id``,
+``reason`` (a `FailureReason`), ``kind`` (a `BadFrameKind`) and ``attempt``: the names and
+values of the matching event's fields, so a log line and a ``watch`` frame about the same
+thing can be joined. The JSON lines carry them as fields when present.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Final, TextIO
 __all__ = ["DeviceIdFilter", "JsonFormatter", "TextFormatter", "setup_logging"]
 
 #: ``extra`` keys the library passes where they apply, emitted as JSON fields when present.
-CONTEXT_FIELDS: Final = ("task_id", "reason", "attempt")
+CONTEXT_FIELDS: Final = ("task_id", "reason", "kind", "attempt")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s [%(device)s] %(message)s"
 # Marks the handler `setup_logging` installed, so a second call replaces it (tests call the
 # CLI's main() several times in one process).
@@ -48,8 +50,8 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, device_id, message;
-    ``task_id``, ``reason`` and ``attempt`` when the record carries them, and ``exception``
-    when it carries one."""
+    ``task_id``, ``reason``, ``kind`` and ``attempt`` when the record carries them, and
+    ``exception`` when it carries one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -16,14 +16,8 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from ._transport import (
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_NORMAL,
-    DEFAULT_MAX_FRAME_SIZE,
-    ConnectError,
-    Transport,
-    TransportClosed,
-)
+from ._errors import ConnectError, TransportClosed
+from ._transport import CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, DEFAULT_MAX_FRAME_SIZE, Transport
 
 __all__ = ["MemoryConnector", "MemoryNetwork", "MemoryServerConnection"]
 

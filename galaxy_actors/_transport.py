@@ -33,6 +33,8 @@ from ._policy import FailureReason
 from ._stream import FrameSafeStream, OpeningWatch
 from ._tls import client_context, describe_tls_error
 
+# ConnectError and TransportClosed live in _errors; they stay listed here while _session.py
+# still imports them from this module.
 __all__ = [
     "ConnectError",
     "Connector",

@@ -10,10 +10,9 @@ import attrs
 import trio
 
 from galaxy_actors import DeviceStatus, Supervisor, open_supervisor
-from galaxy_actors._memory import MemoryConnector
-from galaxy_actors._transport import Connector
 from galaxy_actors.events import Event, StatusChanged, Subscription
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+from galaxy_actors.transport import Connector, MemoryConnector
 
 
 @attrs.define

@@ -20,9 +20,8 @@ import trio_websocket
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from galaxy_actors._aip import ClientMessageType, FrameBuilder, ServerMessage
-from galaxy_actors._memory import MemoryNetwork
-from galaxy_actors._transport import ConnectError, Transport, TransportClosed
 from galaxy_actors.testing._agent import SimulatedAgent, default_device_info
+from galaxy_actors.transport import ConnectError, MemoryNetwork, Transport, TransportClosed
 
 URL = "ws://agent-1/ws"
 SERVER_FIELDS = tuple(f.name for f in attrs.fields(ServerMessage))

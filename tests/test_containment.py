@@ -24,10 +24,9 @@ from galaxy_actors import (
     UnknownDevice,
     open_supervisor,
 )
-from galaxy_actors._memory import MemoryConnector
-from galaxy_actors._transport import Transport
 from galaxy_actors.events import RestartScheduled, RestartsStopped, StatusChanged
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
+from galaxy_actors.transport import MemoryConnector, Transport
 
 BAD, GOOD = "ws://bad/ws", "ws://good/ws"
 

@@ -29,18 +29,18 @@ from galaxy_actors._aip import (
     WireStatus,
     decode_server,
 )
-from galaxy_actors._memory import MemoryConnector, MemoryServerConnection
 from galaxy_actors._stream import FrameSafeStream
-from galaxy_actors._transport import (
-    CLOSE_ABNORMAL,
-    Transport,
-    TransportClosed,
-    WebSocketTransport,
-)
+from galaxy_actors._transport import CLOSE_ABNORMAL, WebSocketTransport
 from galaxy_actors.aip import encode_server
 from galaxy_actors.events import ConnectionFailed
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
-from galaxy_actors.transport import WebSocketConnector
+from galaxy_actors.transport import (
+    MemoryConnector,
+    MemoryServerConnection,
+    Transport,
+    TransportClosed,
+    WebSocketConnector,
+)
 
 URL = "ws://agent/ws"
 # Larger than any socket buffer pair on Linux loopback, so the send has to wait for the peer.

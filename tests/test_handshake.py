@@ -18,14 +18,12 @@ from functools import partial
 import pytest
 import trio
 
-from galaxy_actors import open_supervisor
+from galaxy_actors import FailureReason, open_supervisor
 from galaxy_actors._aip import FrameBuilder
 from galaxy_actors._engine import AIPConnection
-from galaxy_actors._policy import FailureReason
-from galaxy_actors._transport import ConnectError, TransportClosed
 from galaxy_actors.events import RestartScheduled, RestartsStopped
 from galaxy_actors.testing import SimulatedAgent
-from galaxy_actors.transport import WebSocketConnector
+from galaxy_actors.transport import ConnectError, TransportClosed, WebSocketConnector
 
 LIMIT = 10
 CONNECT_TIMEOUT = 5.0  # what a hidden failure would cost

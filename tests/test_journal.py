@@ -22,8 +22,8 @@ from galaxy_actors import (
     ExecutionResult,
     OutcomeUnknown,
     SupervisorClosed,
+    UnknownTask,
 )
-from galaxy_actors._errors import UnknownTask
 from galaxy_actors._journal import TaskRecord
 from galaxy_actors.journal import SqliteJournal
 

@@ -38,8 +38,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lab import memory_lab
 
-from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle
-from galaxy_actors._errors import UnknownTask
+from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle, UnknownTask
 from galaxy_actors._journal import Recovery, StoredTask, decode_outcome
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import SimulatedAgent

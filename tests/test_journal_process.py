@@ -15,8 +15,8 @@ import trio
 from test_cli import TOKEN, cli, supervisor_process, wait_rows, write_config
 
 from galaxy_actors._control_client import open_control_client
-from galaxy_actors._transport import ConnectError, TransportClosed
 from galaxy_actors.testing import SimulatedAgent
+from galaxy_actors.transport import ConnectError, TransportClosed
 
 DEVICES = ("d0", "d1", "d2")
 PER_DEVICE = 8

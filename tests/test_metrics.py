@@ -22,7 +22,7 @@ from galaxy_actors._config import ConfigError, parse_config
 from galaxy_actors._http import Response, open_http_listeners, serve_http
 from galaxy_actors._logging import setup_logging
 from galaxy_actors._metrics import unready
-from galaxy_actors.events import RestartsStopped, TaskEnded
+from galaxy_actors.events import BadFrame, RestartsStopped, TaskEnded
 from galaxy_actors.metrics import SupervisorCollector, collecting
 
 
@@ -271,3 +271,18 @@ async def test_json_log_names_the_task_that_timed_out(
     records = [json.loads(line) for line in json_log.getvalue().splitlines()]
     lost = next(r for r in records if "disconnected: task_timeout" in r["message"])
     assert (lost["device_id"], lost["reason"], lost["task_id"]) == ("pc", "task_timeout", "t-9")
+
+
+async def test_json_log_of_a_bad_frame_names_its_kind_as_the_event_does(
+    autojump_clock: Any, json_log: io.StringIO
+) -> None:
+    async with memory_lab() as lab:
+        agent = await lab.connected("pc")
+        with lab.supervisor.subscribe() as events:
+            await agent.send_raw("not json")
+            event = await next_event(events, lambda e: isinstance(e, BadFrame))
+    records = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    bad = next(r for r in records if "protocol_error" in r["message"])
+    assert isinstance(event, BadFrame)
+    assert (bad["device_id"], bad["kind"]) == ("pc", event.kind) == ("pc", "protocol_error")
+    assert "reason" not in bad  # a bad frame ends no connection: it has no FailureReason

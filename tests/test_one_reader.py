@@ -21,9 +21,9 @@ from galaxy_actors import (
     TaskCancelled,
     TaskTimeout,
 )
-from galaxy_actors._memory import MemoryConnector, MemoryServerConnection
 from galaxy_actors._transport import Transport, TransportClosed
 from galaxy_actors.events import BadFrame
+from galaxy_actors.transport import MemoryConnector, MemoryServerConnection
 
 
 @attrs.define(eq=False)

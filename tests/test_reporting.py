@@ -13,9 +13,8 @@ import trio
 from lab import became, memory_lab, next_event
 
 from galaxy_actors import DeviceStatus, RestartPolicy
-from galaxy_actors._memory import MemoryConnector
-from galaxy_actors._transport import Transport
 from galaxy_actors.events import BadFrame, ConnectionFailed, RestartScheduled
+from galaxy_actors.transport import MemoryConnector, Transport
 
 CLOSE = 2.0
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from galaxy_actors._errors import GalaxyActorsError
+from galaxy_actors import GalaxyActorsError
 from galaxy_actors._status import (
     ALLOWED_TRANSITIONS,
     CONNECTED_STATUSES,

@@ -17,12 +17,10 @@ import pytest
 import trio
 import trustme
 
-from galaxy_actors import ConfigurationError, open_supervisor
+from galaxy_actors import ConfigurationError, FailureReason, open_supervisor
 from galaxy_actors._config import ConfigError, load_config, parse_config
-from galaxy_actors._policy import FailureReason
-from galaxy_actors._transport import ConnectError
 from galaxy_actors.testing import SimulatedAgent
-from galaxy_actors.transport import WebSocketConnector
+from galaxy_actors.transport import ConnectError, WebSocketConnector
 
 LIMIT = 10
 CONNECT_TIMEOUT = 5.0

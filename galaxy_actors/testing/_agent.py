@@ -46,9 +46,9 @@ from .._aip import (
     decode_client,
     encode_server,
 )
-from .._errors import ProtocolError
+from .._errors import ProtocolError, TransportClosed
 from .._memory import MemoryNetwork
-from .._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportClosed
+from .._transport import CLOSE_ABNORMAL, CLOSE_NORMAL
 from ._agent_connections import _Connection, _Link
 from ._agent_serving import WEBSOCKET_PATH as WEBSOCKET_PATH
 from ._agent_serving import _AgentServing

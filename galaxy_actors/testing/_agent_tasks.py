@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from .._aip import ClientMessage, ClientType, ServerMessage, ServerMessageType, WireStatus
-from .._transport import TransportClosed
+from .._errors import TransportClosed
 from ._agent_connections import _Connection
 
 

@@ -17,8 +17,8 @@ import attrs
 import trio
 
 from .._aip import decode_client, parse_server
-from .._errors import ProtocolError
-from .._transport import ConnectError, Connector, Transport
+from .._errors import ConnectError, ProtocolError
+from .._transport import Connector, Transport
 from ._trace import WireRecord
 
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import GalaxyActorsError, TransportClosed
+from ._errors import AddressFileInUse, GalaxyActorsError, StaleAddressFile, TransportClosed
 from ._transport import Transport, WebSocketConnector
 
 __all__ = [
@@ -36,24 +36,6 @@ __all__ = [
     "read_address_file",
     "write_address_file",
 ]
-
-
-class StaleAddressFile(ValueError):
-    """The address file's process is not running: the supervisor that wrote it is gone."""
-
-    def __init__(self, path: Path, pid: int) -> None:
-        super().__init__(f"stale address file {path} (pid {pid} is not running)")
-        self.path = path
-        self.pid = pid
-
-
-class AddressFileInUse(OSError):
-    """The address file belongs to another supervisor that is still running."""
-
-    def __init__(self, path: Path, pid: int) -> None:
-        super().__init__(f"address file {path} is in use by a running supervisor (pid {pid})")
-        self.path = path
-        self.pid = pid
 
 
 def pid_running(pid: int) -> bool:

@@ -21,6 +21,8 @@ The shape of the hierarchy follows the question a caller asks when catching::
     │   └── JournalUnavailable (OSError)
     ├── JournalError                        the journal file cannot be used
     │   └── JournalCorrupt, JournalInUse, JournalVersion
+    ├── StaleAddressFile (ValueError)       the supervisor process's address file:
+    ├── AddressFileInUse (OSError)          no such process, or another one's
     └── InvalidTransition, LocalProtocolError (RuntimeError)   bugs in galaxy_actors
 
 `TaskError` is exactly what ``await handle.result()`` raises: every subclass carries the
@@ -35,6 +37,8 @@ A message that is built in more than one place has one named constructor here (s
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ._reasons import FailureReason
 from ._redact import mask_url, redact
@@ -288,6 +292,27 @@ class JournalInUse(JournalError):
 
 class JournalVersion(JournalError):
     """The journal was written by a newer galaxy_actors (its schema version is higher)."""
+
+
+# --------------------------------------------------------------------------- the process
+
+
+class StaleAddressFile(GalaxyActorsError, ValueError):
+    """The address file's process is not running: the supervisor that wrote it is gone."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"stale address file {path} (pid {pid} is not running)")
+        self.path = path
+        self.pid = pid
+
+
+class AddressFileInUse(GalaxyActorsError, OSError):
+    """The address file belongs to another supervisor that is still running."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"address file {path} is in use by a running supervisor (pid {pid})")
+        self.path = path
+        self.pid = pid
 
 
 # --------------------------------------------------------------------------- bugs

@@ -6,6 +6,7 @@ The most common ones are also at the top level (``galaxy_actors.TaskTimeout``).
 # The hierarchy and the reasons for its shape are documented once, in _errors.py; help()
 # on this module shows them.
 from . import _errors
+from ._errors import AddressFileInUse as AddressFileInUse
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConnectError as ConnectError
 from ._errors import DeviceDisconnected as DeviceDisconnected
@@ -24,6 +25,7 @@ from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import OutcomeUnknown as OutcomeUnknown
 from ._errors import ProtocolError as ProtocolError
 from ._errors import QueueFull as QueueFull
+from ._errors import StaleAddressFile as StaleAddressFile
 from ._errors import SupervisorClosed as SupervisorClosed
 from ._errors import TaskCancelled as TaskCancelled
 from ._errors import TaskError as TaskError
@@ -36,6 +38,7 @@ from ._errors import UnknownTask as UnknownTask
 from ._public import fixup_module_metadata
 
 __all__ = [
+    "AddressFileInUse",
     "ConfigurationError",
     "ConnectError",
     "DeviceDisconnected",
@@ -54,6 +57,7 @@ __all__ = [
     "OutcomeUnknown",
     "ProtocolError",
     "QueueFull",
+    "StaleAddressFile",
     "SupervisorClosed",
     "TaskCancelled",
     "TaskError",

@@ -150,6 +150,11 @@ class ConnectError(TransportError):
             reason = FailureReason.UNAUTHORIZED if unauthorized else FailureReason.CONNECT_FAILED
         self.reason = reason
 
+    @classmethod
+    def rejected(cls, status_code: int) -> ConnectError:
+        """The server answered the opening handshake with HTTP ``status_code``."""
+        return cls(f"handshake rejected: HTTP {status_code}", status_code)
+
 
 _UNAUTHORIZED = frozenset({401, 403})
 

@@ -185,7 +185,7 @@ class MemoryConnector:
         if endpoint.check is not None:
             status = endpoint.check(parts.query)
             if status is not None:
-                raise ConnectError(f"handshake rejected: HTTP {status}", status)
+                raise ConnectError.rejected(status)
         to_server, to_client = _Pipe(self.network.buffer), _Pipe(self.network.buffer)
         state = _CloseState()
         # A frame's size is checked against the limit of the end that receives it.

@@ -236,7 +236,10 @@ class EventHub:
         if not self._subscribers:
             return  # unnumbered: no subscriber could see a gap
         self._seq += 1
-        event = attrs.evolve(event, seq=self._seq)
+        # Numbered in place: every publisher makes the event for this one call, so nobody
+        # else holds it yet, and ``seq`` takes no part in equality or hashing. A copy
+        # (`attrs.evolve`) would cost more than building the event, on every event.
+        object.__setattr__(event, "seq", self._seq)
         for send, subscription in self._subscribers.items():
             try:
                 send.send_nowait(event)

@@ -47,7 +47,6 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "galaxy_actors metrics need prometheus-client: pip install 'galaxy-actors[metrics]'"
     ) from exc
 
-from ._engine import BadFrameKind
 from ._events import (
     BadFrame,
     ConnectionFailed,
@@ -56,9 +55,10 @@ from ._events import (
     RestartsStopped,
     Subscription,
     TaskEnded,
+    TaskSent,
 )
 from ._http import Response
-from ._policy import FailureReason
+from ._reasons import BadFrameKind, FailureReason, TaskOutcome
 from ._status import CONNECTED_STATUSES, DeviceStatus
 from ._supervisor import Supervisor
 
@@ -144,7 +144,8 @@ class SupervisorCollector:
         # not happened yet reads 0 instead of nothing.
         self._failures = dict.fromkeys(map(str, FailureReason), 0)
         self._bad_frames = dict.fromkeys(map(str, BadFrameKind), 0)
-        self._outcomes = {"completed": 0, "failed": 0}
+        self._outcomes = dict.fromkeys(map(str, TaskOutcome), 0)
+        self._sent = 0
         self._restarts = 0
         self._give_ups = 0
         self._queue_wait = _Histogram()
@@ -169,6 +170,8 @@ class SupervisorCollector:
                 self._run_time.observe(event.ran_for)
         elif isinstance(event, ConnectionFailed):
             self._failures[event.reason] = self._failures.get(event.reason, 0) + 1
+        elif isinstance(event, TaskSent):
+            self._sent += 1
         elif isinstance(event, RestartScheduled):
             self._restarts += 1
         elif isinstance(event, RestartsStopped):
@@ -212,6 +215,11 @@ class SupervisorCollector:
             _PREFIX + "give_ups",
             "Times a device was given up (no more reconnection attempts).",
             value=self._give_ups,
+        )
+        yield CounterMetricFamily(
+            _PREFIX + "tasks_sent",
+            "Tasks put on their device (a task that runs again counts again).",
+            value=self._sent,
         )
         yield _counter(
             "tasks_ended",

@@ -73,6 +73,9 @@ async def test_a_users_registry_counts_what_the_fleet_did(autojump_clock: Any) -
             assert value(found, "galaxy_actors_queue_depth", device_id="pc") == 0
             assert value(found, "galaxy_actors_tasks_ended_total", outcome="completed") == 2
             assert value(found, "galaxy_actors_tasks_ended_total", outcome="TaskCancelled") == 1
+            # Every outcome is there from the start: a rate over it reads 0, not nothing.
+            assert value(found, "galaxy_actors_tasks_ended_total", outcome="TaskTimeout") == 0
+            assert value(found, "galaxy_actors_tasks_sent_total") == 2  # not the cancelled one
             assert (
                 value(found, "galaxy_actors_connection_failures_total", reason="connect_failed")
                 == 3

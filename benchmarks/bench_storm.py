@@ -178,7 +178,7 @@ async def storm_ours(
         scheduled: list[float] = []
         with sup.subscribe(buffer=math.inf) as events:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(sample_limiter, sup.handshake_limiter, waiting)
+                nursery.start_soon(sample_limiter, sup._host.handshake_limiter, waiting)
                 connector.reset()
                 t0 = trio.current_time()
                 dropped = await trio.to_thread.run_sync(agent.command, "drop")

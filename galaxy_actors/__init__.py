@@ -45,6 +45,8 @@ from ._registry import AgentProfile as AgentProfile
 from ._registry import DeviceRegistry as DeviceRegistry
 from ._registry import DeviceSnapshot as DeviceSnapshot
 from ._running import open_supervisor as open_supervisor
+from ._settings import Settings as Settings
+from ._settings import SettingsOverrides as SettingsOverrides
 from ._status import ALLOWED_TRANSITIONS as ALLOWED_TRANSITIONS
 from ._status import DeviceStatus as DeviceStatus
 from ._supervisor import Supervisor as Supervisor
@@ -57,8 +59,6 @@ from ._workload import DeviceStats as DeviceStats
 
 __version__ = "0.1.0"
 
-# TODO(lead): add `Settings` (from ._settings, branch api-settings) here and to __all__ once
-# it is on main: the one settings value is part of what a supervisor user needs.
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "AgentProfile",
@@ -86,6 +86,8 @@ __all__ = [
     "RestartHistory",
     "RestartPolicy",
     "ResultStatus",
+    "Settings",
+    "SettingsOverrides",
     "Supervisor",
     "SupervisorClosed",
     "TaskCancelled",

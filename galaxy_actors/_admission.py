@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, DeviceUnavailable
-from ._settings import positive
+from ._checks import positive
+from ._errors import ConfigurationError, DeviceUnavailable, QueueFull, UnknownDevice
 from ._status import DeviceStatus
 from ._task import Delivery
 from ._transport import validate_server_url
@@ -21,7 +21,7 @@ from ._transport import validate_server_url
 if TYPE_CHECKING:
     from ._device import DeviceActor
 
-__all__ = ["check_device", "check_max_queue", "check_task", "route"]
+__all__ = ["check_device", "check_task", "choose_device", "route"]
 
 
 def check_device(device_id: str, server_url: str, capabilities: Collection[str] | None) -> None:
@@ -33,28 +33,21 @@ def check_device(device_id: str, server_url: str, capabilities: Collection[str] 
         raise ConfigurationError("capabilities must be a collection of strings, not a str")
 
 
-def check_max_queue(value: int | None) -> int | None:
-    """A bound on a device's queue: an int >= 1, or None for none."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigurationError(f"max_queue must be an int >= 1 or None, got {value!r}")
-    return value
-
-
 def check_task(
     description: str,
     data: Mapping[str, Any] | None,
     task_id: str | None,
-    timeout: float,
+    task_timeout: float,
     delivery: Delivery | str,
     priority: int,
 ) -> tuple[float, Delivery, str, str]:
-    """The checked ``(timeout, delivery, task_id, data_json)`` of a submission; a new id
+    """The checked ``(task_timeout, delivery, task_id, data_json)`` of a submission; a new id
     when ``task_id`` is None. The data is encoded once, here, where an unserialisable
     value can still be refused."""
     if type(description) is not str and not isinstance(description, str):
         raise ConfigurationError(f"task description must be a string, got {description!r}")
-    if type(timeout) is not float or not 0.0 < timeout < math.inf:
-        timeout = positive("timeout", timeout)
+    if type(task_timeout) is not float or not 0.0 < task_timeout < math.inf:
+        task_timeout = positive("task_timeout", task_timeout)
     if type(priority) is not int and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise ConfigurationError(f"priority must be an int, got {priority!r}")
     if type(delivery) is not Delivery:
@@ -70,7 +63,32 @@ def check_task(
         data_json = json.dumps({} if data is None else data)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"task data is not JSON-serialisable: {exc}") from None
-    return timeout, delivery, task_id, data_json
+    return task_timeout, delivery, task_id, data_json
+
+
+def choose_device(
+    actors: Mapping[str, DeviceActor],
+    device_id: str | None,
+    capabilities: Collection[str] | None,
+    priority: int,
+    task_id: str,
+) -> DeviceActor:
+    """The device a task goes to: ``device_id``'s, or the best with ``capabilities``
+    (`route`). Raises `UnknownDevice`, `DeviceUnavailable`, or `QueueFull` when the chosen
+    device's queue is full."""
+    if device_id is not None:
+        actor = actors.get(device_id)
+        if actor is None:
+            raise UnknownDevice(device_id)
+    else:
+        actor = route(actors.values(), capabilities or (), priority, task_id)
+    if actor.queue_full:
+        raise QueueFull(
+            f"device {actor.device_id!r} already has {actor.max_queue} queued tasks",
+            task_id=task_id,
+            device_id=actor.device_id,
+        )
+    return actor
 
 
 def route(

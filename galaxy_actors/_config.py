@@ -27,6 +27,7 @@ from ._config_values import ValueReader, describe
 from ._errors import ConfigurationError
 from ._policy import Jitter, RestartPolicy
 from ._redact import redact
+from ._settings import Settings
 from ._transport import WebSocketConnector, validate_server_url
 
 __all__ = [
@@ -94,19 +95,18 @@ class TLSConfig:
         return attrs.asdict(self, recurse=False)
 
 
+#: The process's `Settings` where they differ from the library's: a supervisor process
+#: usually runs a fleet, whose handshakes are bounded (docs/process.md).
+PROCESS_SETTINGS: Final = Settings(max_concurrent_connections=64)
+
+
 @attrs.frozen
 class SupervisorConfig:
-    """The ``[supervisor]`` and ``[restart]`` tables: everything `open_supervisor` takes."""
+    """The ``[supervisor]`` and ``[restart]`` tables: everything `open_supervisor` takes.
 
-    task_name: str = "galaxy"
-    heartbeat_interval: float = 30.0
-    heartbeat_timeout: float = 10.0
-    registration_timeout: float = 30.0
-    device_info_timeout: float = 10.0
-    send_timeout: float = 10.0
-    disconnect_grace: float = 30.0
-    shutdown_grace: float = 5.0
-    max_concurrent_connections: int | None = 64
+    ``[supervisor]`` holds every `Settings` field, and the options of the connector."""
+
+    settings: Settings = PROCESS_SETTINGS
     connect_timeout: float = 10.0
     close_timeout: float = 2.0
     max_frame_size: int = _MAX_FRAME_SIZE
@@ -116,15 +116,7 @@ class SupervisorConfig:
     def supervisor_options(self) -> dict[str, Any]:
         """Keyword arguments for `open_supervisor`."""
         return {
-            "task_name": self.task_name,
-            "heartbeat_interval": self.heartbeat_interval,
-            "heartbeat_timeout": self.heartbeat_timeout,
-            "registration_timeout": self.registration_timeout,
-            "device_info_timeout": self.device_info_timeout,
-            "send_timeout": self.send_timeout,
-            "disconnect_grace": self.disconnect_grace,
-            "shutdown_grace": self.shutdown_grace,
-            "max_concurrent_connections": self.max_concurrent_connections,
+            "settings": self.settings,
             "policy": self.policy,
             "connector": WebSocketConnector(
                 connect_timeout=self.connect_timeout,
@@ -253,9 +245,15 @@ _TOP_KEYS: Final = (
     "devices",
     "journal",
 )
-_SUPERVISOR_KEYS: Final = tuple(
-    f.name for f in attrs.fields(SupervisorConfig) if f.name not in ("policy", "tls")
-)
+_SETTINGS_KEYS: Final = tuple(attrs.fields_dict(Settings))
+_CONNECTOR_KEYS: Final = ("connect_timeout", "close_timeout", "max_frame_size")
+_SUPERVISOR_KEYS: Final = _SETTINGS_KEYS + _CONNECTOR_KEYS
+# The TOML types a `Settings` field accepts, by its annotation.
+_TOML_KINDS: Final[dict[str, tuple[type, ...]]] = {
+    "str": (str,),
+    "float": (int, float),
+    "int | None": (int,),
+}
 _TLS_KEYS: Final = tuple(attrs.fields_dict(TLSConfig))
 _RESTART_KEYS: Final = tuple(n for n in attrs.fields_dict(RestartPolicy) if n != "per_reason")
 _CONTROL_KEYS: Final = ("enabled", "host", "port", "token", "address_file")
@@ -296,25 +294,28 @@ class _Reader(ValueReader):
         p = "supervisor"
         self.known_keys(t, _SUPERVISOR_KEYS, p)
         d = SupervisorConfig()
-        task_name = self.string(t, "task_name", p, d.task_name)
-        if not task_name or "@" in task_name:
-            raise self.fail(f"{p}.task_name", "must be a non-empty string without '@'")
-        limit = self.integer(t, "max_concurrent_connections", p, d.max_concurrent_connections, 1)
         return SupervisorConfig(
-            task_name=task_name,
-            heartbeat_interval=self.seconds(t, "heartbeat_interval", p, d.heartbeat_interval),
-            heartbeat_timeout=self.seconds(t, "heartbeat_timeout", p, d.heartbeat_timeout),
-            registration_timeout=self.seconds(t, "registration_timeout", p, d.registration_timeout),
-            device_info_timeout=self.seconds(t, "device_info_timeout", p, d.device_info_timeout),
-            send_timeout=self.seconds(t, "send_timeout", p, d.send_timeout),
-            disconnect_grace=self.seconds(t, "disconnect_grace", p, d.disconnect_grace, zero=True),
-            shutdown_grace=self.seconds(t, "shutdown_grace", p, d.shutdown_grace, zero=True),
-            max_concurrent_connections=limit,
+            settings=self.settings(t, p, d.settings),
             connect_timeout=self.seconds(t, "connect_timeout", p, d.connect_timeout),
             close_timeout=self.seconds(t, "close_timeout", p, d.close_timeout),
             max_frame_size=self.integer(t, "max_frame_size", p, d.max_frame_size, 1024)
             or d.max_frame_size,
         )
+
+    def settings(self, t: dict[str, Any], p: str, settings: Settings) -> Settings:
+        """The `Settings` fields of table ``t``, over ``settings``: the TOML type checked
+        here, the value by `Settings` itself, one key at a time so the error names it."""
+        for field in attrs.fields(Settings):
+            if field.name not in t:
+                continue
+            kinds = _TOML_KINDS[str(field.type)]
+            value = self.typed(t, field.name, p, kinds)
+            try:
+                settings = attrs.evolve(settings, **{field.name: value})
+            except ConfigurationError as exc:
+                problem = str(exc).removeprefix(f"{field.name} ")
+                raise self.fail(f"{p}.{field.name}", problem) from None
+        return settings
 
     def policy(self, t: dict[str, Any]) -> RestartPolicy:
         p = "restart"

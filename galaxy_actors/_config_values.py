@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from ._checks import int_problem, number_problem
+
 __all__ = ["ValueReader", "describe", "join"]
 
 #: Keys whose values never appear in a message.
@@ -99,8 +101,9 @@ class ValueReader:
         if key not in table:
             return default
         value: int = self.typed(table, key, path, (int,))
-        if value < minimum:
-            raise self.fail(join(path, key), f"must be >= {minimum}, got {value}")
+        problem = int_problem(value, minimum=minimum)
+        if problem is not None:
+            raise self.fail(join(path, key), problem)
         return value
 
     def seconds(
@@ -115,13 +118,11 @@ class ValueReader:
         """A finite duration, > 0 (``>= 0`` with ``zero``), or ``default`` when absent."""
         if key not in table:
             return default
-        value = float(self.typed(table, key, path, (int, float)))
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            bound = ">= 0" if zero else "> 0"
-            raise self.fail(
-                join(path, key), f"must be a finite number of seconds {bound}, got {value:g}"
-            )
-        return value
+        value = self.typed(table, key, path, (int, float))
+        problem = number_problem(value, allow_zero=zero)
+        if problem is not None:
+            raise self.fail(join(path, key), problem)
+        return float(value)
 
     def optional_seconds(self, table: Mapping[str, Any], key: str, path: str) -> float | None:
         """A duration > 0, or None when absent."""

@@ -357,7 +357,7 @@ class ControlServer:
                 device_id=device,
                 capabilities=capabilities,
                 task_id=request.get("task_id"),
-                timeout=request.get("timeout", 1000.0),
+                task_timeout=request.get("timeout", 1000.0),
                 priority=request.get("priority", 0),
                 delivery=request.get("delivery", "at_most_once"),
             )

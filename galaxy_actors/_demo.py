@@ -243,11 +243,19 @@ async def _feed(
             if rng.random() < 0.5:
                 capability = rng.choice((ALWAYS, *CAPABILITIES))
                 handle = await sup.submit(
-                    description, data, capabilities=[capability], timeout=5.0, delivery=delivery
+                    description,
+                    data,
+                    capabilities=[capability],
+                    task_timeout=5.0,
+                    delivery=delivery,
                 )
             else:
                 handle = await sup.submit(
-                    description, data, device_id=rng.choice(ids), timeout=5.0, delivery=delivery
+                    description,
+                    data,
+                    device_id=rng.choice(ids),
+                    task_timeout=5.0,
+                    delivery=delivery,
                 )
         except TaskError as exc:  # refused at once (the device gave up): it never existed
             tally.refused[type(exc).__name__] += 1

@@ -40,7 +40,7 @@ from ._errors import DeviceUnavailable, TaskError
 from ._events import BadFrame, EventHub, StatusChanged
 from ._policy import Decision, FailureReason, GiveUp, RestartHistory, RestartPolicy
 from ._session import Session
-from ._settings import ActorSettings
+from ._settings import Settings
 from ._status import DeviceStatus, check_transition
 from ._task import ExecutionResult, TaskHandle
 from ._throttle import Throttled
@@ -65,7 +65,7 @@ _STAT_OF_KIND: Final = {
 class Owner(Protocol):
     """What a device actor needs from its supervisor."""
 
-    settings: ActorSettings
+    settings: Settings
     connector: Connector
     handshake_limiter: trio.CapacityLimiter | None
     events: EventHub

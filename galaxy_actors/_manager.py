@@ -18,6 +18,7 @@ from ._errors import DuplicateDevice, SupervisorClosed
 from ._policy import RandomSource, RestartPolicy
 from ._registry import DeviceRegistry
 from ._running import running
+from ._settings import Settings, apply_overrides
 from ._supervisor import Supervisor
 from ._task import Delivery, ExecutionResult
 from ._transport import Connector
@@ -39,33 +40,39 @@ class DeviceManager:
     ...     result = await manager.assign_task_to_device(
     ...         "task_1", "office_pc", "Open Excel", {"file": "report.xlsx"})
 
-    The first three arguments are the reference's. The keyword-only ones go beyond it:
-    ``max_concurrent_connections`` is the reference's ``PooledDeviceManager`` limit;
-    ``policy``, when given, replaces the backoff built from ``reconnect_delay`` (the
-    policy's own ``reconnect_delay`` then applies); the rest are `open_supervisor`'s.
+    The first three arguments are the reference's (``task_name`` defaults to
+    ``"test_task"`` as there). The keyword-only ones go beyond it: ``settings`` and
+    ``**overrides`` are `open_supervisor`'s (`Settings`; ``max_concurrent_connections`` is
+    the reference's ``PooledDeviceManager`` limit); ``policy``, when given, replaces the
+    backoff built from ``reconnect_delay`` (the policy's own ``reconnect_delay`` then
+    applies); ``connector``, ``rng`` and ``journal`` are `open_supervisor`'s.
     """
 
     def __init__(
         self,
-        task_name: str = "test_task",
-        heartbeat_interval: float = 30.0,
+        task_name: str | None = None,
+        heartbeat_interval: float | None = None,
         reconnect_delay: float = 5.0,
         *,
-        heartbeat_timeout: float = 10.0,
-        registration_timeout: float = 30.0,
-        device_info_timeout: float = 10.0,
-        max_concurrent_connections: int | None = None,
+        settings: Settings | None = None,
         policy: RestartPolicy | None = None,
         connector: Connector | None = None,
-        send_timeout: float = 10.0,
-        disconnect_grace: float = 30.0,
-        shutdown_grace: float = 5.0,
         rng: RandomSource | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
-        max_queue: int | None = None,
+        # Not `SettingsOverrides`: it would repeat the two positional settings above.
+        **overrides: Any,
     ) -> None:
-        self.task_name = task_name
-        self.heartbeat_interval = heartbeat_interval
+        changes: dict[str, Any] = dict(overrides)
+        if settings is None:
+            changes.setdefault("task_name", "test_task")  # the reference's default
+        # The reference's positional arguments win when given, as keyword arguments would.
+        if task_name is not None:
+            changes["task_name"] = task_name
+        if heartbeat_interval is not None:
+            changes["heartbeat_interval"] = heartbeat_interval
+        checked = apply_overrides(settings, changes, "DeviceManager")
+        self.task_name = checked.task_name
+        self.heartbeat_interval = checked.heartbeat_interval
         self.reconnect_delay = reconnect_delay
         # RestartPolicy checks reconnect_delay even when a policy replaces it, so a bad
         # value is refused here rather than ignored.
@@ -74,20 +81,7 @@ class DeviceManager:
         # Built now, so a bad argument fails at construction as in the reference; it runs
         # from `async with`.
         self._built = Supervisor(
-            task_name=task_name,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            registration_timeout=registration_timeout,
-            device_info_timeout=device_info_timeout,
-            send_timeout=send_timeout,
-            disconnect_grace=disconnect_grace,
-            shutdown_grace=shutdown_grace,
-            policy=self.policy,
-            connector=connector,
-            max_concurrent_connections=max_concurrent_connections,
-            rng=rng,
-            journal=journal,
-            max_queue=max_queue,
+            checked, policy=self.policy, connector=connector, rng=rng, journal=journal
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._supervisor: Supervisor | None = None
@@ -124,8 +118,9 @@ class DeviceManager:
 
     @property
     def device_registry(self) -> DeviceRegistry:
-        """The registry: ``device_registry.get_device(device_id)`` is the `AgentProfile`."""
-        return self.supervisor.registry
+        """The registry: ``device_registry.get_device(device_id)`` is the `AgentProfile`,
+        live and mutable as in the reference (the native API gives `DeviceSnapshot`s)."""
+        return self.supervisor._registry
 
     async def register_device(
         self,
@@ -201,7 +196,7 @@ class DeviceManager:
             task_data,
             device_id=device_id,
             task_id=task_id,
-            timeout=timeout,
+            task_timeout=timeout,
             delivery=delivery,
             priority=priority,
         )

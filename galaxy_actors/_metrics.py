@@ -246,7 +246,7 @@ class SupervisorCollector:
         yield CounterMetricFamily(
             _PREFIX + "events_dropped_after_close",
             "Events published after the supervisor's event hub closed (at shutdown).",
-            value=self.supervisor.events.dropped_after_close,
+            value=self.supervisor.events_dropped_after_close,
         )
 
 

@@ -27,6 +27,14 @@ from typing import Protocol
 
 import attrs
 
+from ._checks import (
+    int_field,
+    int_problem,
+    non_negative,
+    non_negative_field,
+    number_problem,
+    optional_positive_field,
+)
 from ._errors import ConfigurationError
 from ._reasons import FailureReason
 
@@ -63,8 +71,7 @@ class Restart:
     delay: float
 
     def __attrs_post_init__(self) -> None:
-        if not (self.delay >= 0 and math.isfinite(self.delay)):
-            raise ConfigurationError(f"Restart delay must be finite and >= 0, got {self.delay}")
+        non_negative("Restart delay", self.delay)
 
 
 @attrs.frozen
@@ -101,31 +108,6 @@ class RestartHistory:
     next_attempt_at: float | None = None
 
 
-def _non_negative(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
-    def check(_instance: object, _attribute: attrs.Attribute[float], value: float) -> None:
-        if not (value >= 0 and math.isfinite(value)):
-            raise ConfigurationError(f"{name} must be finite and >= 0, got {value!r}")
-
-    return check
-
-
-def _optional_positive(
-    _instance: object, attribute: attrs.Attribute[float | None], value: float | None
-) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"{attribute.name} must be > 0 or None, got {value!r}")
-
-
-def _check_max_retries(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"max_retries must be an int >= 0, got {value!r}")
-
-
-def _check_immediate(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"immediate must be an int >= 0, got {value!r}")
-
-
 def _check_intensity(
     _instance: object,
     _attribute: attrs.Attribute[tuple[int, float] | None],
@@ -134,7 +116,7 @@ def _check_intensity(
     if value is None:
         return
     restarts, period = value
-    if restarts < 1 or not (period > 0 and math.isfinite(period)):
+    if int_problem(restarts, minimum=1) or number_problem(period):
         raise ConfigurationError(
             f"intensity must be (restarts >= 1, period > 0 seconds), got {value!r}"
         )
@@ -196,11 +178,11 @@ class RestartPolicy:
        virtual time with ``ScenarioStalled``.
     """
 
-    reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative("reconnect_delay"))
-    max_retries: int = attrs.field(default=5, validator=_check_max_retries)
-    max_delay: float | None = attrs.field(default=None, validator=_optional_positive)
+    reconnect_delay: float = attrs.field(default=5.0, validator=non_negative_field)
+    max_retries: int = attrs.field(default=5, validator=int_field(0))
+    max_delay: float | None = attrs.field(default=None, validator=optional_positive_field)
     jitter: Jitter = attrs.field(default=Jitter.NONE, converter=_to_jitter)
-    reset_after: float | None = attrs.field(default=None, validator=_optional_positive)
+    reset_after: float | None = attrs.field(default=None, validator=optional_positive_field)
     intensity: tuple[int, float] | None = attrs.field(default=None, validator=_check_intensity)
     per_reason: ReasonHook | None = attrs.field(default=None, eq=False)
 
@@ -328,8 +310,8 @@ class RestartFloor:
     (Restart(delay=0.0), Restart(delay=0.25))
     """
 
-    delay: float = attrs.field(default=0.25, validator=_non_negative("delay"))
-    immediate: int = attrs.field(default=5, validator=_check_immediate)
+    delay: float = attrs.field(default=0.25, validator=non_negative_field)
+    immediate: int = attrs.field(default=5, validator=int_field(0))
 
     def apply(
         self, history: RestartHistory, decision: Decision, now: float

@@ -147,7 +147,7 @@ async def run_supervisor_process(config: Config, *, view: str, out: TextIO) -> i
     started). With ``config.metrics``, prometheus-client must be installed."""
     control_config = config.control
     address_file = control_config.address_file
-    grace = config.supervisor.shutdown_grace
+    grace = config.supervisor.settings.shutdown_grace
     stop = trio.Event()
     final = ""
     changes = trio.Lock()

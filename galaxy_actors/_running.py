@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import trio
 
 from ._errors import SupervisorClosed
+from ._settings import Settings, SettingsOverrides, apply_overrides
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -39,21 +40,13 @@ __all__ = ["open_supervisor", "running"]
 
 @contextlib.asynccontextmanager
 async def open_supervisor(
+    settings: Settings | None = None,
     *,
-    task_name: str = "galaxy",
-    heartbeat_interval: float = 30.0,
-    heartbeat_timeout: float = 10.0,
-    registration_timeout: float = 30.0,
-    device_info_timeout: float = 10.0,
-    send_timeout: float = 10.0,
-    disconnect_grace: float = 30.0,
-    shutdown_grace: float = 5.0,
     policy: RestartPolicy | None = None,
     connector: Connector | None = None,
-    max_concurrent_connections: int | None = None,
     rng: RandomSource | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
-    max_queue: int | None = None,
+    **overrides: Unpack[SettingsOverrides],
 ) -> AsyncIterator[Supervisor]:
     """Run a supervisor for the duration of the block.
 
@@ -62,41 +55,27 @@ async def open_supervisor(
     ...     result = await sup.run_task("Open the browser", capabilities=["web"])
 
     Arguments:
-        task_name: this constellation's name; part of every frame's identity.
-        heartbeat_interval: seconds between heartbeats.
-        heartbeat_timeout: a connection with no frame within this long of a heartbeat is dead.
-        registration_timeout / device_info_timeout: how long to wait for those answers.
-        send_timeout: a frame that cannot be written within this long fails the connection.
-        disconnect_grace: how long a running task may finish on a graceful disconnect.
-        shutdown_grace: the same when the block is left; the whole shutdown waits at most
-            ``shutdown_grace + close_timeout + 1`` seconds (see `running`).
+        settings: the `Settings` (default: ``Settings()``): timeouts, graces, limits.
+        **overrides: `Settings` fields to change, checked the same way
+            (``open_supervisor(settings, heartbeat_interval=5.0)``); an unknown name is a
+            `TypeError`, a bad value a `ConfigurationError`.
         policy: the `RestartPolicy` (default: the reference's 5, 10, 20, 40, 80 s).
         connector: how to reach agents (default: trio-websocket); tests pass a
             `MemoryNetwork` connector. A connector may have a ``close_timeout`` attribute
             (seconds a close may take); the shutdown then waits that long for closes.
-        max_concurrent_connections: at most this many handshakes at once (None: no limit).
         rng: random source for jitter (default: a fresh `random.Random()`).
         journal: a task journal, or the path of an SQLite one (`SqliteJournal`): accepted
             tasks survive the process (docs/architecture.md, "Durability"). None: off.
-        max_queue: at most this many queued tasks per device (None: no bound; a device's
-            own `Supervisor.add_device` ``max_queue`` overrides it). A submit to a full
-            queue waits for room, or raises `QueueFull` with ``block=False``.
+
+    The whole shutdown waits at most ``shutdown_grace + close_timeout + 1`` seconds (see
+    `running`).
     """
     supervisor = Supervisor(
-        task_name=task_name,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout,
-        registration_timeout=registration_timeout,
-        device_info_timeout=device_info_timeout,
-        send_timeout=send_timeout,
-        disconnect_grace=disconnect_grace,
-        shutdown_grace=shutdown_grace,
+        apply_overrides(settings, dict(overrides), "open_supervisor"),
         policy=policy,
         connector=connector,
-        max_concurrent_connections=max_concurrent_connections,
         rng=rng,
         journal=journal,
-        max_queue=max_queue,
     )
     async with running(supervisor):
         yield supervisor
@@ -137,8 +116,8 @@ async def running(supervisor: Supervisor) -> AsyncIterator[Supervisor]:
                 body_error = exc
             finally:
                 await _shutdown(supervisor)
-                supervisor.events.close()
-                supervisor.warnings.flush()
+                supervisor._host.events.close()
+                supervisor._host.warnings.flush()
                 for actor in supervisor._actors.values():
                     actor.cancel()  # also wakes whoever waits for a status it will not reach
                 nursery.cancel_scope.cancel()
@@ -174,5 +153,5 @@ async def _shutdown(supervisor: Supervisor) -> None:
 
 
 async def _stop_actor(supervisor: Supervisor, actor: DeviceActor) -> None:
-    await actor.disconnect(grace=supervisor.shutdown_grace)
+    await actor.disconnect(grace=supervisor.settings.shutdown_grace)
     actor.cancel()

@@ -1,37 +1,94 @@
-"""The settings every device of one supervisor shares, checked once, at construction.
+"""The supervisor's settings: one frozen value, checked once, at construction.
 
-A wrong value is a `ConfigurationError` naming the setting where the supervisor is made,
-never a surprise deep inside a device's loop.
+Rules of this file:
+- `Settings` is the one place a supervisor setting is written down: its name, its default,
+  its check and its meaning. `open_supervisor`, `Supervisor`, `DeviceManager`, the TOML
+  ``[supervisor]`` table and the testing kit's `ScenarioSettings` all read their settings
+  from it, so adding one is adding a field here (and its line in the docs).
+- A wrong value is a `ConfigurationError` naming the setting where the value is made,
+  never a surprise deep inside a device's loop.
+- Settings are plain values. What the supervisor works *with* (the restart policy, the
+  connector, the random source, the journal) is passed beside them.
 """
 
 from __future__ import annotations
 
-import math
+import difflib
+from typing import Any, TypedDict
 
 import attrs
 
+from ._checks import int_field, non_negative_field, number_problem, positive_field
 from ._errors import ConfigurationError
 
-__all__ = ["ActorSettings", "check_connection_limit", "positive", "shutdown_bound"]
+__all__ = ["Settings", "SettingsOverrides", "apply_overrides", "shutdown_bound"]
 
 
-def positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """``value`` as a float if it is a finite number > 0 (>= 0 with ``allow_zero``)."""
-    # The type first: comparing a str with 0 would raise TypeError, not our error.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value >= 0 if allow_zero else value > 0)
-        or not math.isfinite(value)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def _check_task_name(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    # Part of every client_id (``task_name@device_id``): an '@' would make it ambiguous.
+    if not isinstance(value, str) or not value or "@" in value:
+        raise ConfigurationError(f"task_name must be a non-empty string without '@', got {value!r}")
 
 
-@attrs.frozen
-class ActorSettings:
-    """Timing and identity settings shared by every device of one supervisor."""
+def _seconds(default: float, *, allow_zero: bool = False) -> Any:
+    return attrs.field(
+        default=default, validator=non_negative_field if allow_zero else positive_field
+    )
+
+
+def _limit() -> Any:
+    return attrs.field(default=None, validator=int_field(1, allow_none=True))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every setting of one supervisor, checked.
+
+    >>> settings = Settings(task_name="lab", heartbeat_interval=5.0)
+    >>> attrs.evolve(settings, send_timeout=2.0).send_timeout
+    2.0
+
+    Attributes:
+        task_name: this constellation's name; part of every frame's identity (no ``@``).
+        heartbeat_interval: seconds between heartbeats.
+        heartbeat_timeout: a connection with no frame within this long of a heartbeat is
+            dead.
+        registration_timeout: how long to wait for the answer to a registration.
+        device_info_timeout: how long to wait for the device's system information.
+        send_timeout: a frame that cannot be written within this long fails the connection.
+        disconnect_grace: how long a running task may finish on a graceful disconnect
+            (may be 0).
+        shutdown_grace: the same when the supervisor's block is left (may be 0); the whole
+            shutdown waits at most ``shutdown_grace + close_timeout + 1`` seconds.
+        max_concurrent_connections: at most this many handshakes at once (None: no limit).
+        max_queue: at most this many queued tasks per device (None: no bound; a device's
+            own ``max_queue`` overrides it). A submit to a full queue waits for room.
+    """
+
+    task_name: str = attrs.field(default="galaxy", validator=_check_task_name)
+    heartbeat_interval: float = _seconds(30.0)
+    heartbeat_timeout: float = _seconds(10.0)
+    registration_timeout: float = _seconds(30.0)
+    device_info_timeout: float = _seconds(10.0)
+    send_timeout: float = _seconds(10.0)
+    disconnect_grace: float = _seconds(30.0, allow_zero=True)
+    shutdown_grace: float = _seconds(5.0, allow_zero=True)
+    max_concurrent_connections: int | None = _limit()
+    max_queue: int | None = _limit()
+
+    def __attrs_post_init__(self) -> None:
+        # Durations are floats whichever number was given (a TOML 30 is an int): settings
+        # that compare equal print the same. The documented way to set a frozen field.
+        for field in attrs.fields(Settings):
+            value = getattr(self, field.name)
+            if field.validator in (positive_field, non_negative_field):
+                object.__setattr__(self, field.name, float(value))
+
+
+class SettingsOverrides(TypedDict, total=False):
+    """`Settings` fields as keyword arguments (``open_supervisor(heartbeat_interval=5)``),
+    so that a type checker sees a misspelt one. `tests/test_settings.py` keeps it in step
+    with `Settings`."""
 
     task_name: str
     heartbeat_interval: float
@@ -40,43 +97,29 @@ class ActorSettings:
     device_info_timeout: float
     send_timeout: float
     disconnect_grace: float
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        task_name: str,
-        heartbeat_interval: float,
-        heartbeat_timeout: float,
-        registration_timeout: float,
-        device_info_timeout: float,
-        send_timeout: float,
-        disconnect_grace: float,
-    ) -> ActorSettings:
-        """The settings, each checked: a ``task_name`` without ``@`` (it is part of every
-        ``client_id``), finite positive times, a grace that may be 0."""
-        if not isinstance(task_name, str) or not task_name or "@" in task_name:
-            raise ConfigurationError(
-                f"task_name must be a non-empty string without '@', got {task_name!r}"
-            )
-        return cls(
-            task_name=task_name,
-            heartbeat_interval=positive("heartbeat_interval", heartbeat_interval),
-            heartbeat_timeout=positive("heartbeat_timeout", heartbeat_timeout),
-            registration_timeout=positive("registration_timeout", registration_timeout),
-            device_info_timeout=positive("device_info_timeout", device_info_timeout),
-            send_timeout=positive("send_timeout", send_timeout),
-            disconnect_grace=positive("disconnect_grace", disconnect_grace, allow_zero=True),
-        )
+    shutdown_grace: float
+    max_concurrent_connections: int | None
+    max_queue: int | None
 
 
-def check_connection_limit(value: int | None) -> int | None:
-    """``max_concurrent_connections``: an int >= 1, or None for no limit."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigurationError(
-            f"max_concurrent_connections must be an int >= 1 or None, got {value!r}"
-        )
-    return value
+def apply_overrides(settings: Settings | None, overrides: dict[str, Any], where: str) -> Settings:
+    """``settings`` (default: `Settings()`) with ``overrides`` applied and checked.
+
+    An unknown name is a `TypeError`, as a misspelt keyword argument is, naming ``where``
+    (the function called) and the closest setting; a bad value a `ConfigurationError`."""
+    if settings is None:
+        settings = Settings()
+    elif not isinstance(settings, Settings):
+        raise ConfigurationError(f"settings must be a Settings, got {type(settings).__name__}")
+    if not overrides:
+        return settings
+    known = attrs.fields_dict(Settings)
+    for name in overrides:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+    return attrs.evolve(settings, **overrides)
 
 
 # How long closing a connection may take when the connector does not say (no
@@ -91,10 +134,6 @@ def shutdown_bound(grace: float, connector: object) -> float:
     connector's ``close_timeout`` attribute (an optional part of a `Connector`), plus a
     margin."""
     close = getattr(connector, "close_timeout", None)
-    if (
-        isinstance(close, bool)
-        or not isinstance(close, int | float)
-        or not (close >= 0 and math.isfinite(close))
-    ):
-        close = _UNKNOWN_CLOSE_TIME
-    return grace + close + _SHUTDOWN_MARGIN
+    if isinstance(close, int | float) and number_problem(close, allow_zero=True) is None:
+        return grace + close + _SHUTDOWN_MARGIN
+    return grace + _UNKNOWN_CLOSE_TIME + _SHUTDOWN_MARGIN

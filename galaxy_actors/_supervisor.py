@@ -2,16 +2,15 @@
 
 Theory of operation. `open_supervisor` opens a nursery; every device actor is a task in it,
 and nothing the supervisor starts outlives the ``async with`` block. When a device's Session
-fails, its actor asks the supervisor (`decide`), which consults the restart policy with the
-device's history, publishes the failure and the decision, and hands back the delay or the
-give-up; the actor sleeps the delay on Trio's clock. The decision is a synchronous call into
-the supervisor in the failing actor's task: a hand-off to a supervisor task would cost a
-scheduler pass and buy nothing, since deciding never waits.
+fails, its actor asks the supervisor's `ActorHost` (`decide`: the actors' private view of
+the supervisor), which consults the restart policy with the device's history, publishes the
+failure and the decision, and hands back the delay or the give-up; the actor sleeps the
+delay on Trio's clock. The decision is a synchronous call in the failing actor's task: a
+hand-off to a supervisor task would cost a scheduler pass and buy nothing, since deciding
+never waits. Users see values: `Settings`, `DeviceSnapshot`s, copies of `DeviceStats`.
 
-Containment. A device's trouble stays the device's: a restart policy that raises (or
-answers something other than a decision) gives that device up, logged with the traceback,
-and the rest of the fleet carries on; `RestartFloor` keeps a policy that restarts at once
-for ever from spinning a device in a hot loop.
+Containment. A device's trouble stays the device's (`_restarts.py`): a restart policy that
+raises gives that device up, and `RestartFloor` keeps one from spinning it in a hot loop.
 
 Leaving the block (`_running.py`): no new tasks are accepted, every device is disconnected
 gracefully in parallel within `shutdown_bound`, and every task submitted has its outcome by
@@ -21,7 +20,7 @@ the time the block has exited.
 from __future__ import annotations
 
 import contextlib
-import logging
+import copy
 import random
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._admission import check_device, check_max_queue, check_task, route
+from ._admission import check_device, check_task, choose_device
+from ._checks import non_negative, optional_int_at_least
 from ._device import DeviceActor
 from ._durable import Durability, journal_of
 from ._errors import (
@@ -40,14 +40,13 @@ from ._errors import (
     UnknownDevice,
     UnknownTask,
 )
-from ._events import DeviceAdded, DeviceRemoved, EventHub, Subscription
-from ._policy import Decision, FailureReason, RandomSource, RestartFloor, RestartPolicy
+from ._events import DeviceAdded, DeviceRemoved, Subscription
+from ._host import ActorHost
+from ._policy import RandomSource, RestartPolicy
 from ._registry import AgentProfile, DeviceRegistry, DeviceSnapshot
-from ._restarts import decide_restart
-from ._settings import ActorSettings, check_connection_limit, positive, shutdown_bound
+from ._settings import Settings, apply_overrides, shutdown_bound
 from ._status import DeviceStatus
 from ._task import Delivery, ExecutionResult, TaskHandle
-from ._throttle import Throttled
 from ._transport import Connector, WebSocketConnector
 from ._workload import DeviceStats
 
@@ -59,66 +58,48 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor"]
 
-logger = logging.getLogger("galaxy_actors.supervisor")
-
-WARNING_INTERVAL = 10.0
-
 
 class Supervisor:
     """Keeps a fleet of devices connected and busy. Make one with `open_supervisor`."""
 
     def __init__(
         self,
+        settings: Settings | None = None,
         *,
-        task_name: str,
-        heartbeat_interval: float,
-        heartbeat_timeout: float,
-        registration_timeout: float,
-        device_info_timeout: float,
-        send_timeout: float,
-        disconnect_grace: float,
-        shutdown_grace: float,
-        policy: RestartPolicy | None,
-        connector: Connector | None,
-        max_concurrent_connections: int | None,
-        rng: RandomSource | None,
+        policy: RestartPolicy | None = None,
+        connector: Connector | None = None,
+        rng: RandomSource | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
-        max_queue: int | None = None,
     ) -> None:
-        self.settings = ActorSettings.checked(
-            task_name=task_name,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            registration_timeout=registration_timeout,
-            device_info_timeout=device_info_timeout,
-            send_timeout=send_timeout,
-            disconnect_grace=disconnect_grace,
-        )
-        #: The default bound on each device's queue (None: unbounded); see `submit`.
-        self.max_queue = check_max_queue(max_queue)
-        limit = check_connection_limit(max_concurrent_connections)
-        self.shutdown_grace = positive("shutdown_grace", shutdown_grace, allow_zero=True)
+        #: The checked `Settings` (default: `Settings()`).
+        self.settings = apply_overrides(settings, {}, "Supervisor")
         # None means the default, here and only here (open_supervisor and DeviceManager
         # pass their arguments through).
         self.policy = policy if policy is not None else RestartPolicy()
-        self.connector: Connector = connector if connector is not None else WebSocketConnector()
-        self.handshake_limiter = None if limit is None else trio.CapacityLimiter(limit)
-        self.events = EventHub()
-        #: Per-device warnings that a server can trigger at will (bad frames): at most one
-        #: line per device and kind every `WARNING_INTERVAL` seconds, with a count of the rest.
-        self.warnings = Throttled(logging.getLogger("galaxy_actors.device"), WARNING_INTERVAL)
-        self.registry = DeviceRegistry()
-        self._rng: RandomSource = rng if rng is not None else random.Random()
-        self._actors: dict[str, DeviceActor] = {}
         self._live: dict[str, TaskHandle] = {}
-        self._session_prefix = f"{task_name}@"
+        self._host = ActorHost(
+            self.settings,
+            connector if connector is not None else WebSocketConnector(),
+            rng if rng is not None else random.Random(),
+            self._live,
+        )
+        self._registry = DeviceRegistry()
+        self._actors: dict[str, DeviceActor] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._accepting = True
-        #: Keeps immediate restarts from becoming a hot loop (see `RestartFloor`).
-        self.restart_floor = RestartFloor()
         #: The task journal's hooks (`_durable.py`); None without a journal.
         self.durable = None if journal is None else Durability(self, journal_of(journal))
+
+    @property
+    def connector(self) -> Connector:
+        """How this supervisor reaches agents."""
+        return self._host.connector
+
+    @property
+    def events_dropped_after_close(self) -> int:
+        """Events published after the supervisor's block ended, and so seen by nobody."""
+        return self._host.events.dropped_after_close
 
     # ---------------------------------------------------------------------------- devices
 
@@ -133,13 +114,17 @@ class Supervisor:
         max_retries: int | None = None,
         connect: bool = True,
         max_queue: int | None = None,
-    ) -> AgentProfile:
+    ) -> DeviceSnapshot:
         """Register a device and start its actor; with ``connect`` (the default) it connects
         in the background. ``max_queue`` bounds its queue (default: the supervisor's).
-        Raises `DuplicateDevice`, `InvalidServerURL`, `ConfigurationError`,
-        `SupervisorClosed`."""
+        Returns the device's state then. Raises `DuplicateDevice`, `InvalidServerURL`,
+        `ConfigurationError`, `SupervisorClosed`."""
         nursery = self._require_open()
         check_device(device_id, server_url, capabilities)
+        if max_queue is None:
+            bound = self.settings.max_queue
+        else:
+            bound = optional_int_at_least("max_queue", max_queue, 1)
         policy = self.policy
         if max_retries is not None and max_retries != policy.max_retries:
             policy = attrs.evolve(policy, max_retries=max_retries)
@@ -151,18 +136,17 @@ class Supervisor:
             metadata=dict(metadata or {}),
             max_retries=policy.max_retries,
         )
-        self.registry.add(profile)
-        bound = self.max_queue if max_queue is None else check_max_queue(max_queue)
-        actor = DeviceActor(profile, self, policy, bound)
+        self._registry.add(profile)
+        actor = DeviceActor(profile, self._host, policy, bound)
         self._actors[device_id] = actor
         if connect:
             actor.want_connection()
         nursery.start_soon(actor.run, name=f"device:{device_id}")
         if self.durable is not None:
             self.durable.device_added(actor)
-        if self.events:
-            self.events.publish(DeviceAdded(device_id, trio.current_time()))
-        return profile
+        if self._host.events:
+            self._host.events.publish(DeviceAdded(device_id, trio.current_time()))
+        return self._snapshot(actor)
 
     async def remove_device(self, device_id: str, *, force: bool = False) -> None:
         """Disconnect (gracefully unless ``force``), stop the actor and forget the device."""
@@ -170,9 +154,9 @@ class Supervisor:
         await actor.disconnect(force=force)
         actor.cancel()  # its task ends: nothing per device is left in the nursery
         del self._actors[device_id]
-        self.registry.remove(device_id)
-        if self.events:
-            self.events.publish(DeviceRemoved(device_id, trio.current_time()))
+        self._registry.remove(device_id)
+        if self._host.events:
+            self._host.events.publish(DeviceRemoved(device_id, trio.current_time()))
 
     async def connect(self, device_id: str) -> bool:
         """Connect ``device_id`` now and wait for the attempt's outcome: True when the device
@@ -188,7 +172,7 @@ class Supervisor:
         may finish within ``grace`` seconds (default ``disconnect_grace``) unless ``force``;
         the connection closes with a close frame; the device stays DISCONNECTED."""
         if grace is not None:
-            positive("grace", grace, allow_zero=True)
+            non_negative("grace", grace)
         await self._actor(device_id).disconnect(force=force, grace=grace)
 
     def _actor(self, device_id: str) -> DeviceActor:
@@ -198,12 +182,19 @@ class Supervisor:
             raise UnknownDevice(device_id) from None
 
     def stats(self, device_id: str) -> DeviceStats:
+        """A copy of the device's counters now (the supervisor keeps counting in its own)."""
         actor = self._actor(device_id)
         actor.sync_counters()
-        return actor.stats
+        return attrs.evolve(actor.stats)
 
     def snapshot(self, device_id: str) -> DeviceSnapshot:
+        """The device's state now, as a frozen value."""
         return self._snapshot(self._actor(device_id))
+
+    def system_info(self, device_id: str) -> dict[str, Any] | None:
+        """A copy of the system information the device reported when it connected, if
+        any."""
+        return copy.deepcopy(self._actor(device_id).profile.system_info)
 
     def snapshots(self) -> list[DeviceSnapshot]:
         """Every device's state now, in registration order."""
@@ -241,24 +232,8 @@ class Supervisor:
     def device_ids(self) -> list[str]:
         return list(self._actors)
 
-    # ------------------------------------------------------------------------ decisions
-
-    def decide(self, actor: DeviceActor, reason: FailureReason, detail: str) -> Decision:
-        """Called by a failed device actor: restart after a delay, or give up
-        (`decide_restart`: never raises for the policy, and applies `restart_floor`)."""
-        return decide_restart(
-            actor, reason, detail, rng=self._rng, floor=self.restart_floor, events=self.events
-        )
-
-    def device_of_session(self, session_id: str) -> str | None:
-        if not session_id.startswith(self._session_prefix):
-            return None
-        task = self._live.get(session_id[len(self._session_prefix) :])
-        return None if task is None else task.device_id
-
     # ---------------------------------------------------------------------------- tasks
 
-    # ``timeout`` is the task's limit on the device (the reference's name), not this call's.
     async def submit(
         self,
         description: str,
@@ -267,14 +242,17 @@ class Supervisor:
         device_id: str | None = None,
         capabilities: Collection[str] | None = None,
         task_id: str | None = None,
-        timeout: float = 1000.0,
+        task_timeout: float = 1000.0,
         delivery: Delivery | str = Delivery.AT_MOST_ONCE,
         priority: int = 0,
         block: bool = True,
     ) -> TaskHandle:
         """Submit a task to ``device_id``, or to the best device with ``capabilities`` (idle
         first, then the fewest tasks ahead of it). Returns once the task is sent or queued;
-        await ``handle.result()`` for its outcome.
+        await ``handle.result()`` for its outcome. ``task_timeout`` is the task's limit on the
+        device: with no TASK_END within that many seconds of being sent, it ends with
+        `TaskTimeout` (it bounds the task, not this call: bound the call with Trio's
+        ``move_on_after``).
 
         Backpressure: when the device's queue already holds ``max_queue`` tasks, this waits
         for room (cancellable: the task then does not exist), or with ``block=False``
@@ -298,12 +276,19 @@ class Supervisor:
                         device_id,
                         capabilities,
                         task_id,
-                        timeout,
+                        task_timeout,
                         delivery,
                         priority,
                     )
                 task, session = self._admit(
-                    description, data, device_id, capabilities, task_id, timeout, delivery, priority
+                    description,
+                    data,
+                    device_id,
+                    capabilities,
+                    task_id,
+                    task_timeout,
+                    delivery,
+                    priority,
                 )
                 break
             except QueueFull as full:
@@ -329,7 +314,7 @@ class Supervisor:
         device_id: str | None,
         capabilities: Collection[str] | None,
         task_id: str | None,
-        timeout: float,
+        task_timeout: float,
         delivery: Delivery | str,
         priority: int,
         *,
@@ -342,22 +327,11 @@ class Supervisor:
         frames (each is an allocation the cyclic GC then walks)."""
         self._require_open()
         timeout, delivery, task_id, data_json = check_task(
-            description, data, task_id, timeout, delivery, priority
+            description, data, task_id, task_timeout, delivery, priority
         )
         if task_id in self._live:
             raise DuplicateTaskId(task_id)
-        if device_id is not None:
-            actor = self._actors.get(device_id)
-            if actor is None:
-                raise UnknownDevice(device_id)
-        else:
-            actor = route(self._actors.values(), capabilities or (), priority, task_id)
-        if actor.queue_full:
-            raise QueueFull(
-                f"device {actor.device_id!r} already has {actor.max_queue} queued tasks",
-                task_id=task_id,
-                device_id=actor.device_id,
-            )
+        actor = choose_device(self._actors, device_id, capabilities, priority, task_id)
         task = TaskHandle(
             task_id,
             description,
@@ -395,7 +369,7 @@ class Supervisor:
         device_id: str | None = None,
         capabilities: Collection[str] | None = None,
         task_id: str | None = None,
-        timeout: float = 1000.0,
+        task_timeout: float = 1000.0,
         delivery: Delivery | str = Delivery.AT_MOST_ONCE,
         priority: int = 0,
         block: bool = True,
@@ -411,7 +385,14 @@ class Supervisor:
             # The usual path, with no coroutine frame of `submit`'s in between.
             try:
                 task, session = self._admit(
-                    description, data, device_id, capabilities, task_id, timeout, delivery, priority
+                    description,
+                    data,
+                    device_id,
+                    capabilities,
+                    task_id,
+                    task_timeout,
+                    delivery,
+                    priority,
                 )
             except QueueFull:
                 if not block:
@@ -426,7 +407,7 @@ class Supervisor:
                 device_id=device_id,
                 capabilities=capabilities,
                 task_id=task_id,
-                timeout=timeout,
+                task_timeout=task_timeout,
                 delivery=delivery,
                 priority=priority,
                 block=block,
@@ -468,7 +449,7 @@ class Supervisor:
 
         A subscriber that falls more than ``buffer`` events behind misses events (counted in
         ``subscription.dropped``); it never slows a device down."""
-        return self.events.subscribe(buffer)
+        return self._host.events.subscribe(buffer)
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -490,7 +471,7 @@ class Supervisor:
     def shutdown_bound(self) -> float:
         """The longest the shutdown waits for devices to disconnect: ``shutdown_grace``,
         plus the connector's ``close_timeout`` (4 s if it has none), plus 1 s."""
-        return shutdown_bound(self.shutdown_grace, self.connector)
+        return shutdown_bound(self.settings.shutdown_grace, self.connector)
 
     def cancel(self, task_id: str, why: str = "cancelled by the user") -> bool:
         """`cancel_task` for the live task with this id (queued or running), for callers

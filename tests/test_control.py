@@ -261,7 +261,7 @@ async def test_a_watcher_that_falls_behind_is_told_how_much_it_missed() -> None:
         assert (await ask(ws, request(op="watch")))["ok"]
         # A burst within one scheduling step: the watcher cannot keep up, the hub never waits.
         for n in range(50):
-            lab.supervisor.events.publish(DeviceAdded(f"burst-{n}", float(n)))
+            lab.supervisor._host.events.publish(DeviceAdded(f"burst-{n}", float(n)))
         dropped = json.loads(await ws.get_message())
         assert dropped["event"] == "Dropped"
         kept = [json.loads(await ws.get_message()) for _ in range(50 - dropped["count"])]
@@ -282,7 +282,7 @@ async def test_a_watcher_that_never_reads_does_not_slow_the_supervisor() -> None
 async def test_the_watch_ends_when_the_supervisor_stops() -> None:
     async with control_lab() as lab, lab.client() as watcher:
         events = await watcher.watch()
-        lab.supervisor.events.close()  # what leaving the supervisor's block does
+        lab.supervisor._host.events.close()  # what leaving the supervisor's block does
         assert [event async for event in events] == []
 
 
@@ -367,7 +367,7 @@ async def test_aclose_lets_a_watcher_see_every_event_up_to_the_last() -> None:
     async with control_lab() as lab, lab.client() as watcher:
         events = await watcher.watch()
         for n in range(50):
-            lab.supervisor.events.publish(DeviceAdded(f"burst-{n}", float(n)))
+            lab.supervisor._host.events.publish(DeviceAdded(f"burst-{n}", float(n)))
         lab.server.stop_accepting()
         await lab.supervisor.disconnect("pc")
         with trio.fail_after(LIMIT):
@@ -527,7 +527,7 @@ async def test_devices_and_events_never_show_a_url_token(monkeypatch: pytest.Mon
     monkeypatch.setattr(control_module, "device_rows", failing_rows)
     async with control_lab() as lab, lab.client() as client, lab.client() as watcher:
         events = await watcher.watch()
-        lab.supervisor.events.publish(ConnectionFailed("pc", "connect_failed", leaky, 1.0))
+        lab.supervisor._host.events.publish(ConnectionFailed("pc", "connect_failed", leaky, 1.0))
         event = await anext(events)
         devices = await client.devices()
     assert event["detail"] == "connect_failed: cannot reach ws://h/ws?token=***"

@@ -84,12 +84,12 @@ async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchang
             sup.add_device("denied", url, "Linux", connect=False)
             sup.add_device("allowed", url + "?token=s3cret", "Linux", connect=False)
             assert await sup.connect("denied") is False
-            failure = sup.registry.require("denied").last_failure or ""
+            failure = sup.snapshot("denied").last_failure or ""
             assert failure.startswith("unauthorized") and "HTTP 403" in failure
             # The device id is "allowed" but the agent serves only "pc": rejected by
             # registration, after a successful handshake: the device is not on that server.
             assert await sup.connect("allowed") is False
-            failure = sup.registry.require("allowed").last_failure or ""
+            failure = sup.snapshot("allowed").last_failure or ""
             assert failure.startswith("device_offline")
             assert "Target device 'allowed' is not connected" in failure
 
@@ -103,7 +103,7 @@ async def test_connection_refused_is_connect_failed() -> None:
         async with open_supervisor(task_name="e2e") as sup:
             sup.add_device("pc", f"ws://127.0.0.1:{port}/ws", "Linux", connect=False)
             assert await sup.connect("pc") is False
-            assert (sup.registry.require("pc").last_failure or "").startswith("connect_failed")
+            assert (sup.snapshot("pc").last_failure or "").startswith("connect_failed")
 
 
 async def test_dropped_connection_reconnects_and_the_queue_survives() -> None:
@@ -124,7 +124,7 @@ async def test_dropped_connection_reconnects_and_the_queue_survives() -> None:
             result = await queued.result()
             assert result.ok
             assert agent.registrations == 2
-            assert sup.registry.require("pc").connection_attempts == 0
+            assert sup.snapshot("pc").connection_attempts == 0
 
 
 async def test_heartbeat_silence_is_detected_over_sockets() -> None:
@@ -199,7 +199,7 @@ async def test_closing_handshake_completes_after_a_rejected_registration() -> No
         ):
             sup.add_device("pc", url, "Linux", connect=False)
             assert await sup.connect("pc") is False
-            assert sup.registry.require("pc").last_failure == "registration_rejected: server full"
+            assert sup.snapshot("pc").last_failure == "registration_rejected: server full"
             agent.reject_registration = None
             assert await sup.connect("pc") is True
 

@@ -98,7 +98,7 @@ async def test_a_timed_out_task_ends_with_the_timeout_outcome(
     async with memory_lab() as lab:
         await lab.connected("pc", task_duration=100.0)
         with lab.supervisor.subscribe() as events:
-            handle = await lab.supervisor.submit("x", device_id="pc", timeout=5.0)
+            handle = await lab.supervisor.submit("x", device_id="pc", task_timeout=5.0)
             ended = await next_event(events, lambda e: isinstance(e, TaskEnded))
         assert isinstance(ended, TaskEnded) and ended.outcome is TaskOutcome.TIMED_OUT
         with pytest.raises(TaskTimeout):

@@ -321,7 +321,7 @@ async def test_a_caller_cancelled_before_its_task_left_leaves_no_trace(
             await sup.run_task("never sent", device_id="pc", task_id="t-1")
         assert scope.cancelled_caught
         assert frames_of(agent, "task") == []
-        assert sup.registry.require("pc").status is DeviceStatus.IDLE
+        assert sup.snapshot("pc").status is DeviceStatus.IDLE
         # The id is free again and the device works.
         result = await sup.run_task("sent", device_id="pc", task_id="t-1")
         assert result.ok
@@ -413,6 +413,6 @@ async def test_a_disconnect_during_the_loops_send_cancels_that_task(
         assert trio.current_time() == 2.0
         with pytest.raises(TaskCancelled, match="disconnected before it was sent"):
             await second.result()
-        assert sup.registry.require("pc").status is DeviceStatus.DISCONNECTED
+        assert sup.snapshot("pc").status is DeviceStatus.DISCONNECTED
         assert sup.snapshot("pc").queue_depth == 0
     assert [f.request for f in frames_of(agent, "task")] == ["first"]

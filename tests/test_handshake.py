@@ -138,7 +138,7 @@ async def test_a_wrong_token_gives_up_at_once_under_the_default_policy() -> None
                         if isinstance(event, RestartsStopped):
                             break
                 assert not any(isinstance(e, RestartScheduled) for e in seen)
-                failure = sup.registry.require("pc").last_failure or ""
+                failure = sup.snapshot("pc").last_failure or ""
                 assert failure == "unauthorized: handshake rejected: HTTP 403"
             nursery.cancel_scope.cancel()
 

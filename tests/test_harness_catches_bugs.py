@@ -34,6 +34,7 @@ from galaxy_actors._aip import ServerMessageType, WireStatus, session_id_for
 from galaxy_actors._device import DeviceActor
 from galaxy_actors._engine import AIPConnection, ConnectionDead, EngineEvent, TaskAccepted
 from galaxy_actors._engine import Phase as AIPPhase
+from galaxy_actors._host import ActorHost
 from galaxy_actors._mailbox import Mailbox
 from galaxy_actors._task import TaskHandle
 from galaxy_actors._workload import Workload
@@ -190,15 +191,15 @@ def test_a_mailbox_that_ignores_submission_order_is_caught(
 def test_a_reconnection_that_ignores_the_policy_delay_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    decide = Supervisor.decide
+    decide = ActorHost.decide
 
-    def hasty(self: Supervisor, actor: DeviceActor, reason: FailureReason, detail: str) -> Any:
+    def hasty(self: ActorHost, actor: DeviceActor, reason: FailureReason, detail: str) -> Any:
         decision = decide(self, actor, reason, detail)
         if reason is FailureReason.HEARTBEAT_TIMEOUT and isinstance(decision, Restart):
             return Restart(0.0)  # announced one delay, sleeps none
         return decision
 
-    monkeypatch.setattr(Supervisor, "decide", hasty)
+    monkeypatch.setattr(ActorHost, "decide", hasty)
     violation = shrunk_violation(policies=restart_policies(reconnect_delay=1.0))
     assert violation.invariant == 4
     assert "but started at" in violation.evidence

@@ -118,7 +118,7 @@ async def test_devices_added_and_removed_at_runtime_come_back_after_a_restart(
                 assert sup.durable is not None
                 await sup.durable.restore_devices()
                 assert sup.device_ids == ["cam"]
-                assert sup.registry.require("cam").os == "Linux"
+                assert sup.snapshot("cam").os == "Linux"
                 assert (await sup.run_task("snap", device_id="cam")).ok
             nursery.cancel_scope.cancel()
 

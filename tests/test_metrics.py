@@ -269,7 +269,7 @@ async def test_json_log_names_the_task_that_timed_out(
     async with memory_lab() as lab:
         sup = lab.supervisor
         await lab.connected("pc", lose_task_end=True)
-        handle = await sup.submit("x", device_id="pc", task_id="t-9", timeout=5.0)
+        handle = await sup.submit("x", device_id="pc", task_id="t-9", task_timeout=5.0)
         await handle.wait()
     records = [json.loads(line) for line in json_log.getvalue().splitlines()]
     lost = next(r for r in records if "disconnected: task_timeout" in r["message"])

@@ -183,7 +183,7 @@ async def test_a_task_timeout_wakes_the_waiting_caller_on_time(
         await lab.connected("pc", lose_task_end=True)
         sup = lab.supervisor
         with pytest.raises(TaskTimeout):
-            await sup.run_task("lost", device_id="pc", timeout=7.0)
+            await sup.run_task("lost", device_id="pc", task_timeout=7.0)
         assert trio.current_time() == 7.0
 
 
@@ -216,7 +216,7 @@ async def test_the_loop_takes_over_when_the_waiting_caller_is_cancelled(
             await sup.run_task("queued behind", device_id="pc", task_id="b")
         with trio.move_on_after(1):
             await handle.result()  # this waiter reads the frames, then is cancelled
-        assert sup.registry.require("pc").status is DeviceStatus.BUSY
+        assert sup.snapshot("pc").status is DeviceStatus.BUSY
         # Nobody waits any more: the loop reads the TASK_END at t=10 and frees the device.
         await sup.wait_for_status("pc", DeviceStatus.IDLE)
         assert trio.current_time() == 10.0
@@ -270,5 +270,5 @@ async def test_a_waiting_caller_learns_of_its_timeout_before_the_connection_is_c
     async with slow as lab:
         await lab.connected("pc", lose_task_end=True)
         with pytest.raises(TaskTimeout):
-            await lab.supervisor.run_task("lost", device_id="pc", timeout=7.0)
+            await lab.supervisor.run_task("lost", device_id="pc", task_timeout=7.0)
         assert trio.current_time() == 7.0  # not 12: the close is still going on

@@ -45,6 +45,7 @@ from galaxy_actors.events import (
     TaskEnded,
 )
 from galaxy_actors.testing import (
+    SCENARIO_SUPERVISOR,
     CancelTask,
     DelayTaskEnd,
     DeviceSchedule,
@@ -394,7 +395,10 @@ def test_a_silent_device_is_detected_within_interval_plus_timeout(
         devices=[DeviceSchedule("pc", faults=[StallHeartbeats(at=stall_at, duration=bound + 1)])],
         settle=1.0,
     )
-    settings = ScenarioSettings(heartbeat_interval=interval, heartbeat_timeout=timeout)
+    timings = attrs.evolve(
+        SCENARIO_SUPERVISOR, heartbeat_interval=interval, heartbeat_timeout=timeout
+    )
+    settings = ScenarioSettings(supervisor=timings)
     trace = play(schedule, policy, seed, settings)
     detected = [e.at for e in trace.events_of(ConnectionFailed) if e.reason == "heartbeat_timeout"]
     assert detected, "the silence was never noticed"

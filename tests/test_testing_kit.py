@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import galaxy_actors.testing
 from galaxy_actors import Decision, FailureReason, Restart, RestartPolicy
-from galaxy_actors import _supervisor as supervisor_module
+from galaxy_actors import _host as host_module
 from galaxy_actors._policy import RestartFloor
 from galaxy_actors.events import BadFrame, RestartScheduled
 from galaxy_actors.testing import (
@@ -166,9 +166,7 @@ SPIN_POLICY = RestartPolicy(reconnect_delay=1.0, per_reason=at_once_when_rejecte
 def no_restart_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """The supervisor without its restart floor: the hot loop the harness must catch (a
     broken floor, or any other way of making no progress in virtual time)."""
-    monkeypatch.setattr(
-        supervisor_module, "RestartFloor", functools.partial(RestartFloor, delay=0.0)
-    )
+    monkeypatch.setattr(host_module, "RestartFloor", functools.partial(RestartFloor, delay=0.0))
 
 
 def test_the_restart_floor_turns_a_restart_at_once_for_ever_into_progress() -> None:

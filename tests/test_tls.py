@@ -67,7 +67,7 @@ async def connects(connector: WebSocketConnector, url: str) -> tuple[bool, str, 
         took = trio.current_time() - start
         if ok:
             assert (await sup.run_task("over TLS", device_id="pc")).ok
-        return ok, sup.registry.require("pc").last_failure or "", took
+        return ok, sup.snapshot("pc").last_failure or "", took
 
 
 async def test_a_verified_connect_with_ca_file(ca: trustme.CA, ca_file: Path) -> None:

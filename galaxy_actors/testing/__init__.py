@@ -41,6 +41,7 @@ from ._invariants import check_invariants as check_invariants
 from ._invariants import find_violations as find_violations
 from ._progress import ScenarioStalled as ScenarioStalled
 from ._restart_invariants import PolicyModel as PolicyModel
+from ._trace import SCENARIO_SUPERVISOR as SCENARIO_SUPERVISOR
 from ._trace import ActorTask as ActorTask
 from ._trace import AgentFrame as AgentFrame
 from ._trace import LogLine as LogLine
@@ -85,6 +86,7 @@ def __getattr__(name: str) -> Any:
 # The strategies are left out on purpose: ``import *`` must not import Hypothesis.
 __all__ = [
     "INVARIANTS",
+    "SCENARIO_SUPERVISOR",
     "Action",
     "ActorTask",
     "AgentFrame",

@@ -12,7 +12,6 @@ end), or on a later connection (stale ends, `SimulatedAgent.drop_connections`).
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ import attrs
 import trio
 
 from .._aip import ClientMessage, ClientType, ServerMessage, ServerMessageType, WireStatus
+from .._checks import number_problem
 from .._errors import TransportClosed
 from ._agent_connections import _Connection
 
@@ -92,12 +92,7 @@ class _AgentTasks:
         if not isinstance(task_data, Mapping):
             task_data = {}
         duration = task_data.get("sim_duration", self.task_duration)
-        if (
-            isinstance(duration, bool)
-            or not isinstance(duration, int | float)
-            or not math.isfinite(duration)
-            or duration < 0
-        ):
+        if number_problem(duration, allow_zero=True) is not None:
             return "metadata.task_data.sim_duration must be a non-negative number"
         error = task_data.get("sim_error", self.task_error)
         if error is not None and not isinstance(error, str):

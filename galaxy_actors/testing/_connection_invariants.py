@@ -149,7 +149,7 @@ def _task_namer(trace: Trace) -> Callable[[str], str]:
 def _check_settlement(trace: Trace) -> list[Violation]:
     found: list[Violation] = []
     t0 = trace.started_at
-    grace = trace.settings.disconnect_grace
+    grace = trace.settings.supervisor.disconnect_grace
     ends: dict[str, float] = {}
     for event in trace.events_of(TaskEnded):
         ends.setdefault(event.task_id, event.at)

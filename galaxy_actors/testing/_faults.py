@@ -24,8 +24,9 @@ from typing import Any
 
 import attrs
 
+from .._checks import non_negative_field
 from .._errors import ConfigurationError
-from ._schedule_items import _WINDOWS, _at, _Readable, fault_end
+from ._schedule_items import _WINDOWS, _Readable, fault_end
 from ._schedule_items import SIMULATED_TASK_ERROR as SIMULATED_TASK_ERROR
 from ._schedule_items import Action as Action
 from ._schedule_items import CancelTask as CancelTask
@@ -88,7 +89,7 @@ class DeviceSchedule(_Readable):
 
     device_id: str
     faults: tuple[Fault, ...] = attrs.field(default=(), converter=_tuple)
-    task_duration: float = attrs.field(default=1.0, validator=_at)
+    task_duration: float = attrs.field(default=1.0, validator=non_negative_field)
     max_retries: int | None = None
     reorder_replies: bool = False
 
@@ -139,7 +140,7 @@ class FaultSchedule(_Readable):
     devices: tuple[DeviceSchedule, ...] = attrs.field(converter=_tuple)
     tasks: tuple[TaskSubmission, ...] = attrs.field(default=(), converter=_tuple)
     actions: tuple[Action, ...] = attrs.field(default=(), converter=_tuple)
-    settle: float = attrs.field(default=40.0, validator=_at)
+    settle: float = attrs.field(default=40.0, validator=non_negative_field)
 
     def __attrs_post_init__(self) -> None:
         ids = [d.device_id for d in self.devices]

@@ -245,14 +245,7 @@ class _Scenario:
         with contextlib.ExitStack() as stack:
             try:
                 async with open_supervisor(
-                    task_name=settings.task_name,
-                    heartbeat_interval=settings.heartbeat_interval,
-                    heartbeat_timeout=settings.heartbeat_timeout,
-                    registration_timeout=settings.registration_timeout,
-                    device_info_timeout=settings.device_info_timeout,
-                    send_timeout=settings.send_timeout,
-                    disconnect_grace=settings.disconnect_grace,
-                    shutdown_grace=settings.shutdown_grace,
+                    settings.supervisor,
                     policy=self.policy,
                     connector=RecordingConnector(
                         self.network.connector(),
@@ -327,7 +320,7 @@ class _Scenario:
             self.actor_tasks.append(ActorTask(device_id, now, moment, task.name, parent, inside))
 
     async def _submit(self, sup: Supervisor, task: TaskSubmission, callers: trio.Nursery) -> None:
-        session_id = session_id_for(self.settings.task_name, task.task_id)
+        session_id = session_id_for(self.settings.supervisor.task_name, task.task_id)
         self.wire.add(task.device, "submit", session_id=session_id)
         try:
             handle = await sup.submit(
@@ -335,7 +328,7 @@ class _Scenario:
                 task.task_data(),
                 device_id=task.device,
                 task_id=task.task_id,
-                timeout=task.timeout,
+                task_timeout=task.timeout,
                 delivery=task.delivery,
                 priority=task.priority,
             )
@@ -352,7 +345,7 @@ class _Scenario:
         wire = self.wire
         if isinstance(action, CancelTask):
             handle = self.handles.get(action.task_id)
-            session_id = session_id_for(self.settings.task_name, action.task_id)
+            session_id = session_id_for(self.settings.supervisor.task_name, action.task_id)
             wire.add(device_id, "cancel", session_id=session_id)
             if handle is not None:
                 sup.cancel_task(handle, "the scenario cancelled it")
@@ -391,7 +384,7 @@ class _Scenario:
             await trio.lowlevel.checkpoint()
 
     def _trace(self, leftovers: list[str], open_after: dict[str, int], *, finished: bool) -> Trace:
-        task_name = self.settings.task_name
+        task_name = self.settings.supervisor.task_name
         records = []
         for task in self.schedule.tasks:
             handle = self.handles.get(task.task_id)

@@ -16,12 +16,12 @@ start of the scenario.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, Final
 
 import attrs
 
+from .._checks import non_negative_field, positive_field
 from .._errors import ConfigurationError
 from .._task import Delivery
 
@@ -52,23 +52,9 @@ SIMULATED_TASK_ERROR: Final = "simulated task failure"
 # --------------------------------------------------------------------------- validation
 
 
-def _at(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{attribute.name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigurationError(f"{attribute.name} must be finite and >= 0, got {value!r}")
-
-
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{attribute.name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{attribute.name} must be finite and > 0, got {value!r}")
-
-
 def _optional_at(_instance: object, attribute: attrs.Attribute[float | None], value: Any) -> None:
     if value is not None:
-        _at(_instance, attribute, value)
+        non_negative_field(_instance, attribute, value)
 
 
 def _to_delivery(value: Delivery | str) -> Delivery:
@@ -135,7 +121,7 @@ class DropConnection(_Readable):
     """At ``at``, the agent aborts every open connection without a close frame (a network
     failure): the device sees ``connection_closed``."""
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
 
     def describe(self) -> str:
         return "drop the connection"
@@ -147,7 +133,7 @@ class MalformedFrame(_Readable):
     text (dropped and counted by the device), or a binary frame with ``binary`` (a
     ``protocol_error`` that fails the connection)."""
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
     binary: bool = False
 
     def describe(self) -> str:
@@ -163,8 +149,8 @@ class StaleTaskEnd(_Readable):
     it for the end of whatever task it sent there (it is a bad frame, unless the same task
     was sent again and is the one in flight)."""
 
-    at: float = attrs.field(validator=_at)
-    delay: float = attrs.field(default=0.0, validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
+    delay: float = attrs.field(default=0.0, validator=non_negative_field)
 
     def describe(self) -> str:
         later = f", {self.delay:g} s after" if self.delay else ""
@@ -175,8 +161,8 @@ class StaleTaskEnd(_Readable):
 class RefuseConnections(_Readable):
     """New connections are refused during ``[at, at + duration)``; open ones stay up."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
 
     def describe(self) -> str:
         return f"refuse connections for {self.duration:g} s"
@@ -186,8 +172,8 @@ class RefuseConnections(_Readable):
 class StallHeartbeats(_Readable):
     """The agent ignores heartbeats during ``[at, at + duration)`` (and only heartbeats)."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
 
     def describe(self) -> str:
         return f"ignore heartbeats for {self.duration:g} s"
@@ -198,8 +184,8 @@ class RejectRegistration(_Readable):
     """Registrations during ``[at, at + duration)`` are rejected with ``text`` (an ``error``
     frame, then the agent closes the socket): ``registration_rejected``."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
     text: str = "Target device is not connected"
 
     def describe(self) -> str:
@@ -211,8 +197,8 @@ class RejectTasks(_Readable):
     """Tasks arriving during ``[at, at + duration)`` are refused with an ``error`` frame
     carrying ``text``: they end with `TaskRejected`."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
     text: str = "Target device is not connected"
 
     def describe(self) -> str:
@@ -224,8 +210,8 @@ class LoseTaskEnd(_Readable):
     """Tasks arriving during ``[at, at + duration)`` are acknowledged but never ended (their
     TASK_END is lost): they run into their timeout, or into the shutdown."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
 
     def describe(self) -> str:
         return f"lose TASK_END of tasks arriving within {self.duration:g} s"
@@ -237,9 +223,9 @@ class DelayTaskEnd(_Readable):
     instead of after the device's ``task_duration`` (a slow device). A task's own
     ``TaskSubmission.duration`` still wins."""
 
-    at: float = attrs.field(validator=_at)
-    duration: float = attrs.field(validator=_positive)
-    delay: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
+    duration: float = attrs.field(validator=positive_field)
+    delay: float = attrs.field(validator=non_negative_field)
 
     def describe(self) -> str:
         return f"delay TASK_END by {self.delay:g} s for tasks arriving within {self.duration:g} s"
@@ -283,7 +269,7 @@ class Disconnect(_Readable):
     are cancelled, a running one may finish within the grace (none with ``force``), and it
     stays disconnected until a `Connect`."""
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
     device: str
     force: bool = False
 
@@ -296,7 +282,7 @@ class Connect(_Readable):
     """At ``at``, the user connects ``device`` (`Supervisor.connect`): at once, cutting a
     backoff short; after a give-up, with the attempt count started afresh."""
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
     device: str
 
     def describe(self) -> str:
@@ -309,7 +295,7 @@ class CancelTask(_Readable):
     queued task is withdrawn; a running one ends with `TaskCancelled` at once, and its device
     stays busy until its TASK_END."""
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
     task_id: str
 
     def describe(self) -> str:
@@ -333,14 +319,14 @@ class TaskSubmission(_Readable):
         fails: the agent ends the task ``failed`` (with `SIMULATED_TASK_ERROR`).
     """
 
-    at: float = attrs.field(validator=_at)
+    at: float = attrs.field(validator=non_negative_field)
     device: str
     task_id: str
     priority: int = 0
     delivery: Delivery = attrs.field(default=Delivery.AT_MOST_ONCE, converter=_to_delivery)
     duration: float | None = attrs.field(default=None, validator=_optional_at)
     fails: bool = False
-    timeout: float = attrs.field(default=1000.0, validator=_positive)
+    timeout: float = attrs.field(default=1000.0, validator=positive_field)
 
     def task_data(self) -> dict[str, Any]:
         """The ``metadata.task_data`` that tells the simulated agent how this task ends."""

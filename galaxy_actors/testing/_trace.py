@@ -16,6 +16,7 @@ from .._events import (
     StatusChanged,
 )
 from .._policy import Jitter, RestartPolicy
+from .._settings import Settings
 from .._status import DeviceStatus
 from ._faults import (
     FaultSchedule,
@@ -25,21 +26,31 @@ from ._faults import (
 # =========================================================================== the trace
 
 
-@attrs.frozen
-class ScenarioSettings:
-    """The supervisor's settings in a scenario (short, so scenarios stay small), and the
-    limits past which a scenario that makes no progress in virtual time fails with
-    `ScenarioStalled` instead of hanging: connection attempts by one device, and scheduler
-    steps, at one virtual instant."""
+#: The supervisor's `Settings` in a scenario: short, so scenarios stay small.
+SCENARIO_SUPERVISOR = Settings(
+    task_name="scenario",
+    heartbeat_interval=10.0,
+    heartbeat_timeout=2.0,
+    registration_timeout=5.0,
+    device_info_timeout=5.0,
+    send_timeout=5.0,
+    disconnect_grace=3.0,
+    shutdown_grace=2.0,
+)
 
-    task_name: str = "scenario"
-    heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 2.0
-    registration_timeout: float = 5.0
-    device_info_timeout: float = 5.0
-    send_timeout: float = 5.0
-    disconnect_grace: float = 3.0
-    shutdown_grace: float = 2.0
+
+@attrs.frozen(kw_only=True)
+class ScenarioSettings:
+    """A scenario's settings: the supervisor's (``supervisor``, a `Settings`; default
+    `SCENARIO_SUPERVISOR`), and the limits past which a scenario that makes no progress in
+    virtual time fails with `ScenarioStalled` instead of hanging: connection attempts by
+    one device, and scheduler steps, at one virtual instant.
+
+    >>> ScenarioSettings(supervisor=attrs.evolve(SCENARIO_SUPERVISOR, heartbeat_timeout=1.0))
+    ... # doctest: +SKIP
+    """
+
+    supervisor: Settings = SCENARIO_SUPERVISOR
     max_attempts_per_instant: int = 1000
     max_steps_per_instant: int = 100_000
 

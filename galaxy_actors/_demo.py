@@ -20,6 +20,7 @@ import collections
 import logging
 import math
 import random
+from collections.abc import Sequence
 from functools import partial
 from typing import Final, TextIO
 
@@ -30,6 +31,7 @@ from ._errors import TaskCancelled, TaskError
 from ._events import ConnectionFailed, RestartScheduled, RestartsStopped
 from ._memory import MemoryNetwork
 from ._policy import Jitter, RestartPolicy
+from ._report import DeviceRow
 from ._running import open_supervisor
 from ._supervisor import Supervisor
 from ._task import Delivery, ExecutionResult, TaskHandle
@@ -87,13 +89,20 @@ class DemoTally:
         """Submitted tasks without an outcome: 0 once the supervisor has shut down."""
         return self.submitted - self.outcomes
 
-    def footer(self) -> str:
-        """One line of task counts, under the status view."""
-        pending = self.submitted - self.outcomes
+    def footer(self, rows: Sequence[DeviceRow]) -> str:
+        """One line of task counts under the status view, from the same ``rows`` as the
+        table: its DONE and FAILED totals, the tasks still queued or on a device, and the
+        rest of the submitted tasks, which ended without running (cancelled in a queue, or
+        refused because their device gave up). The outcomes as the callers saw them are in
+        the summary at the end."""
+        done = sum(r.tasks_done for r in rows)
+        failed = sum(r.tasks_failed for r in rows)
+        waiting = sum(r.queue_depth + (r.current_task_id is not None) for r in rows)
+        ended = self.submitted - done - failed - waiting
         return (
-            f"tasks: {self.submitted} submitted, {self.completed} completed, {self.failed} "
-            f"failed, {self.errors.total()} errors, {self.cancelled} cancelled, {pending} "
-            f"pending; faults injected: {self.faults.total()}, give-ups: {self.give_ups}"
+            f"tasks: {self.submitted} submitted = {done} done + {failed} failed on a device + "
+            f"{waiting} queued or running + {ended} ended before running; faults injected: "
+            f"{self.faults.total()}, give-ups: {self.give_ups}"
         )
 
     def summary(self, settings: DemoSettings, flaky: int) -> list[str]:

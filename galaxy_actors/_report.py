@@ -30,6 +30,8 @@ class DeviceRow:
     os: str
     capabilities: tuple[str, ...]
     queue_depth: int
+    #: The reconnection attempt under way or waited for, the number the log's "reconnecting
+    #: in 2 s (attempt 3/5)" gives it; the attempts made, once no retry is scheduled.
     attempts: int
     max_retries: int
     #: Seconds since the connection last proved alive; None if it never did.
@@ -65,6 +67,9 @@ def device_rows(supervisor: Supervisor) -> list[DeviceRow]:
     rows = []
     for snap in supervisor.snapshots():
         stats = supervisor.stats(snap.device_id)
+        # The profile counts an attempt once it starts (as the reference does); the log and
+        # the RestartScheduled event number it when it is scheduled.
+        scheduled = snap.next_retry_at is not None
         rows.append(
             DeviceRow(
                 device_id=snap.device_id,
@@ -72,7 +77,7 @@ def device_rows(supervisor: Supervisor) -> list[DeviceRow]:
                 os=snap.os,
                 capabilities=snap.capabilities,
                 queue_depth=snap.queue_depth,
-                attempts=snap.connection_attempts,
+                attempts=snap.connection_attempts + scheduled,
                 max_retries=snap.max_retries,
                 last_heartbeat_age=None
                 if snap.last_heartbeat is None

@@ -6,7 +6,8 @@ Rules of this file:
   here turns it off for them, and a file that cannot be loaded is a `ConfigurationError` at
   construction, never a failure at the first connect.
 - One context per connector, shared by every connection: building one loads the system's CA
-  store (about 30 ms here), which a fleet reconnecting at once would pay per device.
+  store, a cost a fleet reconnecting at once would otherwise pay per device (the figure is in
+  docs/performance.md, "Figures behind choices in the code").
 - No Trio, no sockets: values in, values out.
 """
 

@@ -1,10 +1,11 @@
 """The fleet's status on a terminal: a table refreshed in place, or plain lines.
 
-On a terminal, `show_status` draws a rich ``Live`` table (device, status, queue, retries, next
-retry in, last heartbeat, tasks done/failed) and redraws it a few times a second; log records
-scroll above it. Anywhere else (a pipe, a file, a service manager's journal) it prints the
-same rows as plain lines every few seconds, which read well in a log. rich is imported only
-when the live view is used, so the library and the plain view work without it.
+On a terminal, `show_status` draws a rich ``Live`` table and redraws it a few times a second;
+log records scroll above it. Anywhere else (a pipe, a file, a service manager's journal) it
+prints the same rows as plain lines every few seconds, which read well in a log. Both, and
+``galaxy-actors status``, show the same `COLUMNS`, and everything in one redraw (title,
+table, footer) is read from the supervisor at one moment. rich is imported only when the
+live view is used, so the library and the plain view work without it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from ._supervisor import Supervisor
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["VIEW_MODES", "choose_view", "format_rows", "show_status"]
+#: A line under the table, made from the rows the table shows (one snapshot).
+Footer = Callable[[Sequence[DeviceRow]], str]
+
+__all__ = ["COLUMNS", "VIEW_MODES", "choose_view", "format_rows", "show_status", "summary_line"]
 
 #: What ``--view`` accepts: auto picks live on a terminal (when rich is installed), else plain.
 VIEW_MODES: Final = ("auto", "live", "plain", "none")
@@ -44,6 +48,21 @@ def choose_view(requested: str, stream: TextIO) -> str:
     return "plain" if requested == "live" and not has_rich else requested
 
 
+#: The columns of every status view (live table, plain lines, ``galaxy-actors status``):
+#: a name and how its cells are aligned.
+COLUMNS: Final = (
+    ("DEVICE", "left"),
+    ("STATUS", "left"),
+    ("QUEUE", "right"),
+    ("RETRIES", "right"),
+    ("RETRY IN", "right"),
+    ("SEEN", "right"),
+    ("DONE", "right"),
+    ("FAILED", "right"),
+    ("REASON", "left"),
+)
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -53,8 +72,24 @@ def _retries(row: DeviceRow) -> str:
     return f"{text} gave up" if row.gave_up else text
 
 
+def _cells(row: DeviceRow) -> tuple[str, ...]:
+    """One row's cells, in `COLUMNS` order."""
+    return (
+        row.device_id,
+        row.status,
+        str(row.queue_depth),
+        _retries(row),
+        _seconds(row.next_retry_in),
+        _seconds(row.last_heartbeat_age),
+        str(row.tasks_done),
+        str(row.tasks_failed),
+        row.last_failure or "",
+    )
+
+
 def summary_line(rows: Sequence[DeviceRow]) -> str:
-    """``8 devices: 6 idle, 1 busy, 1 failed; tasks 120 done, 3 failed``."""
+    """``8 devices: 6 idle, 1 busy, 1 failed; tasks 120 done, 3 failed``: the task counts
+    are the table's DONE and FAILED columns summed."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
@@ -65,64 +100,50 @@ def summary_line(rows: Sequence[DeviceRow]) -> str:
 
 
 def format_rows(rows: Sequence[DeviceRow]) -> list[str]:
-    """The rows as aligned plain-text lines, a header first."""
-    table = [
-        ("DEVICE", "STATUS", "QUEUE", "RETRIES", "NEXT RETRY", "HEARTBEAT", "DONE", "FAILED"),
-        *(
-            (
-                r.device_id,
-                r.status,
-                str(r.queue_depth),
-                _retries(r),
-                _seconds(r.next_retry_in),
-                _seconds(r.last_heartbeat_age),
-                str(r.tasks_done),
-                str(r.tasks_failed),
-            )
-            for r in rows
-        ),
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    """The rows as aligned plain-text lines, a header first (the last column, the reason
+    of the last failure, is not padded: it may be long)."""
+    table = [tuple(name for name, _ in COLUMNS), *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS) - 1)]
     lines = []
-    for index, cells in enumerate(table):
-        line = "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
-        row = rows[index - 1] if index else None
-        if row is not None and row.status == "failed" and row.last_failure:
-            line += f"  ({row.last_failure})"
-        lines.append(line)
+    for cells in table:
+        padded = [
+            cell.rjust(w) if justify == "right" else cell.ljust(w)
+            for cell, w, (_, justify) in zip(cells, widths, COLUMNS, strict=False)
+        ]
+        lines.append("  ".join([*padded, cells[-1]]).rstrip())
     return lines
 
 
-def _rich_table(rows: Sequence[DeviceRow], title: str, footer: str | None) -> Table:
+def _rich_table(rows: Sequence[DeviceRow], title: str, caption: str) -> Table:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    # Narrow enough for an 80-column terminal: a wrapped table redraws badly. Failures are
-    # in the log lines scrolling above it.
-    table = Table(title=title, caption=footer, box=box.SIMPLE_HEAD, padding=(0, 1))
-    for name, justify in (
-        ("device", "left"),
-        ("status", "left"),
-        ("queue", "right"),
-        ("retries", "right"),
-        ("retry in", "right"),
-        ("alive", "right"),
-        ("done", "right"),
-        ("failed", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(
-            r.device_id,
-            Text(r.status, style=_STATUS_STYLES.get(r.status, "")),
-            str(r.queue_depth),
-            Text(_retries(r), style="bold red" if r.gave_up else ""),
-            _seconds(r.next_retry_in),
-            _seconds(r.last_heartbeat_age),
-            str(r.tasks_done),
-            str(r.tasks_failed),
+    # One line per device, as wide as the terminal: a wrapped table redraws badly. The
+    # other columns keep their width; the reason gets what they leave and is cut short. Its
+    # whole text is in the log lines scrolling above, and in `galaxy-actors status`.
+    table = Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+        expand=True,
+    )
+    for name, justify in COLUMNS:
+        reason = name == "REASON"
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis",
+            ratio=1 if reason else None,
         )
+    for r in rows:
+        cells: list[str | Text] = list(_cells(r))
+        cells[1] = Text(r.status, style=_STATUS_STYLES.get(r.status, ""))
+        cells[3] = Text(_retries(r), style="bold red" if r.gave_up else "")
+        table.add_row(*cells)
     return table
 
 
@@ -133,11 +154,12 @@ async def show_status(
     *,
     interval: float | None = None,
     title: str = "galaxy_actors",
-    footer: Callable[[], str] | None = None,
+    footer: Footer | None = None,
 ) -> None:
     """Show the fleet's status on ``out`` until cancelled. ``mode`` is ``live``, ``plain``
     or ``none`` (see `choose_view`); ``interval`` defaults to 0.5 s live, 5 s plain.
-    ``footer`` adds a line of the caller's (the demo's task counts)."""
+    ``footer`` adds a line of the caller's (the demo's task counts), made from the same
+    rows as the table, so that the two cannot disagree."""
     if mode == "none":
         await trio.sleep_forever()
     if mode == "live":
@@ -151,7 +173,7 @@ async def _show_plain(
     out: TextIO,
     interval: float,
     title: str,
-    footer: Callable[[], str] | None,
+    footer: Footer | None,
 ) -> None:
     start = trio.current_time()
     while True:
@@ -161,7 +183,7 @@ async def _show_plain(
         lines = [f"[{elapsed:7.1f} s] {title}: {summary_line(rows)}"]
         lines += [f"  {line}" for line in format_rows(rows)]
         if footer is not None:
-            lines.append(f"  {footer()}")
+            lines.append(f"  {footer(rows)}")
         out.write("\n".join(lines) + "\n")
         out.flush()
 
@@ -171,21 +193,21 @@ async def _show_live(
     out: TextIO,
     interval: float,
     title: str,
-    footer: Callable[[], str] | None,
+    footer: Footer | None,
 ) -> None:
     from rich.console import Console
     from rich.live import Live
 
+    console = Console(file=out)
+
     def render() -> Table:
         rows = device_rows(supervisor)
-        caption = summary_line(rows) + (f"\n{footer()}" if footer is not None else "")
+        caption = summary_line(rows) + (f"\n{footer(rows)}" if footer is not None else "")
         return _rich_table(rows, title, caption)
 
     # No auto-refresh: rich would redraw from a thread of its own; the redraws come from
     # this task instead, on Trio's clock. stderr is redirected so log lines scroll above.
-    with Live(
-        render(), console=Console(file=out), auto_refresh=False, redirect_stderr=True
-    ) as live:
+    with Live(render(), console=console, auto_refresh=False, redirect_stderr=True) as live:
         while True:
             await trio.sleep(interval)
             live.update(render(), refresh=True)

@@ -321,11 +321,12 @@ async def test_status_and_watch_commands(tmp_path: Path) -> None:
                     "STATUS",
                     "QUEUE",
                     "RETRIES",
-                    "NEXT",
                     "RETRY",
-                    "HEARTBEAT",
+                    "IN",
+                    "SEEN",
                     "DONE",
                     "FAILED",
+                    "REASON",
                 ]
                 assert lines[2].split()[:4] == ["pc", "idle", "0", "0/50"]
                 wrong = await cli("status", "--control", proc.url, "--token", "nope", "--json")
@@ -574,10 +575,10 @@ async def test_the_status_view_live_and_plain(autojump_clock: Any) -> None:
             for mode in ("live", "plain"):
                 out = io.StringIO()
                 with trio.move_on_after(6):
-                    await show_status(sup, mode, out, footer=lambda: "FOOTER")
+                    await show_status(sup, mode, out, footer=lambda rows: "FOOTER")
                 outputs[mode] = out.getvalue()
         nursery.cancel_scope.cancel()
     for text in outputs.values():
         assert "office_pc" in text and "lab_mac" in text and "FOOTER" in text
     assert "failed" in outputs["plain"] and "connect_failed" in outputs["plain"]
-    assert "retry in" in outputs["live"]
+    assert "RETRY IN" in outputs["live"]

@@ -86,6 +86,13 @@ def test_without_hypothesis_a_trace_says_its_replay_may_differ_and_strategies_sa
             from galaxy_actors.testing import fault_schedules
         except ImportError as exc:
             print("ImportError:", exc)
+        import galaxy_actors.testing as kit
+        for name in ("fault_schedules", "restart_policies", "faults", "task_submissions",
+                     "actions"):
+            try:
+                getattr(kit, name)()
+            except ImportError as exc:
+                print(name, "says:", exc)
         """
     )
     done = subprocess.run(
@@ -98,6 +105,9 @@ def test_without_hypothesis_a_trace_says_its_replay_may_differ_and_strategies_sa
         "installed (pip install 'galaxy-actors[testing]')" in out
     )
     assert "ImportError: " in out and "pip install 'galaxy-actors[testing]'" in out
+    for name in ("fault_schedules", "restart_policies", "faults", "task_submissions", "actions"):
+        said = next(line for line in out.splitlines() if line.startswith(f"{name} says:"))
+        assert name in said and "pip install 'galaxy-actors[testing]'" in said
 
 
 # --------------------------------------------------------------------------- failures

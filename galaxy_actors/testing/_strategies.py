@@ -1,7 +1,9 @@
 """Hypothesis strategies for scenarios: `fault_schedules` and `restart_policies`.
 
-Imported only through `galaxy_actors.testing.strategies`, so that Hypothesis stays a test-time
-dependency: ``import galaxy_actors.testing`` never imports it.
+Imported on first use of one of these names from `galaxy_actors.testing` (its module
+``__getattr__``), so that Hypothesis stays a test-time dependency: ``import
+galaxy_actors.testing`` never imports it, and without Hypothesis the first use raises an
+`ImportError` naming the extra to install.
 
 Everything shrinks toward the simple case, so a failing scenario is reported as the smallest
 one that still fails: fewer devices, fewer faults and tasks, earlier and shorter events, the

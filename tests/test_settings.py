@@ -20,11 +20,12 @@ from lab import memory_lab
 from galaxy_actors import (
     ConfigurationError,
     DeviceManager,
+    Settings,
+    SettingsOverrides,
     TaskTimeout,
     open_supervisor,
 )
 from galaxy_actors._config import parse_config
-from galaxy_actors import Settings, SettingsOverrides
 from galaxy_actors._supervisor import Supervisor
 from galaxy_actors.testing import (
     SCENARIO_SUPERVISOR,

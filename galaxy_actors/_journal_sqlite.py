@@ -1,16 +1,28 @@
 """The embedded task journal: one SQLite file (standard library), WAL mode, group commit.
 
 Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pending list
-and returns a `Commit`. One writer task (`run`) takes everything pending, hands it to a
-worker thread (`trio.to_thread.run_sync`, one at a time through a limiter of 1) and commits
-it as one transaction; whatever arrives meanwhile forms the next batch. So a thousand
-concurrent submissions cost a few commits, not a thousand.
+and returns a `Commit`. One writer task (`run`) takes everything pending and commits it as
+one transaction; whatever arrives meanwhile forms the next batch. So a thousand concurrent
+submissions cost a few commits, not a thousand.
+
+Where the disk work runs. With ``synchronous=NORMAL`` (the default) a WAL commit is a
+``write()`` into the operating system's cache, with no fsync: tens of microseconds, less
+than handing the batch to a worker thread and back (a thread wake-up each way, and two
+passes of the event loop), which costs several times the commit itself. So the writer commits
+in the event loop's thread, as a log handler writes its line. What can take milliseconds
+stays off the loop: the fsyncs of a checkpoint (SQLite's automatic checkpoint is turned off
+on the writer's connection; a checkpointer task copies the WAL back into the database from
+a worker thread, on its own connection, while the writer goes on appending), opening the
+file (``quick_check``, loading the open tasks), compaction's larger deletes (in bounded
+chunks) and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
+read goes to a worker thread (`trio.to_thread.run_sync`, one at a time through a limiter of
+1), as before.
 
 Durability level. ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default): a committed
 transaction is in the WAL file, in the operating system's cache, when its commit returns. It
-survives the process being killed (SIGKILL, a crash); it does not survive a power loss or an
-OS crash, which may roll back the last transactions (never corrupt the file). Pass
-``synchronous="full"`` for an fsync per commit, which survives those too.
+survives the process being killed (SIGKILL, a crash, an OOM kill); it does not survive a
+power loss or an OS crash, which may roll back the last transactions (never corrupt the
+file). Pass ``synchronous="full"`` for an fsync per commit, which survives those too.
 
 Faults. A write that fails (disk full, read-only file, I/O error) rolls its whole batch
 back: nothing half-written. Accepting a task and marking one sent fail at once (the submit,
@@ -37,7 +49,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 import attrs
 import trio
@@ -65,6 +77,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
 __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
 logger = logging.getLogger("galaxy_actors.journal")
+
+_T = TypeVar("_T")
 
 # Each entry brings a file from version n-1 to n; a new file runs them all.
 _MIGRATIONS: Final[tuple[str, ...]] = (
@@ -96,6 +110,18 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _HEADER: Final = b"SQLite format 3\x00"
+# Pages written since the last checkpoint, estimated (a commit writes a few: the table's
+# leaf, its indexes', the sequence's; a big batch one more per so many rows), before the
+# checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
+# event loop's connection does not run.
+_CHECKPOINT_PAGES: Final = 1000
+_PAGES_PER_COMMIT: Final = 4
+_ROWS_PER_PAGE: Final = 16
+# Compaction deletes at most this many rows per transaction in the event loop's thread.
+_DELETE_CHUNK: Final = 200
+# How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
+# may wait for company: a waiter's own commit takes it along sooner.
+_LAZY_WINDOW: Final = 0.002
 
 
 @attrs.frozen
@@ -146,11 +172,19 @@ class SqliteJournal:
         self._lock_file: TextIO | None = None
         self._recovery: Recovery | None = None
         self._pending: list[_Op] = []
-        self._wake = trio.Event()
         self._retry_at = -math.inf
+        # The writer's sleep while nothing is due; a request brings its deadline forward.
+        self._idle: trio.CancelScope | None = None
         self._ended_since_compact = 0
-        # One thread at a time touches the connection: the writer's batches and the reads.
+        # One thread at a time touches the files: a batch or a read in a worker thread
+        # (``synchronous="full"``), a checkpoint, opening and closing.
         self._thread = trio.CapacityLimiter(1)
+        # Commits in the event loop's thread: WAL without an fsync per commit.
+        self._inline = synchronous == "normal"
+        # The checkpointer's connection (and compaction's reads): worker threads only.
+        self._side: sqlite3.Connection | None = None
+        self._unchecked_pages = 0
+        self._checkpoint_due = trio.Event()
 
     def __repr__(self) -> str:
         return f"<SqliteJournal {str(self.path)!r}>"
@@ -159,7 +193,7 @@ class SqliteJournal:
 
     async def open(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = await trio.to_thread.run_sync(self._open, limiter=self._thread)
+            self._recovery = await self._in_thread(self._open)
         return self._recovery
 
     def _open(self) -> Recovery:
@@ -168,6 +202,10 @@ class SqliteJournal:
             if not self.path.exists():
                 self._create()
             self._db = self._connect_checked()
+            if self._inline:
+                self._side = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
             return self._load()
         except BaseException:
             self._close()
@@ -249,6 +287,9 @@ class SqliteJournal:
                 raise self._fail(JournalCorrupt, "an SQLite database, but not a task journal")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            if self._inline:
+                # Its fsyncs must not stall the event loop: the checkpointer runs it.
+                db.execute("PRAGMA wal_autocheckpoint=0")
             if version < SCHEMA_VERSION:
                 logger.warning(
                     "journal %s: migrating schema %d -> %d", self.path, version, SCHEMA_VERSION
@@ -284,9 +325,13 @@ class SqliteJournal:
         return Recovery(tasks, devices)
 
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self._close, limiter=self._thread)
+        await self._in_thread(self._close)
 
     def _close(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            with contextlib.suppress(sqlite3.Error):
+                side.close()
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -298,24 +343,41 @@ class SqliteJournal:
     # ------------------------------------------------------------------------ writes
 
     def _request(self, sql: str, params: tuple[Any, ...], *, retry: bool) -> Commit:
-        commit = Commit()
+        # In the event loop's thread, a waiter commits for everyone (`_drive`); otherwise
+        # the writer does, at once.
+        commit = Commit(self._drive) if self._inline else Commit()
         self._pending.append(_Op(sql, params, commit, retry))
-        self._wake.set()
+        idle = self._idle
+        if idle is not None:
+            at = trio.current_time() + (_LAZY_WINDOW if self._inline else 0.0)
+            if at < idle.deadline:
+                idle.deadline = max(at, self._retry_at)
         return commit
 
-    def accept(self, record: TaskRecord) -> Commit:
+    async def _drive(self, commit: Commit) -> None:
+        """Make the commit now, in the waiting task, with everything pending. If other tasks
+        are about to run, they may have writes of their own to add: after one schedule
+        point they have, and one commit carries them all (group commit)."""
+        if trio.lowlevel.current_statistics().tasks_runnable:
+            await trio.lowlevel.checkpoint()
+            if commit.done:
+                return
+        await self._commit_pending()
+
+    def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
         return self._request(
             "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
-            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.task_id,
                 record.description,
                 record.data_json,
                 record.device_id,
-                json.dumps(record.capabilities),
+                json.dumps(record.capabilities) if record.capabilities else "[]",
                 record.timeout,
                 str(record.delivery),
                 record.priority,
+                "sent" if sent else "queued",
             ),
             retry=False,
         )
@@ -325,6 +387,13 @@ class SqliteJournal:
             "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'",
             (task_id,),
             retry=False,
+        )
+
+    def mark_queued(self, task_id: str) -> Commit:
+        return self._request(
+            "UPDATE tasks SET state = 'queued' WHERE task_id = ? AND state = 'sent'",
+            (task_id,),
+            retry=True,
         )
 
     def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
@@ -354,31 +423,63 @@ class SqliteJournal:
             retry=True,
         )
 
+    async def _on_db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the writer's connection: here, or in a worker thread when every
+        commit is an fsync."""
+        if self._inline:
+            return fn(*args)
+        return await self._in_thread(fn, *args)
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a worker thread, one at a time."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._thread)
+
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if self._inline:
+                nursery.start_soon(self._checkpoints, name="journal checkpointer")
+            try:
+                await self._write_loop()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _write_loop(self) -> None:
         try:
             while True:
-                if not self._pending or trio.current_time() < self._retry_at:
-                    with trio.move_on_at(self._retry_at if self._pending else math.inf):
-                        await self._wake.wait()
-                self._wake = trio.Event()
+                with trio.CancelScope(deadline=self._next_write_at()) as self._idle:
+                    await trio.sleep_forever()
+                self._idle = None
                 await self._commit_pending()
                 if self._ended_since_compact >= self.compact_every:
                     await self.compact()
         finally:
-            # Shutdown (or a cancelled supervisor): what is pending is written, boundedly.
+            # Shutdown (or a cancelled supervisor): what is pending is written, and a due
+            # compaction made, boundedly.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 5.0):
                 while self._pending and not self.stats.degraded and self._db is not None:
                     await self._commit_pending()
+                if self._ended_since_compact >= self.compact_every and self._db is not None:
+                    await self.compact()
+
+    def _next_write_at(self) -> float:
+        if not self._pending:
+            return math.inf
+        window = _LAZY_WINDOW if self._inline else 0.0
+        return max(trio.current_time() + window, self._retry_at)
 
     async def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        error = await trio.to_thread.run_sync(self._write, batch, limiter=self._thread)
+        error = await self._on_db(self._write, batch)
         stats = self.stats
         if error is None:
             stats.commits += 1
             stats.writes += len(batch)
+            if self._inline:
+                self._unchecked_pages += _PAGES_PER_COMMIT + len(batch) // _ROWS_PER_PAGE
+                if self._unchecked_pages >= _CHECKPOINT_PAGES:
+                    self._checkpoint_due.set()
             if stats.degraded:
                 stats.degraded = False
                 logger.warning("journal %s: writing again", self.path)
@@ -408,6 +509,12 @@ class SqliteJournal:
         if db is None:
             return "the journal is closed"
         try:
+            if len(batch) == 1:
+                # One statement is a transaction of its own (autocommit): two round trips
+                # into SQLite fewer, on the path of a lone caller.
+                op = batch[0]
+                db.execute(op.sql, op.params)
+                return None
             db.execute("BEGIN IMMEDIATE")
             try:
                 for op in batch:
@@ -422,10 +529,28 @@ class SqliteJournal:
             return str(exc) or type(exc).__name__
         return None
 
+    async def _checkpoints(self) -> None:
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due = trio.Event()
+            self._unchecked_pages = 0
+            await self._in_thread(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        side = self._side
+        if side is None:
+            return
+        try:
+            # PASSIVE: the writer goes on appending meanwhile; the next checkpoint takes
+            # what this one could not.
+            side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: checkpoint failed: %s", self.path, exc)
+
     # ------------------------------------------------------------------------ reads
 
     async def fetch(self, task_id: str) -> StoredTask | None:
-        return await trio.to_thread.run_sync(self._fetch, task_id, limiter=self._thread)
+        return await self._on_db(self._fetch, task_id)
 
     def _fetch(self, task_id: str) -> StoredTask | None:
         db = self._db
@@ -442,32 +567,60 @@ class SqliteJournal:
 
     async def compact(self) -> int:
         self._ended_since_compact = 0
-        dropped = await trio.to_thread.run_sync(self._compact, limiter=self._thread)
+        if self._inline:
+            # Finding them scans up to ``keep_count`` index entries: in a worker thread, on
+            # the side connection (a WAL reader does not hold up the writer). Deleting them
+            # by key is quick, in chunks between which the event loop runs.
+            seqs = await self._in_thread(self._expired, self._side)
+            dropped = 0
+            for start in range(0, len(seqs), _DELETE_CHUNK):
+                dropped += self._delete(seqs[start : start + _DELETE_CHUNK])
+                await trio.lowlevel.checkpoint()
+        else:
+            dropped = await self._on_db(self._compact)
         self.stats.compacted += dropped
         return dropped
 
     def _compact(self) -> int:
-        db = self._db
+        return self._delete(self._expired(self._db))
+
+    def _expired(self, db: sqlite3.Connection | None) -> list[int]:
+        """The ended tasks past the retention, by age or by count."""
         if db is None:
+            return []
+        try:
+            old = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended' AND ended_at < ?",
+                (self.wall_clock() - self.keep_seconds,),
+            ).fetchall()
+            extra = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended'"
+                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?",
+                (self.keep_count,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: compaction failed: %s", self.path, exc)
+            return []
+        return sorted({row[0] for row in old} | {row[0] for row in extra})
+
+    def _delete(self, seqs: list[int]) -> int:
+        db = self._db
+        if db is None or not seqs:
             return 0
         try:
             db.execute("BEGIN IMMEDIATE")
-            old = db.execute(
-                "DELETE FROM tasks WHERE state = 'ended' AND ended_at < ?",
-                (self.wall_clock() - self.keep_seconds,),
-            ).rowcount
-            extra = db.execute(
-                "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state = 'ended'"
-                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?)",
-                (self.keep_count,),
-            ).rowcount
+            before = db.total_changes
+            db.executemany(
+                "DELETE FROM tasks WHERE seq = ? AND state = 'ended'", [(seq,) for seq in seqs]
+            )
+            dropped = db.total_changes - before
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             logger.warning("journal %s: compaction failed: %s", self.path, exc)
             return 0
-        return int(old) + int(extra)
+        return dropped
 
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:

@@ -8,9 +8,9 @@ a supervisor without one is unchanged:
   task is appended and **committed before it reaches its device**, so a submit that returned
   is on disk, and a submit that failed (`JournalUnavailable`) left nothing behind. An
   at-most-once task that goes straight to an idle device is appended as sent, in the same
-  commit: one durable write instead of two before its frame leaves. If the device is taken meanwhile and the
-  task queued instead, its "sent" is taken back (lazily: until then a crash reads it as
-  "maybe ran", which never runs it twice).
+  commit: one durable write instead of two before its frame leaves. If the device is taken
+  meanwhile and the task queued instead, its "sent" is taken back (lazily: until then a
+  crash reads it as "maybe ran", which never runs it twice).
 - sending (`sent`, awaited by `Session.send_task` between marking the task on the device and
   writing its frame): an at-most-once task's "sent" is committed *before* its frame leaves,
   so a crash in between reads as "maybe ran" (`OutcomeUnknown`), never as "not sent". An

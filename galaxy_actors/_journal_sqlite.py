@@ -1,22 +1,28 @@
 """The embedded task journal: one SQLite file (standard library), WAL mode, group commit.
 
 Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pending list
-and returns a `Commit`. One writer task (`run`) takes everything pending and commits it as
-one transaction; whatever arrives meanwhile forms the next batch. So a thousand concurrent
-submissions cost a few commits, not a thousand.
+and returns a `Commit`. Whoever commits takes everything pending as one transaction, so a
+thousand concurrent submissions cost a few commits, not a thousand (group commit):
+
+- a caller awaiting its commit makes it itself (`_drive`), at once when no other task is
+  about to run, else after one schedule point, so that theirs go in too; nobody waits for
+  a writer task to be scheduled, and the outcomes and marks nobody awaits ride along;
+- the writer task (`run`) commits what nobody awaits (an at-least-once task's "sent", a
+  taken-back "sent", an outcome before its waiter comes) after a short batch window, and
+  retries failed outcome writes.
 
 Where the disk work runs. With ``synchronous=NORMAL`` (the default) a WAL commit is a
-``write()`` into the operating system's cache, with no fsync: tens of microseconds, less
-than handing the batch to a worker thread and back (a thread wake-up each way, and two
-passes of the event loop), which costs several times the commit itself. So the writer commits
-in the event loop's thread, as a log handler writes its line. What can take milliseconds
-stays off the loop: the fsyncs of a checkpoint (SQLite's automatic checkpoint is turned off
-on the writer's connection; a checkpointer task copies the WAL back into the database from
-a worker thread, on its own connection, while the writer goes on appending), opening the
-file (``quick_check``, loading the open tasks), compaction's larger deletes (in bounded
-chunks) and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
-read goes to a worker thread (`trio.to_thread.run_sync`, one at a time through a limiter of
-1), as before.
+``write()`` into the operating system's cache, with no fsync: less than handing the batch
+to a worker thread and back (a thread wake-up each way, and two passes of the event loop),
+which costs several times the commit itself. So commits are made in the event loop's
+thread, as a log handler writes its line. What can take milliseconds stays off the loop,
+in a worker thread (one at a time, through a limiter of 1): the fsyncs of a checkpoint
+(SQLite's automatic checkpoint is off on the writer's connection; a checkpointer task
+copies the WAL back into the database on a second connection while the writer goes on
+appending), opening (``quick_check``, loading the open tasks, `_journal_file.py`),
+compaction's scan for expired rows (the deletes, by key, are made in small chunks in the
+loop), and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
+read goes to the worker thread, and waiters leave the commit to the writer task.
 
 Durability level. ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default): a committed
 transaction is in the WAL file, in the operating system's cache, when its commit returns. It
@@ -30,12 +36,7 @@ or the send, does not happen); outcomes and device registrations are kept and re
 ``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
 counted (`JournalStats`) and clears with the next good commit.
 
-Opening (`open`), in order, before anything is written: a lock file beside the journal
-(``<path>.lock``, holding the owner's pid; an OS lock, released when the process dies) so
-that two live supervisors never serve one journal; the SQLite header; ``PRAGMA
-quick_check``; the schema version (``PRAGMA user_version``: an older file is migrated, a
-newer one refused). A new journal is built in a temporary file and renamed into place, so a
-file at the path is always a whole journal.
+Opening (`open`): `_journal_file.py` (lock file, header, ``quick_check``, schema version).
 """
 
 from __future__ import annotations
@@ -54,12 +55,10 @@ from typing import Any, Final, TextIO, TypeVar
 import attrs
 import trio
 
-from ._errors import JournalCorrupt, JournalError, JournalInUse, JournalUnavailable, JournalVersion
+from ._errors import JournalUnavailable
 from ._journal import (
     Commit,
-    DeviceRecord,
     JournalStats,
-    OpenTask,
     Outcome,
     Recovery,
     StoredTask,
@@ -67,12 +66,7 @@ from ._journal import (
     decode_outcome,
     encode_outcome,
 )
-from ._task import Delivery
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock
-    fcntl = None  # type: ignore[assignment]
+from ._journal_file import SCHEMA_VERSION, connect_checked, create, load, record_of, take_lock
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
@@ -80,36 +74,6 @@ logger = logging.getLogger("galaxy_actors.journal")
 
 _T = TypeVar("_T")
 
-# Each entry brings a file from version n-1 to n; a new file runs them all.
-_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        task_id TEXT NOT NULL UNIQUE,
-        description TEXT NOT NULL,
-        data_json TEXT NOT NULL,
-        device_id TEXT,
-        capabilities TEXT NOT NULL,
-        timeout REAL NOT NULL,
-        delivery TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        outcome TEXT,
-        ended_at REAL
-    );
-    CREATE INDEX tasks_ended ON tasks (ended_at) WHERE state = 'ended';
-    """,
-    """
-    CREATE TABLE devices (
-        device_id TEXT PRIMARY KEY,
-        removed INTEGER NOT NULL,
-        spec TEXT NOT NULL,
-        seq INTEGER NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-_HEADER: Final = b"SQLite format 3\x00"
 # Pages written since the last checkpoint, estimated (a commit writes a few: the table's
 # leaf, its indexes', the sequence's; a big batch one more per so many rows), before the
 # checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
@@ -197,132 +161,21 @@ class SqliteJournal:
         return self._recovery
 
     def _open(self) -> Recovery:
-        self._lock()
+        self._lock_file = take_lock(self.path)
         try:
             if not self.path.exists():
-                self._create()
-            self._db = self._connect_checked()
+                create(self.path)
+            # In the event loop's thread, the checkpoint's fsyncs would stall it: the
+            # checkpointer makes them, on its own connection.
+            self._db = connect_checked(self.path, self.synchronous, autocheckpoint=not self._inline)
             if self._inline:
                 self._side = sqlite3.connect(
                     self.path, isolation_level=None, check_same_thread=False
                 )
-            return self._load()
+            return load(self.path, self._db)
         except BaseException:
             self._close()
             raise
-
-    def _fail(self, cls: type[JournalError], problem: str) -> JournalError:
-        return cls(str(self.path), problem)
-
-    def _lock(self) -> None:
-        lock_path = f"{self.path}.lock"
-        try:
-            file = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
-        except OSError as exc:
-            raise self._fail(JournalError, f"cannot open its lock file: {exc}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                file.seek(0)
-                holder = file.read(32).strip() or "unknown"
-                file.close()
-                raise self._fail(
-                    JournalInUse,
-                    f"in use by another live supervisor (pid {holder}, lock file {lock_path}); "
-                    "two processes must never serve one journal",
-                ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()}\n")
-        file.flush()
-        self._lock_file = file
-
-    def _create(self) -> None:
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-        temp.unlink(missing_ok=True)
-        db = sqlite3.connect(temp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            self._migrate(db, 0)
-        finally:
-            db.close()
-        temp.replace(self.path)
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection, version: int) -> None:
-        for number in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number + 1}")
-            db.execute("COMMIT")
-
-    def _connect_checked(self) -> sqlite3.Connection:
-        try:
-            size = self.path.stat().st_size
-            with self.path.open("rb") as file:
-                header = file.read(len(_HEADER))
-        except OSError as exc:
-            raise self._fail(JournalError, f"cannot read: {exc}") from None
-        if size == 0:
-            raise self._fail(JournalCorrupt, "empty file (truncated?), not a journal")
-        if header != _HEADER:
-            raise self._fail(JournalCorrupt, "not an SQLite database (wrong header)")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise self._fail(JournalCorrupt, "corrupt: " + "; ".join(problems[:3]))
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if version > SCHEMA_VERSION:
-                raise self._fail(
-                    JournalVersion,
-                    f"schema version {version} is newer than this galaxy_actors supports "
-                    f"({SCHEMA_VERSION}); run a newer version, or start on another file",
-                )
-            if version == 0 or "tasks" not in tables:
-                raise self._fail(JournalCorrupt, "an SQLite database, but not a task journal")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            if self._inline:
-                # Its fsyncs must not stall the event loop: the checkpointer runs it.
-                db.execute("PRAGMA wal_autocheckpoint=0")
-            if version < SCHEMA_VERSION:
-                logger.warning(
-                    "journal %s: migrating schema %d -> %d", self.path, version, SCHEMA_VERSION
-                )
-                self._migrate(db, version)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise self._fail(JournalCorrupt, f"corrupt: {exc}") from None
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _load(self) -> Recovery:
-        db = self._db
-        assert db is not None
-        try:
-            tasks = tuple(
-                OpenTask(_record(row[:8]), row[8] == "sent")
-                for row in db.execute(
-                    "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
-                    " delivery, priority, state FROM tasks WHERE state != 'ended' ORDER BY seq"
-                )
-            )
-            devices = tuple(
-                DeviceRecord(device_id, bool(removed), json.loads(spec))
-                for device_id, removed, spec in db.execute(
-                    "SELECT device_id, removed, spec FROM devices ORDER BY seq"
-                )
-            )
-        except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
-            raise self._fail(JournalCorrupt, f"unreadable record: {exc}") from None
-        return Recovery(tasks, devices)
 
     async def aclose(self) -> None:
         await self._in_thread(self._close)
@@ -563,7 +416,7 @@ class SqliteJournal:
         if row is None:
             return None
         outcome = None if row[9] is None else decode_outcome(task_id, row[9])
-        return StoredTask(_record(row[:8]), row[8] != "queued", outcome)
+        return StoredTask(record_of(row[:8]), row[8] != "queued", outcome)
 
     async def compact(self) -> int:
         self._ended_since_compact = 0
@@ -621,17 +474,3 @@ class SqliteJournal:
             logger.warning("journal %s: compaction failed: %s", self.path, exc)
             return 0
         return dropped
-
-
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    task_id, description, data_json, device_id, capabilities, timeout, delivery, priority = row
-    return TaskRecord(
-        task_id,
-        description,
-        data_json,
-        device_id,
-        tuple(json.loads(capabilities)),
-        float(timeout),
-        Delivery(delivery),
-        int(priority),
-    )

@@ -324,6 +324,15 @@ class SqliteJournal:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        try:
+            await self._commit(batch)
+        finally:
+            idle = self._idle
+            if idle is not None:
+                # A waiter committed for the writer: it sleeps until something is due.
+                idle.deadline = self._next_write_at()
+
+    async def _commit(self, batch: list[_Op]) -> None:
         error = await self._on_db(self._write, batch)
         stats = self.stats
         if error is None:

@@ -135,7 +135,7 @@ def connect_checked(path: Path, synchronous: str, *, autocheckpoint: bool) -> sq
         problems = [row[0] for row in db.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise _fail(path, JournalCorrupt, "corrupt: " + "; ".join(problems[:3]))
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        ((version,),) = db.execute("PRAGMA user_version").fetchall()
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         if version > SCHEMA_VERSION:
             raise _fail(

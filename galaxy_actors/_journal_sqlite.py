@@ -86,6 +86,9 @@ _DELETE_CHUNK: Final = 200
 # How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
 # may wait for company: a waiter's own commit takes it along sooner.
 _LAZY_WINDOW: Final = 0.002
+# Another task committed this recently: others are writing too, and a waiter lets their
+# writes join its commit (one schedule point) rather than committing alone.
+_GROUP_WINDOW: Final = 0.001
 
 
 @attrs.frozen
@@ -139,6 +142,9 @@ class SqliteJournal:
         self._retry_at = -math.inf
         # The writer's sleep while nothing is due; a request brings its deadline forward.
         self._idle: trio.CancelScope | None = None
+        # The last waiter that committed, and when (`_drive`).
+        self._last_by: trio.lowlevel.Task | None = None
+        self._last_at = -math.inf
         self._ended_since_compact = 0
         # One thread at a time touches the files: a batch or a read in a worker thread
         # (``synchronous="full"``), a checkpoint, opening and closing.
@@ -149,6 +155,8 @@ class SqliteJournal:
         self._side: sqlite3.Connection | None = None
         self._unchecked_pages = 0
         self._checkpoint_due = trio.Event()
+        # Set while the checkpointer finishes a checkpoint: commits wait for it.
+        self._held: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteJournal {str(self.path)!r}>"
@@ -201,21 +209,30 @@ class SqliteJournal:
         commit = Commit(self._drive) if self._inline else Commit()
         self._pending.append(_Op(sql, params, commit, retry))
         idle = self._idle
-        if idle is not None:
-            at = trio.current_time() + (_LAZY_WINDOW if self._inline else 0.0)
-            if at < idle.deadline:
-                idle.deadline = max(at, self._retry_at)
+        if idle is not None and idle.deadline == math.inf:
+            # Once per batch (setting a deadline is not free): the writer wakes after the
+            # window, and finds nothing if waiters have committed meanwhile.
+            window = _LAZY_WINDOW if self._inline else 0.0
+            idle.deadline = max(trio.current_time() + window, self._retry_at)
         return commit
 
     async def _drive(self, commit: Commit) -> None:
-        """Make the commit now, in the waiting task, with everything pending. If other tasks
-        are about to run, they may have writes of their own to add: after one schedule
-        point they have, and one commit carries them all (group commit)."""
-        if trio.lowlevel.current_statistics().tasks_runnable:
+        """Make the commit now, in the waiting task, with everything pending. When other
+        tasks are committing too (one did, a moment ago), they may have writes of their own
+        on the way: after one schedule point they have, and one commit carries them all
+        (group commit). A lone caller commits at once, adding no pass of the event loop."""
+        me = trio.lowlevel.current_task()
+        if self._last_by is not me and trio.current_time() - self._last_at < _GROUP_WINDOW:
             await trio.lowlevel.checkpoint()
             if commit.done:
                 return
+        self._last_by = me
+        self._last_at = trio.current_time()
         await self._commit_pending()
+        if self._checkpoint_due.is_set():
+            # A caller committing in a loop that never waits otherwise would starve the
+            # checkpointer, and the WAL file would grow: let it start.
+            await trio.lowlevel.checkpoint()
 
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
         return self._request(
@@ -321,16 +338,12 @@ class SqliteJournal:
         return max(trio.current_time() + window, self._retry_at)
 
     async def _commit_pending(self) -> None:
+        while self._held is not None:
+            await self._held.wait()
         batch, self._pending = self._pending, []
         if not batch:
             return
-        try:
-            await self._commit(batch)
-        finally:
-            idle = self._idle
-            if idle is not None:
-                # A waiter committed for the writer: it sleeps until something is due.
-                idle.deadline = self._next_write_at()
+        await self._commit(batch)
 
     async def _commit(self, batch: list[_Op]) -> None:
         error = await self._on_db(self._write, batch)
@@ -396,15 +409,25 @@ class SqliteJournal:
             await self._checkpoint_due.wait()
             self._checkpoint_due = trio.Event()
             self._unchecked_pages = 0
+            # The bulk while commits go on; then what they added meanwhile, with commits
+            # held back (their waiters wait, the event loop does not). Only a checkpoint
+            # that copied every frame, with no commit since, lets the next commit start
+            # the WAL file over: under a steady load one that races the writer never does,
+            # and the file grows without bound.
             await self._in_thread(self._checkpoint)
+            self._held = trio.Event()
+            try:
+                await self._in_thread(self._checkpoint)
+            finally:
+                held, self._held = self._held, None
+                held.set()
 
     def _checkpoint(self) -> None:
         side = self._side
         if side is None:
             return
         try:
-            # PASSIVE: the writer goes on appending meanwhile; the next checkpoint takes
-            # what this one could not.
+            # PASSIVE: never waits for the writer, nor makes it wait.
             side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             logger.warning("journal %s: checkpoint failed: %s", self.path, exc)

@@ -86,9 +86,10 @@ _DELETE_CHUNK: Final = 200
 # How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
 # may wait for company: a waiter's own commit takes it along sooner.
 _LAZY_WINDOW: Final = 0.002
-# Another task committed this recently: others are writing too, and a waiter lets their
-# writes join its commit (one schedule point) rather than committing alone.
-_GROUP_WINDOW: Final = 0.001
+# Another task made or awaited a commit this recently: others are writing too, and a
+# waiter lets their writes join its commit (one schedule point) rather than committing
+# alone. A single caller's commits come from one task, so it never waits.
+_GROUP_WINDOW: Final = 0.01
 
 
 @attrs.frozen
@@ -142,7 +143,7 @@ class SqliteJournal:
         self._retry_at = -math.inf
         # The writer's sleep while nothing is due; a request brings its deadline forward.
         self._idle: trio.CancelScope | None = None
-        # The last waiter that committed, and when (`_drive`).
+        # The last task that made or awaited a commit, and when (`_drive`).
         self._last_by: trio.lowlevel.Task | None = None
         self._last_at = -math.inf
         self._ended_since_compact = 0
@@ -218,16 +219,17 @@ class SqliteJournal:
 
     async def _drive(self, commit: Commit) -> None:
         """Make the commit now, in the waiting task, with everything pending. When other
-        tasks are committing too (one did, a moment ago), they may have writes of their own
-        on the way: after one schedule point they have, and one commit carries them all
-        (group commit). A lone caller commits at once, adding no pass of the event loop."""
+        tasks are committing too (one did, a moment ago), more writes may be on the way:
+        after one schedule point they are in, and one commit carries them all (group
+        commit). A lone caller commits at once, adding no pass of the event loop."""
         me = trio.lowlevel.current_task()
-        if self._last_by is not me and trio.current_time() - self._last_at < _GROUP_WINDOW:
+        now = trio.current_time()
+        crowded = self._last_by is not me and now - self._last_at < _GROUP_WINDOW
+        self._last_by, self._last_at = me, now
+        if crowded:
             await trio.lowlevel.checkpoint()
             if commit.done:
                 return
-        self._last_by = me
-        self._last_at = trio.current_time()
         await self._commit_pending()
         if self._checkpoint_due.is_set():
             # A caller committing in a loop that never waits otherwise would starve the

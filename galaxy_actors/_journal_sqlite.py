@@ -4,9 +4,10 @@ Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pe
 and returns a `Commit`. Whoever commits takes everything pending as one transaction, so a
 thousand concurrent submissions cost a few commits, not a thousand (group commit):
 
-- a caller awaiting its commit makes it itself (`_drive`), at once when no other task is
-  about to run, else after one schedule point, so that theirs go in too; nobody waits for
-  a writer task to be scheduled, and the outcomes and marks nobody awaits ride along;
+- a caller awaiting its commit makes it itself (`_drive`): at once when its task is the
+  only one committing, else after one schedule point, so that the others' writes go in
+  too; nobody waits for a writer task to be scheduled, and the outcomes and marks nobody
+  awaits ride along;
 - the writer task (`run`) commits what nobody awaits (an at-least-once task's "sent", a
   taken-back "sent", an outcome before its waiter comes) after a short batch window, and
   retries failed outcome writes.
@@ -19,7 +20,8 @@ thread, as a log handler writes its line. What can take milliseconds stays off t
 in a worker thread (one at a time, through a limiter of 1): the fsyncs of a checkpoint
 (SQLite's automatic checkpoint is off on the writer's connection; a checkpointer task
 copies the WAL back into the database on a second connection while the writer goes on
-appending), opening (``quick_check``, loading the open tasks, `_journal_file.py`),
+appending, then what was appended meanwhile with commits held back, so that the WAL file
+is reused), opening (``quick_check``, loading the open tasks, `_journal_file.py`),
 compaction's scan for expired rows (the deletes, by key, are made in small chunks in the
 loop), and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
 read goes to the worker thread, and waiters leave the commit to the writer task.

@@ -5,7 +5,9 @@
    with a fresh SQLite journal against none. Each round runs both sides, in alternating
    order, against the same agent process; a round's ratio is ours-with over ours-without.
    Target: median ratio of submits/s >= 0.8 (group commit: concurrent submits share a
-   commit). Tasks/s to the last outcome (three writes a task) is shown beside it.
+   commit). Tasks/s to the last outcome (two or three writes a task: the accept, carrying
+   the "sent" of a task that goes straight to an idle device, else a "sent" of its own, and
+   the outcome) is shown beside it.
 2. Latency: one device, sequential ``run_task`` round trips, with and without a journal.
    Target: median ratio of the per-round medians <= 1.10.
 3. Recovery: a journal holding ``--recovery-tasks`` queued tasks (100,000); the time from

@@ -6,7 +6,11 @@ a supervisor without one is unchanged:
 
 - ``submit``: an id the journal knows is answered from it (idempotent submission); a new
   task is appended and **committed before it reaches its device**, so a submit that returned
-  is on disk, and a submit that failed (`JournalUnavailable`) left nothing behind.
+  is on disk, and a submit that failed (`JournalUnavailable`) left nothing behind. An
+  at-most-once task that goes straight to an idle device is appended as sent, in the same
+  commit: one durable write instead of two before its frame leaves. If the device is taken
+  meanwhile and the task queued instead, its "sent" is taken back (lazily: until then a
+  crash reads it as "maybe ran", which never runs it twice).
 - sending (`sent`, awaited by `Session.send_task` between marking the task on the device and
   writing its frame): an at-most-once task's "sent" is committed *before* its frame leaves,
   so a crash in between reads as "maybe ran" (`OutcomeUnknown`), never as "not sent". An
@@ -71,6 +75,9 @@ class Durability:
         # Released tasks whose outcome is not committed yet: the journal cannot answer for
         # them until it is, so fetching by id finds them here.
         self._settling: dict[str, TaskHandle] = {}
+        # Tasks accepted as sent (going straight to an idle device) whose frame is yet to be
+        # written: their "sent" is on disk already.
+        self._sent_with_accept: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,7 +138,8 @@ class Durability:
             task.priority,
         )
         self._track(task, record)
-        commit = self.journal.accept(record)
+        at_once = self._sends_at_once(task)
+        commit = self.journal.accept(record, sent=at_once)
         try:
             await commit.wait()
         except trio.Cancelled:
@@ -148,15 +156,35 @@ class Durability:
             )
         try:
             session = self._accept(task, record)
-            if session is not None:
+            if session is None:
+                if at_once:
+                    # Its device was taken during the write: it waits in the queue.
+                    self.journal.mark_queued(task.task_id)
+            else:
+                if at_once:
+                    self._sent_with_accept.add(task.task_id)
                 await sup._send_now(session, task)
         except BaseException:
             # Not accepted after all (its device went away during the write), or undone
             # (`Supervisor._send_now`, cancelled before the frame left): so is its record.
+            self._sent_with_accept.discard(task.task_id)
             self.journal.forget(task.task_id)
             self._untrack(task)
             raise
         return task
+
+    def _sends_at_once(self, task: TaskHandle) -> bool:
+        """Whether ``task`` is at-most-once and would go straight to its device's connection
+        now (as `DeviceActor.accept` decides), so that its accept may carry its "sent" too.
+        An at-least-once task's "sent" is lazy: nothing to save, and a device keeps at most
+        one such task marked sent (recovery puts it back at the head)."""
+        if task.delivery is not Delivery.AT_MOST_ONCE:
+            return False
+        actor = self.supervisor._actors.get(task.device_id or "")
+        if actor is None or not actor.accepting or actor.work.mailbox:
+            return False
+        session = actor.session
+        return session is not None and session.can_send_now()
 
     async def _known(
         self, task_id: str, description: str, device_id: str | None
@@ -249,6 +277,13 @@ class Durability:
         is written: False if the frame must not be written (the task is then off the
         device again, and ended). Cancelled while waiting: the frame is not written, as
         when a frame-safe send is cancelled (`Session._not_sent`)."""
+        if self._sent_with_accept:
+            try:
+                self._sent_with_accept.remove(task.task_id)
+            except KeyError:
+                pass
+            else:
+                return True  # written with its accept
         commit = self.journal.mark_sent(task.task_id)
         if task.delivery is Delivery.AT_LEAST_ONCE:
             return True  # lazily: a crash before it lands only loses the task's place

@@ -5,7 +5,9 @@ and device ids, so that a distributed engine (Redis Streams) can replace the emb
 one (`_journal_sqlite.py`) without the supervisor noticing. Writes are *requests*: each
 returns a `Commit` at once, and the journal commits pending requests together, many per
 transaction (group commit). A caller that needs durability awaits the commit; one that does
-not (marking an at-least-once task sent) moves on.
+not (marking an at-least-once task sent) moves on. A journal may make the commit in the
+awaiting task itself (``drive``): everything pending goes with it, so nobody waits for a
+writer task to be scheduled.
 
 The journal knows nothing of Trio tasks, devices or connections: it keeps task records,
 their state (``queued``, ``sent``, ``ended`` with an outcome) and device registrations. The
@@ -18,7 +20,7 @@ are plain values.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -120,12 +122,16 @@ class JournalStats:
 
 class Commit:
     """A write request's fate: ``await commit.wait()`` returns once it is on disk, or once
-    it failed (``error`` is then set). Failed lazy writes are retried by the journal."""
+    it failed (``error`` is then set). Failed lazy writes are retried by the journal.
 
-    __slots__ = ("_event", "error")
+    ``drive``: how a waiter makes the commit itself, if the journal can (called only while
+    the commit is not done; it may settle it, or leave it to the journal's writer)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_drive", "_event", "error")
+
+    def __init__(self, drive: Callable[[Commit], Awaitable[None]] | None = None) -> None:
         self._event = trio.Event()
+        self._drive = drive
         self.error: JournalUnavailable | None = None
 
     @property
@@ -137,6 +143,14 @@ class Commit:
         self._event.set()
 
     async def wait(self) -> None:
+        """Wait until the commit is done. With a ``drive`` that commits at once this may
+        return without a schedule point (the write is the work this call does)."""
+        if self._event.is_set():
+            return
+        if self._drive is not None:
+            await self._drive(self)
+            if self._event.is_set():
+                return
         await self._event.wait()
 
 
@@ -158,11 +172,16 @@ class Journal(Protocol):
     async def aclose(self) -> None:
         """Release the journal (its lock, its file)."""
 
-    def accept(self, record: TaskRecord) -> Commit:
-        """Append an accepted task. Its commit failing means the task was not accepted."""
+    def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
+        """Append an accepted task. Its commit failing means the task was not accepted.
+        ``sent``: and its frame is about to be written (it goes to an idle device at once),
+        as `mark_sent` would record, in the same write."""
 
     def mark_sent(self, task_id: str) -> Commit:
         """The task's frame is about to be written."""
+
+    def mark_queued(self, task_id: str) -> Commit:
+        """A task recorded as sent went back to its queue before its frame was written."""
 
     def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
         """The task has its one outcome."""

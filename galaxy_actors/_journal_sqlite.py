@@ -1,16 +1,36 @@
 """The embedded task journal: one SQLite file (standard library), WAL mode, group commit.
 
 Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pending list
-and returns a `Commit`. One writer task (`run`) takes everything pending, hands it to a
-worker thread (`trio.to_thread.run_sync`, one at a time through a limiter of 1) and commits
-it as one transaction; whatever arrives meanwhile forms the next batch. So a thousand
-concurrent submissions cost a few commits, not a thousand.
+and returns a `Commit`. Whoever commits takes everything pending as one transaction, so a
+thousand concurrent submissions cost a few commits, not a thousand (group commit):
+
+- a caller awaiting its commit makes it itself (`_drive`): at once when its task is the
+  only one committing, else after one schedule point, so that the others' writes go in
+  too; nobody waits for a writer task to be scheduled, and the outcomes and marks nobody
+  awaits ride along;
+- the writer task (`run`) commits what nobody awaits (an at-least-once task's "sent", a
+  taken-back "sent", an outcome before its waiter comes) after a short batch window, and
+  retries failed outcome writes.
+
+Where the disk work runs. With ``synchronous=NORMAL`` (the default) a WAL commit is a
+``write()`` into the operating system's cache, with no fsync: less than handing the batch
+to a worker thread and back (a thread wake-up each way, and two passes of the event loop),
+which costs several times the commit itself. So commits are made in the event loop's
+thread, as a log handler writes its line. What can take milliseconds stays off the loop,
+in a worker thread (one at a time, through a limiter of 1): the fsyncs of a checkpoint
+(SQLite's automatic checkpoint is off on the writer's connection; a checkpointer task
+copies the WAL back into the database on a second connection while the writer goes on
+appending, then what was appended meanwhile with commits held back, so that the WAL file
+is reused), opening (``quick_check``, loading the open tasks, `_journal_file.py`),
+compaction's scan for expired rows (the deletes, by key, are made in small chunks in the
+loop), and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
+read goes to the worker thread, and waiters leave the commit to the writer task.
 
 Durability level. ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default): a committed
 transaction is in the WAL file, in the operating system's cache, when its commit returns. It
-survives the process being killed (SIGKILL, a crash); it does not survive a power loss or an
-OS crash, which may roll back the last transactions (never corrupt the file). Pass
-``synchronous="full"`` for an fsync per commit, which survives those too.
+survives the process being killed (SIGKILL, a crash, an OOM kill); it does not survive a
+power loss or an OS crash, which may roll back the last transactions (never corrupt the
+file). Pass ``synchronous="full"`` for an fsync per commit, which survives those too.
 
 Faults. A write that fails (disk full, read-only file, I/O error) rolls its whole batch
 back: nothing half-written. Accepting a task and marking one sent fail at once (the submit,
@@ -18,12 +38,7 @@ or the send, does not happen); outcomes and device registrations are kept and re
 ``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
 counted (`JournalStats`) and clears with the next good commit.
 
-Opening (`open`), in order, before anything is written: a lock file beside the journal
-(``<path>.lock``, holding the owner's pid; an OS lock, released when the process dies) so
-that two live supervisors never serve one journal; the SQLite header; ``PRAGMA
-quick_check``; the schema version (``PRAGMA user_version``: an older file is migrated, a
-newer one refused). A new journal is built in a temporary file and renamed into place, so a
-file at the path is always a whole journal.
+Opening (`open`): `_journal_file.py` (lock file, header, ``quick_check``, schema version).
 """
 
 from __future__ import annotations
@@ -37,17 +52,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 import attrs
 import trio
 
-from ._errors import JournalCorrupt, JournalError, JournalInUse, JournalUnavailable, JournalVersion
+from ._errors import JournalUnavailable
 from ._journal import (
     Commit,
-    DeviceRecord,
     JournalStats,
-    OpenTask,
     Outcome,
     Recovery,
     StoredTask,
@@ -55,47 +68,30 @@ from ._journal import (
     decode_outcome,
     encode_outcome,
 )
-from ._task import Delivery
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock
-    fcntl = None  # type: ignore[assignment]
+from ._journal_file import SCHEMA_VERSION, connect_checked, create, load, record_of, take_lock
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
 logger = logging.getLogger("galaxy_actors.journal")
 
-# Each entry brings a file from version n-1 to n; a new file runs them all.
-_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        task_id TEXT NOT NULL UNIQUE,
-        description TEXT NOT NULL,
-        data_json TEXT NOT NULL,
-        device_id TEXT,
-        capabilities TEXT NOT NULL,
-        timeout REAL NOT NULL,
-        delivery TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        outcome TEXT,
-        ended_at REAL
-    );
-    CREATE INDEX tasks_ended ON tasks (ended_at) WHERE state = 'ended';
-    """,
-    """
-    CREATE TABLE devices (
-        device_id TEXT PRIMARY KEY,
-        removed INTEGER NOT NULL,
-        spec TEXT NOT NULL,
-        seq INTEGER NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-_HEADER: Final = b"SQLite format 3\x00"
+_T = TypeVar("_T")
+
+# Pages written since the last checkpoint, estimated (a commit writes a few: the table's
+# leaf, its indexes', the sequence's; a big batch one more per so many rows), before the
+# checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
+# event loop's connection does not run.
+_CHECKPOINT_PAGES: Final = 1000
+_PAGES_PER_COMMIT: Final = 4
+_ROWS_PER_PAGE: Final = 16
+# Compaction deletes at most this many rows per transaction in the event loop's thread.
+_DELETE_CHUNK: Final = 200
+# How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
+# may wait for company: a waiter's own commit takes it along sooner.
+_LAZY_WINDOW: Final = 0.002
+# Another task made or awaited a commit this recently: others are writing too, and a
+# waiter lets their writes join its commit (one schedule point) rather than committing
+# alone. A single caller's commits come from one task, so it never waits.
+_GROUP_WINDOW: Final = 0.01
 
 
 @attrs.frozen
@@ -146,11 +142,24 @@ class SqliteJournal:
         self._lock_file: TextIO | None = None
         self._recovery: Recovery | None = None
         self._pending: list[_Op] = []
-        self._wake = trio.Event()
         self._retry_at = -math.inf
+        # The writer's sleep while nothing is due; a request brings its deadline forward.
+        self._idle: trio.CancelScope | None = None
+        # The last task that made or awaited a commit, and when (`_drive`).
+        self._last_by: trio.lowlevel.Task | None = None
+        self._last_at = -math.inf
         self._ended_since_compact = 0
-        # One thread at a time touches the connection: the writer's batches and the reads.
+        # One thread at a time touches the files: a batch or a read in a worker thread
+        # (``synchronous="full"``), a checkpoint, opening and closing.
         self._thread = trio.CapacityLimiter(1)
+        # Commits in the event loop's thread: WAL without an fsync per commit.
+        self._inline = synchronous == "normal"
+        # The checkpointer's connection (and compaction's reads): worker threads only.
+        self._side: sqlite3.Connection | None = None
+        self._unchecked_pages = 0
+        self._checkpoint_due = trio.Event()
+        # Set while the checkpointer finishes a checkpoint: commits wait for it.
+        self._held: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteJournal {str(self.path)!r}>"
@@ -159,134 +168,34 @@ class SqliteJournal:
 
     async def open(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = await trio.to_thread.run_sync(self._open, limiter=self._thread)
+            self._recovery = await self._in_thread(self._open)
         return self._recovery
 
     def _open(self) -> Recovery:
-        self._lock()
+        self._lock_file = take_lock(self.path)
         try:
             if not self.path.exists():
-                self._create()
-            self._db = self._connect_checked()
-            return self._load()
+                create(self.path)
+            # In the event loop's thread, the checkpoint's fsyncs would stall it: the
+            # checkpointer makes them, on its own connection.
+            self._db = connect_checked(self.path, self.synchronous, autocheckpoint=not self._inline)
+            if self._inline:
+                self._side = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+            return load(self.path, self._db)
         except BaseException:
             self._close()
             raise
 
-    def _fail(self, cls: type[JournalError], problem: str) -> JournalError:
-        return cls(str(self.path), problem)
-
-    def _lock(self) -> None:
-        lock_path = f"{self.path}.lock"
-        try:
-            file = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
-        except OSError as exc:
-            raise self._fail(JournalError, f"cannot open its lock file: {exc}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                file.seek(0)
-                holder = file.read(32).strip() or "unknown"
-                file.close()
-                raise self._fail(
-                    JournalInUse,
-                    f"in use by another live supervisor (pid {holder}, lock file {lock_path}); "
-                    "two processes must never serve one journal",
-                ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()}\n")
-        file.flush()
-        self._lock_file = file
-
-    def _create(self) -> None:
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-        temp.unlink(missing_ok=True)
-        db = sqlite3.connect(temp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            self._migrate(db, 0)
-        finally:
-            db.close()
-        temp.replace(self.path)
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection, version: int) -> None:
-        for number in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number + 1}")
-            db.execute("COMMIT")
-
-    def _connect_checked(self) -> sqlite3.Connection:
-        try:
-            size = self.path.stat().st_size
-            with self.path.open("rb") as file:
-                header = file.read(len(_HEADER))
-        except OSError as exc:
-            raise self._fail(JournalError, f"cannot read: {exc}") from None
-        if size == 0:
-            raise self._fail(JournalCorrupt, "empty file (truncated?), not a journal")
-        if header != _HEADER:
-            raise self._fail(JournalCorrupt, "not an SQLite database (wrong header)")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise self._fail(JournalCorrupt, "corrupt: " + "; ".join(problems[:3]))
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if version > SCHEMA_VERSION:
-                raise self._fail(
-                    JournalVersion,
-                    f"schema version {version} is newer than this galaxy_actors supports "
-                    f"({SCHEMA_VERSION}); run a newer version, or start on another file",
-                )
-            if version == 0 or "tasks" not in tables:
-                raise self._fail(JournalCorrupt, "an SQLite database, but not a task journal")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            if version < SCHEMA_VERSION:
-                logger.warning(
-                    "journal %s: migrating schema %d -> %d", self.path, version, SCHEMA_VERSION
-                )
-                self._migrate(db, version)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise self._fail(JournalCorrupt, f"corrupt: {exc}") from None
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _load(self) -> Recovery:
-        db = self._db
-        assert db is not None
-        try:
-            tasks = tuple(
-                OpenTask(_record(row[:8]), row[8] == "sent")
-                for row in db.execute(
-                    "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
-                    " delivery, priority, state FROM tasks WHERE state != 'ended' ORDER BY seq"
-                )
-            )
-            devices = tuple(
-                DeviceRecord(device_id, bool(removed), json.loads(spec))
-                for device_id, removed, spec in db.execute(
-                    "SELECT device_id, removed, spec FROM devices ORDER BY seq"
-                )
-            )
-        except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
-            raise self._fail(JournalCorrupt, f"unreadable record: {exc}") from None
-        return Recovery(tasks, devices)
-
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self._close, limiter=self._thread)
+        await self._in_thread(self._close)
 
     def _close(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            with contextlib.suppress(sqlite3.Error):
+                side.close()
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -298,24 +207,51 @@ class SqliteJournal:
     # ------------------------------------------------------------------------ writes
 
     def _request(self, sql: str, params: tuple[Any, ...], *, retry: bool) -> Commit:
-        commit = Commit()
+        # In the event loop's thread, a waiter commits for everyone (`_drive`); otherwise
+        # the writer does, at once.
+        commit = Commit(self._drive) if self._inline else Commit()
         self._pending.append(_Op(sql, params, commit, retry))
-        self._wake.set()
+        idle = self._idle
+        if idle is not None and idle.deadline == math.inf:
+            # Once per batch (setting a deadline is not free): the writer wakes after the
+            # window, and finds nothing if waiters have committed meanwhile.
+            window = _LAZY_WINDOW if self._inline else 0.0
+            idle.deadline = max(trio.current_time() + window, self._retry_at)
         return commit
 
-    def accept(self, record: TaskRecord) -> Commit:
+    async def _drive(self, commit: Commit) -> None:
+        """Make the commit now, in the waiting task, with everything pending. When other
+        tasks are committing too (one did, a moment ago), more writes may be on the way:
+        after one schedule point they are in, and one commit carries them all (group
+        commit). A lone caller commits at once, adding no pass of the event loop."""
+        me = trio.lowlevel.current_task()
+        now = trio.current_time()
+        crowded = self._last_by is not me and now - self._last_at < _GROUP_WINDOW
+        self._last_by, self._last_at = me, now
+        if crowded:
+            await trio.lowlevel.checkpoint()
+            if commit.done:
+                return
+        await self._commit_pending()
+        if self._checkpoint_due.is_set():
+            # A caller committing in a loop that never waits otherwise would starve the
+            # checkpointer, and the WAL file would grow: let it start.
+            await trio.lowlevel.checkpoint()
+
+    def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
         return self._request(
             "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
-            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.task_id,
                 record.description,
                 record.data_json,
                 record.device_id,
-                json.dumps(record.capabilities),
+                json.dumps(record.capabilities) if record.capabilities else "[]",
                 record.timeout,
                 str(record.delivery),
                 record.priority,
+                "sent" if sent else "queued",
             ),
             retry=False,
         )
@@ -325,6 +261,13 @@ class SqliteJournal:
             "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'",
             (task_id,),
             retry=False,
+        )
+
+    def mark_queued(self, task_id: str) -> Commit:
+        return self._request(
+            "UPDATE tasks SET state = 'queued' WHERE task_id = ? AND state = 'sent'",
+            (task_id,),
+            retry=True,
         )
 
     def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
@@ -354,31 +297,68 @@ class SqliteJournal:
             retry=True,
         )
 
+    async def _on_db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the writer's connection: here, or in a worker thread when every
+        commit is an fsync."""
+        if self._inline:
+            return fn(*args)
+        return await self._in_thread(fn, *args)
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a worker thread, one at a time."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._thread)
+
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if self._inline:
+                nursery.start_soon(self._checkpoints, name="journal checkpointer")
+            try:
+                await self._write_loop()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _write_loop(self) -> None:
         try:
             while True:
-                if not self._pending or trio.current_time() < self._retry_at:
-                    with trio.move_on_at(self._retry_at if self._pending else math.inf):
-                        await self._wake.wait()
-                self._wake = trio.Event()
+                with trio.CancelScope(deadline=self._next_write_at()) as self._idle:
+                    await trio.sleep_forever()
+                self._idle = None
                 await self._commit_pending()
                 if self._ended_since_compact >= self.compact_every:
                     await self.compact()
         finally:
-            # Shutdown (or a cancelled supervisor): what is pending is written, boundedly.
+            # Shutdown (or a cancelled supervisor): what is pending is written, and a due
+            # compaction made, boundedly.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 5.0):
                 while self._pending and not self.stats.degraded and self._db is not None:
                     await self._commit_pending()
+                if self._ended_since_compact >= self.compact_every and self._db is not None:
+                    await self.compact()
+
+    def _next_write_at(self) -> float:
+        if not self._pending:
+            return math.inf
+        window = _LAZY_WINDOW if self._inline else 0.0
+        return max(trio.current_time() + window, self._retry_at)
 
     async def _commit_pending(self) -> None:
+        while self._held is not None:
+            await self._held.wait()
         batch, self._pending = self._pending, []
         if not batch:
             return
-        error = await trio.to_thread.run_sync(self._write, batch, limiter=self._thread)
+        await self._commit(batch)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        error = await self._on_db(self._write, batch)
         stats = self.stats
         if error is None:
             stats.commits += 1
             stats.writes += len(batch)
+            if self._inline:
+                self._unchecked_pages += _PAGES_PER_COMMIT + len(batch) // _ROWS_PER_PAGE
+                if self._unchecked_pages >= _CHECKPOINT_PAGES:
+                    self._checkpoint_due.set()
             if stats.degraded:
                 stats.degraded = False
                 logger.warning("journal %s: writing again", self.path)
@@ -408,6 +388,12 @@ class SqliteJournal:
         if db is None:
             return "the journal is closed"
         try:
+            if len(batch) == 1:
+                # One statement is a transaction of its own (autocommit): two round trips
+                # into SQLite fewer, on the path of a lone caller.
+                op = batch[0]
+                db.execute(op.sql, op.params)
+                return None
             db.execute("BEGIN IMMEDIATE")
             try:
                 for op in batch:
@@ -422,10 +408,38 @@ class SqliteJournal:
             return str(exc) or type(exc).__name__
         return None
 
+    async def _checkpoints(self) -> None:
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due = trio.Event()
+            self._unchecked_pages = 0
+            # The bulk while commits go on; then what they added meanwhile, with commits
+            # held back (their waiters wait, the event loop does not). Only a checkpoint
+            # that copied every frame, with no commit since, lets the next commit start
+            # the WAL file over: under a steady load one that races the writer never does,
+            # and the file grows without bound.
+            await self._in_thread(self._checkpoint)
+            self._held = trio.Event()
+            try:
+                await self._in_thread(self._checkpoint)
+            finally:
+                held, self._held = self._held, None
+                held.set()
+
+    def _checkpoint(self) -> None:
+        side = self._side
+        if side is None:
+            return
+        try:
+            # PASSIVE: never waits for the writer, nor makes it wait.
+            side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: checkpoint failed: %s", self.path, exc)
+
     # ------------------------------------------------------------------------ reads
 
     async def fetch(self, task_id: str) -> StoredTask | None:
-        return await trio.to_thread.run_sync(self._fetch, task_id, limiter=self._thread)
+        return await self._on_db(self._fetch, task_id)
 
     def _fetch(self, task_id: str) -> StoredTask | None:
         db = self._db
@@ -438,47 +452,61 @@ class SqliteJournal:
         if row is None:
             return None
         outcome = None if row[9] is None else decode_outcome(task_id, row[9])
-        return StoredTask(_record(row[:8]), row[8] != "queued", outcome)
+        return StoredTask(record_of(row[:8]), row[8] != "queued", outcome)
 
     async def compact(self) -> int:
         self._ended_since_compact = 0
-        dropped = await trio.to_thread.run_sync(self._compact, limiter=self._thread)
+        if self._inline:
+            # Finding them scans up to ``keep_count`` index entries: in a worker thread, on
+            # the side connection (a WAL reader does not hold up the writer). Deleting them
+            # by key is quick, in chunks between which the event loop runs.
+            seqs = await self._in_thread(self._expired, self._side)
+            dropped = 0
+            for start in range(0, len(seqs), _DELETE_CHUNK):
+                dropped += self._delete(seqs[start : start + _DELETE_CHUNK])
+                await trio.lowlevel.checkpoint()
+        else:
+            dropped = await self._on_db(self._compact)
         self.stats.compacted += dropped
         return dropped
 
     def _compact(self) -> int:
-        db = self._db
+        return self._delete(self._expired(self._db))
+
+    def _expired(self, db: sqlite3.Connection | None) -> list[int]:
+        """The ended tasks past the retention, by age or by count."""
         if db is None:
+            return []
+        try:
+            old = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended' AND ended_at < ?",
+                (self.wall_clock() - self.keep_seconds,),
+            ).fetchall()
+            extra = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended'"
+                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?",
+                (self.keep_count,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: compaction failed: %s", self.path, exc)
+            return []
+        return sorted({row[0] for row in old} | {row[0] for row in extra})
+
+    def _delete(self, seqs: list[int]) -> int:
+        db = self._db
+        if db is None or not seqs:
             return 0
         try:
             db.execute("BEGIN IMMEDIATE")
-            old = db.execute(
-                "DELETE FROM tasks WHERE state = 'ended' AND ended_at < ?",
-                (self.wall_clock() - self.keep_seconds,),
-            ).rowcount
-            extra = db.execute(
-                "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state = 'ended'"
-                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?)",
-                (self.keep_count,),
-            ).rowcount
+            before = db.total_changes
+            db.executemany(
+                "DELETE FROM tasks WHERE seq = ? AND state = 'ended'", [(seq,) for seq in seqs]
+            )
+            dropped = db.total_changes - before
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             logger.warning("journal %s: compaction failed: %s", self.path, exc)
             return 0
-        return int(old) + int(extra)
-
-
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    task_id, description, data_json, device_id, capabilities, timeout, delivery, priority = row
-    return TaskRecord(
-        task_id,
-        description,
-        data_json,
-        device_id,
-        tuple(json.loads(capabilities)),
-        float(timeout),
-        Delivery(delivery),
-        int(priority),
-    )
+        return dropped

@@ -49,6 +49,8 @@ async def write_journal(path: Path, *ops: tuple[str, Any]) -> None:
     for op, arg in ops:
         if op == "accept":
             commits.append(journal.accept(arg))
+        elif op == "accept-sent":
+            commits.append(journal.accept(arg, sent=True))
         elif op == "sent":
             commits.append(journal.mark_sent(arg))
         elif op == "ended":
@@ -68,6 +70,10 @@ def rows(path: Path) -> dict[str, str]:
         return dict(db.execute("SELECT task_id, state FROM tasks"))
     finally:
         db.close()
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
 
 
 def task_ids_received(agent: Any) -> list[str]:
@@ -94,6 +100,8 @@ async def test_recovery_queues_again_and_never_resends_at_most_once(tmp_path: Pa
         ("accept", record("queued-urgent", priority=-1)),
         ("accept", record("maybe-ran")),
         ("sent", "maybe-ran"),
+        # Accepted as sent (to an idle device): the same "maybe ran".
+        ("accept-sent", record("maybe-ran-too")),
         ("accept", record("again", delivery=Delivery.AT_LEAST_ONCE)),
         ("sent", "again"),
     )
@@ -102,13 +110,15 @@ async def test_recovery_queues_again_and_never_resends_at_most_once(tmp_path: Pa
         unknown = await sup.task("maybe-ran")
         with pytest.raises(OutcomeUnknown, match="may or may not have run"):
             await unknown.result()
+        with pytest.raises(OutcomeUnknown):
+            await (await sup.task("maybe-ran-too")).result()
         agent = await lab.connected("pc")
         for task_id in ("queued-late", "queued-urgent", "again"):
             assert (await (await sup.task(task_id)).result()).ok
         # By priority; within one, the sent at-least-once task at the head of its queue.
         assert task_ids_received(agent) == ["queued-urgent", "again", "queued-late"]
     assert rows(path) == dict.fromkeys(
-        ["queued-late", "queued-urgent", "maybe-ran", "again"], "ended"
+        ["queued-late", "queued-urgent", "maybe-ran", "maybe-ran-too", "again"], "ended"
     )
 
 
@@ -190,3 +200,97 @@ async def test_a_closed_supervisor_refuses_a_submit_by_id_as_without_a_journal(
         await sup.submit("b", device_id="pc", task_id="new")
     with pytest.raises(SupervisorClosed):
         await sup.submit("a", device_id="pc", task_id="done")
+
+
+async def test_a_task_to_an_idle_device_is_on_disk_as_sent_with_one_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    async with memory_lab(journal=journal) as lab:
+        await lab.connected("pc", task_duration=0.2)
+        before = journal.stats.commits
+        await lab.supervisor.submit("a", device_id="pc", task_id="t1")
+        # Accepted and marked sent in one write, before the frame left.
+        assert rows(path)["t1"] == "sent"
+        assert journal.stats.commits == before + 1
+
+
+async def test_racing_for_an_idle_device_the_loser_is_queued_again_on_disk(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    async with memory_lab(journal=path) as lab:
+        agent = await lab.connected("pc", task_duration=0.5)
+        handles = []
+
+        async def submit(task_id: str) -> None:
+            handles.append(await lab.supervisor.submit(task_id, device_id="pc", task_id=task_id))
+
+        # Both see the device idle, and are accepted as sent in one commit; one gets it.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(submit, "first")
+            nursery.start_soon(submit, "second")
+        await trio.sleep(0.1)  # the lazy write that takes the loser's "sent" back
+        states = rows(path)
+        assert sorted(states.values()) == ["queued", "sent"]
+        for handle in handles:
+            assert (await handle.result()).ok
+        winner = next(task_id for task_id, state in states.items() if state == "sent")
+        loser = next(task_id for task_id, state in states.items() if state == "queued")
+        assert task_ids_received(agent) == [winner, loser]
+
+
+async def test_concurrent_submits_share_a_commit(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.sqlite3")
+    async with memory_lab(journal=journal) as lab:
+        await lab.connected("pc", task_duration=100.0)
+        before = journal.stats.commits
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(
+                    lambda i=i: lab.supervisor.submit("x", device_id="pc", task_id=f"t{i}")
+                )
+        # Fifty submits returned, each on disk; far fewer commits carried them.
+        assert len(rows(tmp_path / "j.sqlite3")) == 50
+        assert journal.stats.commits - before <= 5
+
+
+async def test_a_write_nobody_waits_for_still_lands(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        commit = journal.accept(record("lazy"))
+        await trio.sleep(0.2)
+        assert commit.done and commit.error is None
+        assert rows(path) == {"lazy": "queued"}
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def test_the_wal_is_copied_back_and_stays_bounded_under_a_steady_load(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    wal = Path(f"{path}-wal")
+    journal = SqliteJournal(path)
+    await journal.open()
+    size = path.stat().st_size
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        # One commit after another, with no pause for the checkpointer's thread: dozens of
+        # checkpoints' worth of pages, as under a steady load.
+        for i in range(6000):
+            commit = journal.accept(record(f"t{i}"))
+            await commit.wait()
+        # The WAL file is reused once its frames are in the database: about SQLite's
+        # checkpoint interval (1,000 pages of 4 KiB), not a frame per commit kept for ever.
+        assert file_size(wal) < 12 * 2**20
+        with trio.fail_after(10):
+            # The checkpointer's thread says nothing when it is done: watch the file.
+            while path.stat().st_size <= size:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    await journal.aclose()

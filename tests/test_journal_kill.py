@@ -9,11 +9,12 @@ instant, and check what a user relies on.
 How the kill is made faithful to a process death (`DyingJournal`):
 
 - the journal refuses the (k+1)-th commit *before* writing anything, and every write after
-  it: the commits waiting on it never settle, as nobody in a dead process sees one;
+  it, whoever makes it (its writer task, or a waiter committing for everyone): the commits
+  waiting on it never settle, as nobody in a dead process sees one;
 - at that instant it copies the database and its WAL (what a killed process leaves on
   disk, WAL replay included) and the agents' records are cut there: frames a dead process
   cannot have sent are not counted;
-- its writer then raises `Killed`, which ends the supervisor's block; the second life
+- its `run` then raises `Killed`, which ends the supervisor's block; the second life
   starts on the copy, so nothing the dying one does can leak into it (the original is
   compared with the copy at the end: nothing was written after the kill point).
 
@@ -29,7 +30,7 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -39,13 +40,16 @@ from hypothesis import strategies as st
 from lab import memory_lab
 
 from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle, UnknownTask
-from galaxy_actors._journal import Recovery, StoredTask, decode_outcome
+from galaxy_actors._journal import decode_outcome
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import SimulatedAgent
 
 DEVICES = ("d0", "d1", "d2")
 # Far more than a workload takes (its tasks run for at most 2 s each, submitted within 3 s).
 LIFE = 600.0
+
+
+_T = TypeVar("_T")
 
 
 class Killed(Exception):
@@ -64,17 +68,10 @@ class SteadyJournal(SqliteJournal):
         async with _clock_held():
             await super()._commit_pending()
 
-    async def fetch(self, task_id: str) -> StoredTask | None:
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # Opening, closing, checkpoints, compaction's reads: all the worker-thread work.
         async with _clock_held():
-            return await super().fetch(task_id)
-
-    async def open(self) -> Recovery:
-        async with _clock_held():
-            return await super().open()
-
-    async def aclose(self) -> None:
-        async with _clock_held():
-            await super().aclose()
+            return await super()._in_thread(fn, *args)
 
 
 @contextlib.asynccontextmanager
@@ -97,26 +94,38 @@ class DyingJournal(SteadyJournal):
         self.kill_after = kill_after
         self.on_death = on_death
         self.dead = False
+        # From the kill point on nothing is written, by whichever task asks for a commit
+        # while the files are being copied.
+        self.dying = False
+        self.died = trio.Event()
         self.snapshot = path.with_name("at-the-kill.sqlite3")
 
-    async def _commit_pending(self) -> None:
-        if not self.dead and self._pending and self.stats.commits >= self.kill_after:
-            await self.kill()
-        if self.dead:
-            self._pending = []  # never written: the process is gone
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(super().run)
+            await self.died.wait()
             raise Killed
+
+    async def _commit_pending(self) -> None:
+        if not self.dying and self._pending and self.stats.commits >= self.kill_after:
+            await self.kill()
+        if self.dying:
+            self._pending = []  # never written, never settled: the process is gone
+            return
         await super()._commit_pending()
 
     async def kill(self) -> None:
-        """Die now: copy what is on disk (no write is in progress: the limiter is the
-        writer's), cut the agents' records, and make the writer raise `Killed`."""
-        if self.dead:
+        """Die now: copy what is on disk (no write is in progress: commits are made in the
+        event loop's thread, and a checkpoint holds the limiter), cut the agents' records,
+        and make `run` raise `Killed`."""
+        if self.dying:
             return
+        self.dying = True
         async with _clock_held():
             await trio.to_thread.run_sync(self._copy_files, limiter=self._thread)
         self.dead = True
         self.on_death()
-        self._wake.set()
+        self.died.set()
 
     def _copy_files(self) -> None:
         shutil.copyfile(self.path, self.snapshot)

@@ -3,7 +3,7 @@
 Rules of this file:
 - It is sans-IO: values in, values out. No Trio, no sockets, no clock (timestamps are
   passed in or taken from the wall clock only where a frame needs one).
-- It knows the protocol (see ``shared/AIP.md``), not the actors: nothing here decides what
+- It knows the protocol (see ``docs/protocol.md``), not the actors: nothing here decides what
   a frame means for a device, only whether it is a valid frame and what it says.
 - Decoding is tolerant where real servers are (explicit ``null`` on every optional field,
   unknown extra fields) and strict where a frame would be meaningless (not JSON, not an

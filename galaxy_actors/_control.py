@@ -436,7 +436,8 @@ def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
 
 async def _drain(ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
     # A watcher sends nothing more; reading notices its close at once rather than at the
-    # next event, and keeps trio-websocket answering pings (TRIO-NOTES, pitfall 4).
+    # next event, and keeps trio-websocket answering pings, which it does only while
+    # someone reads.
     with contextlib.suppress(trio_websocket.ConnectionClosed):
         while True:
             await ws.get_message()

@@ -44,7 +44,7 @@ class InfoReceived:
 
 @attrs.frozen(slots=True)
 class TaskAccepted:
-    """The server acknowledged the task in flight (AIP.md, flow 4)."""
+    """The server acknowledged the task in flight (docs/protocol.md, flow 4)."""
 
     task_id: str
     at: float

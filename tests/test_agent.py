@@ -1,4 +1,4 @@
-"""The simulated agent, seen from a plain client: frames exactly as AIP.md shows them.
+"""The simulated agent, seen from a plain client: frames exactly as docs/protocol.md shows them.
 
 Behaviour over time runs in memory on the autojump clock; a few tests use real trio-websocket
 sockets on 127.0.0.1, bounded with ``trio.fail_after``.

@@ -1,5 +1,5 @@
 """The AIP codec: round trips, the wire shape of each direction, invalid frames, and the frames
-we send, checked against shared/AIP.md. Sans-IO: no Trio here."""
+we send, checked against docs/protocol.md. Sans-IO: no Trio here."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from galaxy_actors._aip import (
 )
 from galaxy_actors._errors import ProtocolError
 
-# The field lists as AIP.md writes them (not read back from the classes under test).
+# The field lists as docs/protocol.md writes them (not read back from the classes under test).
 CLIENT_FIELDS = (
     "type", "status", "client_type", "session_id", "task_name", "client_id", "target_id",
     "request", "action_results", "timestamp", "request_id", "prev_response_id", "error",

@@ -1,7 +1,7 @@
 """What galaxy_actors may rely on from its dependencies: the versions the suite was run on
-(pyproject.toml's ranges), and their public APIs only (TRIO-NOTES.md, "Lines not to
-cross"). An upgrade outside a tested range, or a private attribute read that creeps back,
-fails here rather than in a user's process."""
+(pyproject.toml's ranges), and their public APIs only (docs/architecture.md, "Public APIs
+of the dependencies only"). An upgrade outside a tested range, or a private attribute read
+that creeps back, fails here rather than in a user's process."""
 
 from __future__ import annotations
 

@@ -387,8 +387,8 @@ def test_a_silent_device_is_detected_within_interval_plus_timeout(
     policy: RestartPolicy,
     seed: int,
 ) -> None:
-    # Not one of the seven invariants, but DESIGN.md's liveness promise: without it, a
-    # session that never noticed silence would pass them all.
+    # Not one of the seven invariants, but the liveness promise of docs/architecture.md:
+    # without it, a session that never noticed silence would pass them all.
     interval, timeout = heartbeats
     bound = interval + timeout
     schedule = FaultSchedule(
@@ -406,8 +406,8 @@ def test_a_silent_device_is_detected_within_interval_plus_timeout(
 
 
 def reference_hook(reason: FailureReason, attempts: int) -> Decision | None:
-    """DESIGN.md's per-reason example: at once after a heartbeat timeout, never after a
-    protocol error."""
+    """The per-reason example of docs/architecture.md: at once after a heartbeat timeout,
+    never after a protocol error."""
     if reason is FailureReason.HEARTBEAT_TIMEOUT:
         return Restart(0.0)
     if reason is FailureReason.PROTOCOL_ERROR:

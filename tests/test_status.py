@@ -1,4 +1,4 @@
-"""Device statuses: the one transition table, as DESIGN.md describes it."""
+"""Device statuses: the one transition table, as docs/architecture.md describes it."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from galaxy_actors._status import (
 
 D = DeviceStatus
 
-# Written out from DESIGN.md: DISCONNECTED -> CONNECTING -> CONNECTED -> IDLE <-> BUSY; FAILED
-# from any active status; FAILED -> CONNECTING (restart) or DISCONNECTED; every status but
-# DISCONNECTED itself -> DISCONNECTED (an intentional disconnect).
+# Written out from docs/architecture.md: DISCONNECTED -> CONNECTING -> CONNECTED -> IDLE <->
+# BUSY; FAILED from any active status; FAILED -> CONNECTING (restart) or DISCONNECTED; every
+# status but DISCONNECTED itself -> DISCONNECTED (an intentional disconnect).
 EXPECTED = {
     (D.DISCONNECTED, D.CONNECTING),
     (D.CONNECTING, D.CONNECTED),

@@ -1,7 +1,7 @@
 """A simulated AIP agent server, for tests, demos and benchmarks.
 
 Rules of this file:
-- It behaves like a real agent server on every point of ``shared/AIP.md`` ("A faithful
+- It behaves like a real agent server on every point of ``docs/protocol.md`` ("A faithful
   simulated agent"), so code tested against it holds against real servers: explicit nulls on
   every field, registration confirmed by ``heartbeat``/ok or rejected by ``error`` and a close,
   the identity check on every frame, the immediate task acknowledgement, ``task_end`` echoing
@@ -62,7 +62,7 @@ MALFORMED_FRAME: Final = "{not json"
 
 def default_device_info(device_id: str) -> dict[str, Any]:
     """The system info the agent reports for ``device_id`` unless configured otherwise: the
-    keys a real device agent pushes when it registers (AIP.md, flow 2)."""
+    keys a real device agent pushes when it registers (docs/protocol.md, flow 2)."""
     return {
         "device_id": device_id,
         "platform": "windows",
@@ -433,7 +433,7 @@ class SimulatedAgent(_AgentServing, _AgentTasks):
 
 def _identity_mismatch(connection: _Connection, message: ClientMessage) -> str | None:
     # The newest servers bind both fields at registration; an absent client_type means
-    # "device" on the wire (AIP.md), which is how the reference's heartbeats get refused.
+    # "device" on the wire (docs/protocol.md), which is how the reference's heartbeats get refused.
     if (message.client_type or ClientType.DEVICE) is not connection.client_type:
         return "client_type does not match the registered connection"
     if message.client_id != connection.client_id:

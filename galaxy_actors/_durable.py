@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -53,17 +53,61 @@ if TYPE_CHECKING:
 
     from ._device import DeviceActor
     from ._session import Session
-    from ._supervisor import Supervisor
 
 __all__ = ["Durability"]
 
 logger = logging.getLogger("galaxy_actors.journal")
 
 
+class TaskTable(Protocol):
+    """What `Durability` reads and changes of its supervisor (the `Supervisor` itself): its
+    devices, the tasks it holds, and the nursery its actors run in. Declared here so that the
+    two modules do not import each other."""
+
+    @property
+    def _actors(self) -> Mapping[str, DeviceActor]: ...
+    @property
+    def _live(self) -> dict[str, TaskHandle]: ...
+    @property
+    def _nursery(self) -> trio.Nursery | None: ...
+    @property
+    def device_ids(self) -> list[str]: ...
+
+    def _require_open(self) -> trio.Nursery: ...
+    def _admit(
+        self,
+        description: str,
+        data: Mapping[str, Any] | None,
+        device_id: str | None,
+        capabilities: Collection[str] | None,
+        task_id: str | None,
+        task_timeout: float,
+        delivery: Delivery | str,
+        priority: int,
+        *,
+        accept: bool = True,
+    ) -> tuple[TaskHandle, Session | None]: ...
+    async def _send_now(self, session: Session, task: TaskHandle) -> None: ...
+    def _forget(self, task: TaskHandle) -> None: ...
+    async def remove_device(self, device_id: str, *, force: bool = False) -> None: ...
+    def add_device(
+        self,
+        device_id: str,
+        server_url: str,
+        os: str = "unknown",
+        *,
+        capabilities: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        max_retries: int | None = None,
+        connect: bool = True,
+        max_queue: int | None = None,
+    ) -> object: ...
+
+
 class Durability:
     """One supervisor's use of one journal. Made by the supervisor when given a journal."""
 
-    def __init__(self, supervisor: Supervisor, journal: Journal) -> None:
+    def __init__(self, supervisor: TaskTable, journal: Journal) -> None:
         self.supervisor = supervisor
         self.journal = journal
         self.recovery = Recovery()

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
+import coredis.exceptions
 import trio
 
 from .._errors import (
@@ -94,6 +95,8 @@ class Node:
     #: True while Redis answers.
     redis_ok: bool = True
     _specs: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    # Served devices whose streams are not ready yet (groups, claim of pending entries).
+    _unclaimed: set[str] = attrs.field(factory=set)
     _inflight: dict[str, int] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
 
@@ -129,6 +132,8 @@ class Node:
         own.joined(sent, fresh=beat.fresh)
         self.incarnation = beat.incarnation
         self._specs = await self.store.devices()
+        for device_id in sorted(self._unclaimed & self.served):
+            await self._claim(device_id)
         plan = own.plan(trio.current_time(), beat.live, self._specs)
         assert self._nursery is not None
         for device_id in plan.drain:
@@ -148,10 +153,6 @@ class Node:
 
     async def _serve(self, device_id: str) -> None:
         spec = self._specs.get(device_id, {})
-        stream = self.keys.device_stream(device_id)
-        await self.store.ensure_group(stream)
-        for capability in spec.get("capabilities") or ():
-            await self.store.ensure_group(self.keys.capability_stream(capability))
         try:
             self.supervisor.add_device(
                 device_id,
@@ -161,15 +162,27 @@ class Node:
                 metadata=spec.get("metadata"),
                 max_retries=spec.get("max_retries"),
             )
-        except (GalaxyActorsError, KeyError) as exc:
+        except (GalaxyActorsError, KeyError, TypeError) as exc:
             logger.error(
                 "node %s: device %s cannot be served: %s", self.ownership.node, device_id, exc
             )
             return
         self.served.add(device_id)
-        # Whatever was pending on the device's stream (its previous owner's) is ours now:
-        # the lease says the previous owner has stopped.
-        for entry in await self.store.claim_all(stream, self.ownership.node):
+        self._unclaimed.add(device_id)
+        await self._claim(device_id)
+
+    async def _claim(self, device_id: str) -> None:
+        """Make the device's streams readable and take over whatever was pending on its own
+        stream (its previous owner's): the lease says that owner has stopped. Retried each
+        round until it succeeds; the device's streams are not read before."""
+        spec = self._specs.get(device_id, {})
+        stream = self.keys.device_stream(device_id)
+        await self.store.ensure_group(stream)
+        for capability in spec.get("capabilities") or ():
+            await self.store.ensure_group(self.keys.capability_stream(capability))
+        entries = await self.store.claim_all(stream, self.ownership.node)
+        self._unclaimed.discard(device_id)
+        for entry in entries:
             self._spawn(entry, device_id)
 
     async def _drain(self, device_id: str) -> None:
@@ -214,15 +227,19 @@ class Node:
 
     # ------------------------------------------------------------------ consuming
 
+    def _ready(self) -> set[str]:
+        return self.served - self._unclaimed
+
     def _capabilities(self) -> set[str]:
-        return {c for d in self.served for c in (self._specs.get(d, {}).get("capabilities") or ())}
+        specs = self._specs
+        return {c for d in self._ready() for c in (specs.get(d, {}).get("capabilities") or ())}
 
     async def _consume(self) -> None:
         prefetch = self.settings.prefetch
         while True:
             streams = [
                 self.keys.device_stream(d)
-                for d in sorted(self.served)
+                for d in sorted(self._ready())
                 if self._inflight.get(d, 0) < prefetch
             ]
             streams += [
@@ -238,6 +255,12 @@ class Node:
                     self.ownership.node, streams, prefetch, self.settings.read_block
                 )
             except REDIS_DOWN:
+                await trio.sleep(self.settings.retry_interval)
+                continue
+            except coredis.exceptions.ResponseError as exc:
+                # A stream or its group was deleted under us: make them again next round.
+                logger.error("node %s: cannot read the streams: %s", self.ownership.node, exc)
+                self._unclaimed |= self.served
                 await trio.sleep(self.settings.retry_interval)
                 continue
             for entry in entries:
@@ -256,6 +279,8 @@ class Node:
                         self._spawn(entry, None)
             except REDIS_DOWN:
                 continue
+            except coredis.exceptions.ResponseError as exc:
+                logger.error("node %s: cannot claim orphans: %s", self.ownership.node, exc)
 
     def _device_of(self, stream: str) -> str | None:
         prefix = self.keys.device_stream("x")[:-1]
@@ -274,7 +299,19 @@ class Node:
 
     async def _runner(self, entry: Entry, device_id: str | None, slot: str) -> None:
         try:
-            await self._run_entry(entry, device_id)
+            while True:
+                try:
+                    await self._run_entry(entry, device_id)
+                    return
+                except Exception:
+                    # One task's trouble (a supervisor error, a malformed record) must not
+                    # take the node down; it is tried again while the task is ours.
+                    logger.exception(
+                        "node %s: task %s failed here; trying again",
+                        self.ownership.node,
+                        entry.task_id,
+                    )
+                    await trio.sleep(self.settings.retry_interval)
         finally:
             self._inflight[slot] -= 1
             self.journal.release(entry.task_id)

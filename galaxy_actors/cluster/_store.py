@@ -15,9 +15,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
-import coredis
-import coredis.exceptions
-from coredis.response.types import StreamPendingExt
+
+try:
+    import coredis
+    import coredis.exceptions
+    from coredis.response.types import StreamPendingExt
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "galaxy_actors.cluster needs coredis: pip install 'galaxy-actors[cluster]'"
+    ) from exc
 
 from .._errors import GalaxyActorsError
 from .._task import Delivery

@@ -10,7 +10,14 @@ import pytest
 import trio
 from redis_server import RedisServer
 
-from galaxy_actors import ClientMessageType, ExecutionResult, MemoryNetwork, OutcomeUnknown
+from galaxy_actors import (
+    ClientMessageType,
+    ConfigurationError,
+    DuplicateTaskId,
+    ExecutionResult,
+    MemoryNetwork,
+    OutcomeUnknown,
+)
 from galaxy_actors.cluster import (
     ClusterUnavailable,
     LeaseSettings,
@@ -61,6 +68,10 @@ async def test_a_node_runs_device_and_capability_tasks_submitted_by_a_client(
             ) as node:
                 first = await client.submit("open", {"x": 1}, device_id="pc", task_id="t1")
                 again = await client.submit("open", {"x": 1}, device_id="pc", task_id="t1")
+                with pytest.raises(DuplicateTaskId):
+                    await client.submit("close", device_id="pc", task_id="t1")
+                with pytest.raises(ConfigurationError):
+                    await client.submit("nowhere")
                 snap = await client.submit("snap", capabilities=["camera"])
                 one = await client.result(first)
                 assert isinstance(one, ExecutionResult) and one.ok and one.device_id == "pc"

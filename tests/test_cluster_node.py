@@ -3,6 +3,7 @@ simulated agents over the in-memory network. Real time: Redis is a real process.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -168,6 +169,7 @@ async def _all_outcomes(client: object) -> list[object]:
     assert isinstance(client, ClusterClient)
     events = []
     with trio.move_on_after(1.5):
-        async for event in client.watch(since="0"):
-            events.append(event)
+        async with contextlib.aclosing(client.watch(since="0")) as watching:
+            async for event in watching:
+                events.append(event)
     return events

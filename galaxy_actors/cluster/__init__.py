@@ -17,7 +17,7 @@ The API:
   ``outcome(task_id)`` (None until ended), ``state(task_id)`` (queued/sent/ended/None),
   ``result(task_id)`` (waits; returns the `ExecutionResult` or the `TaskError`),
   ``watch()`` (async iterator of `OutcomeEvent`), ``status()`` -> `ClusterStatus`
-  (live nodes, each device's lease holder).
+  (live nodes, each device's lease holder), ``watch_status(interval)`` (each change).
 - `LeaseSettings(lease_ttl=15, renew_interval=3, margin=2)`: a dead node's devices are
   taken within ``takeover_bound`` = lease_ttl + renew_interval (plus a round trip).
 - `rendezvous_owner(device_id, nodes)`, `FleetKeys(fleet)`: the spread and the key layout

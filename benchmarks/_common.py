@@ -348,12 +348,13 @@ class BareFleet:
         """Open one connection per id in ``nursery``; wait until all are ready."""
         self.expect(len(ids))
         failures = self.failures
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         for device_id in ids:
             nursery.start_soon(self.hold, device_id)
         missing = await self.wait_ready(within)
         return {
             "seconds": time.perf_counter() - start,
+            "cpu_seconds": cpu_seconds() - cpu0,
             "failures": self.failures - failures,
             "not_ready": missing,
         }

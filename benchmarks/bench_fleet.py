@@ -10,7 +10,8 @@ A worker raises its open-files limit, imports everything, warms up with ``--warm
   connections making the same three exchanges (``bare-same``: the target) and against N
   bare connections doing connect + REGISTER only (``bare``: reported beside it). Our side
   makes as many handshakes at once as ``--ours-limit`` allows (default: open_supervisor's
-  default ``max_concurrent_connections``, None: no limit). The bare sides are not held to
+  default ``max_concurrent_connections``, 64; the figures in
+  docs/performance.md up to this round were taken at None, no limit). The bare sides are not held to
   our limit: at each size each bare baseline is first run at every concurrency of
   ``--bare-limits`` (64, 256, 1024 and 0, no limit), ``--calibrate-runs`` times each, and the
   rounds use the one fastest for it (printed, and kept in the JSON);
@@ -179,7 +180,7 @@ async def connect_ours(sup: Supervisor, url: str, ids: list[str], within: float)
     failures = 0
     remaining = set(ids)
     with sup.subscribe(buffer=math.inf) as events:
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         for device_id in ids:
             sup.add_device(device_id, url, "bench")
         with trio.move_on_after(within):
@@ -191,7 +192,12 @@ async def connect_ours(sup: Supervisor, url: str, ids: list[str], within: float)
                 elif isinstance(event, ConnectionFailed):
                     failures += 1
         elapsed = time.perf_counter() - start
-    return {"seconds": elapsed, "failures": failures, "not_ready": len(remaining)}
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu_seconds() - cpu0,
+        "failures": failures,
+        "not_ready": len(remaining),
+    }
 
 
 def memory_by_line(snapshot: tracemalloc.Snapshot, n: int, limit: int = 30) -> dict[str, Any]:
@@ -483,6 +489,11 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
         print(
             f"  {n} devices, round {r + 1}/{rounds}: ready "
             + ", ".join(f"{side} {runs[side][-1]['ready']['seconds']:.2f} s" for side in sides)
+            + "; CPU/device "
+            + ", ".join(
+                f"{side} {runs[side][-1]['ready']['cpu_seconds'] / n * 1e6:.0f} µs"
+                for side in sides
+            )
             + "; RSS/device "
             + ", ".join(
                 f"{side} {runs[side][-1]['rss_growth'] / n / 1024:.1f} KB" for side in sides
@@ -491,6 +502,8 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
         )
     ready = {side: [x["ready"]["seconds"] for x in runs[side]] for side in sides}
     rss = {side: [x["rss_growth"] / n / 1024 for x in runs[side]] for side in sides}
+    # The client's own CPU per device brought up: what the machine's load moves least.
+    cpu = {side: [x["ready"]["cpu_seconds"] / n * 1e6 for x in runs[side]] for side in sides}
     return {
         "n": n,
         "rounds": rounds,
@@ -500,6 +513,8 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
         "rss_ratio": {b: ratio_summary(rss["ours"], rss[b]) for b in sides[1:]},
         "ready_s": {side: summary(ready[side]) for side in sides},
         "rss_kb_per_device": {side: summary(rss[side]) for side in sides},
+        "cpu_ratio": {b: ratio_summary(cpu["ours"], cpu[b]) for b in sides[1:]},
+        "cpu_us_per_device": {side: summary(cpu[side]) for side in sides},
         "failures": {side: sum(x["ready"]["failures"] for x in runs[side]) for side in sides},
         "not_ready": {side: sum(x["ready"]["not_ready"] for x in runs[side]) for side in sides},
         "ready_rounds": ready,
@@ -577,6 +592,20 @@ def report(results: dict[str, Any]) -> None:
                     fmt_ratio(s["ready_ratio"][b]),
                     f"<= {TARGET_READY}" if target else "",
                     verdict(s["ready_ratio"][b]["median"], TARGET_READY) if target else "",
+                ]
+            )
+        cpu = s.get("cpu_us_per_device")
+        for b in s.get("cpu_ratio", {}):
+            assert cpu is not None
+            rows.append(
+                [
+                    f"{n} client CPU µs/device to ready vs {b}",
+                    s["rounds"],
+                    f"{cpu['ours']['median']:.0f}",
+                    f"{cpu[b]['median']:.0f}",
+                    fmt_ratio(s["cpu_ratio"][b]),
+                    "",
+                    "",
                 ]
             )
         rss = s["rss_kb_per_device"]

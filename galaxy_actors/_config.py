@@ -95,9 +95,9 @@ class TLSConfig:
         return attrs.asdict(self, recurse=False)
 
 
-#: The process's `Settings` where they differ from the library's: a supervisor process
-#: usually runs a fleet, whose handshakes are bounded (docs/process.md).
-PROCESS_SETTINGS: Final = Settings(max_concurrent_connections=64)
+#: The process's `Settings` where they differ from the library's (today nowhere: the
+#: library's handshake bound of 64 is the process's too; docs/process.md).
+PROCESS_SETTINGS: Final = Settings()
 
 
 @attrs.frozen

@@ -199,7 +199,8 @@ class Session:
                         self._lost(exc)
                         # The Session's scope is cancelled now: this raises Cancelled.
                         await trio.lowlevel.checkpoint()
-                    event = engine.receive(raw, current_time())
+                    now = current_time()
+                    event = engine.receive(raw, now)
                     if event is not None:
                         self._deliver(event)
                     if engine.can_send_task():
@@ -209,16 +210,22 @@ class Session:
                         if task is not None:
                             await self.send_task(task)
                     deadline = self._deadline()
+                    if deadline <= now or scope.deadline == -math.inf:
+                        # Due already (the first heartbeat right after registration), or
+                        # woken (`_wake`) meanwhile: leave now. Leaving costs far less
+                        # than cancelling our own receive, and a wake is not overwritten.
+                        break
                     if deadline != scope.deadline:
                         scope.deadline = deadline
             self._recv_scope = None
-            if scope.cancelled_caught:
-                now = current_time()
-                event = engine.check_deadlines(now)
-                if event is not None:
-                    self._deliver(event)
-                if now >= self.stop_deadline:
-                    return  # `run` closes the engine
+            # Left at a deadline, or to send: what time means now is checked either way
+            # (checking early finds nothing due and changes nothing).
+            now = current_time()
+            event = engine.check_deadlines(now)
+            if event is not None:
+                self._deliver(event)
+            if now >= self.stop_deadline:
+                return  # `run` closes the engine
 
     def _deliver(self, event: EngineEvent) -> None:
         if type(event) is ConnectionDead:

@@ -36,8 +36,8 @@ def _seconds(default: float, *, allow_zero: bool = False) -> Any:
     )
 
 
-def _limit() -> Any:
-    return attrs.field(default=None, validator=int_field(1, allow_none=True))
+def _limit(default: int | None) -> Any:
+    return attrs.field(default=default, validator=int_field(1, allow_none=True))
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +61,8 @@ class Settings:
         shutdown_grace: the same when the supervisor's block is left (may be 0); the whole
             shutdown waits at most ``shutdown_grace + close_timeout + 1`` seconds.
         max_concurrent_connections: at most this many handshakes at once (None: no limit).
+            64 by default: without a limit, thousands of handshakes at once on a loaded
+            host time out and retry together (docs/performance.md, "Fleet").
         max_queue: at most this many queued tasks per device (None: no bound; a device's
             own ``max_queue`` overrides it). A submit to a full queue waits for room.
     """
@@ -73,8 +75,8 @@ class Settings:
     send_timeout: float = _seconds(10.0)
     disconnect_grace: float = _seconds(30.0, allow_zero=True)
     shutdown_grace: float = _seconds(5.0, allow_zero=True)
-    max_concurrent_connections: int | None = _limit()
-    max_queue: int | None = _limit()
+    max_concurrent_connections: int | None = _limit(64)
+    max_queue: int | None = _limit(None)
 
     def __attrs_post_init__(self) -> None:
         # Durations are floats whichever number was given (a TOML 30 is an int): settings

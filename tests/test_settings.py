@@ -205,3 +205,15 @@ async def test_users_get_values_not_the_supervisors_internals(
         assert sup.system_info("pc") != info
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             sup.snapshot("pc").status = None  # type: ignore[misc,assignment]
+
+
+def test_handshakes_are_bounded_by_default() -> None:
+    # Without a bound, thousands of handshakes at once on a loaded host time out and retry
+    # together (docs/performance.md): the library's default is the process's, 64.
+    assert Settings().max_concurrent_connections == 64
+    assert (
+        parse_config(
+            '[[devices]]\ndevice_id = "pc"\nserver_url = "ws://127.0.0.1:1/ws"\n'
+        ).supervisor.settings
+        == Settings()
+    )

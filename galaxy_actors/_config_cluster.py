@@ -34,9 +34,10 @@ REDIS_URL_ENV: Final = "GALAXY_ACTORS_REDIS_URL"
 CLUSTER_KEYS: Final = (
     "redis_url",
     "node",
-    "namespace",
-    "lease_time",
+    "fleet",
+    "lease_ttl",
     "renew_interval",
+    "fence_margin",
     "connect_timeout",
     "outcome_retention",
 )
@@ -50,24 +51,27 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 class ClusterConfig:
     """A validated ``[cluster]`` table.
 
-    ``lease_time``: how long a device's lease lasts without renewal; a dead node's devices
-    are owned again within ``lease_time + renew_interval``. ``renew_interval``: how often a
-    live node renews its leases (at most half the lease time, so one slow renewal never
-    loses a lease). ``outcome_retention``: how long a task's outcome stays readable by id.
+    ``lease_ttl``: how long a device's lease lasts without renewal; a dead node's devices
+    are owned again within ``lease_ttl + renew_interval``. ``renew_interval``: how often a
+    live node renews its leases. ``fence_margin``: a node stops serving a device this long
+    before its lease could expire in Redis (the fencing rule, docs/cluster.md), which covers
+    the drift between its clock and Redis's. ``outcome_retention``: how long a task's
+    outcome stays readable by id.
     """
 
     redis_url: str
     node: str
-    namespace: str = "galaxy"
-    lease_time: float = 10.0
+    fleet: str = "galaxy"
+    lease_ttl: float = 15.0
     renew_interval: float = 3.0
+    fence_margin: float = 2.0
     connect_timeout: float = 5.0
     outcome_retention: float = 86400.0
 
     @property
     def failover_bound(self) -> float:
         """Seconds within which a dead node's devices have a new owner."""
-        return self.lease_time + self.renew_interval
+        return self.lease_ttl + self.renew_interval
 
 
 def validate_redis_url(url: str) -> None:
@@ -95,7 +99,7 @@ def validate_redis_url(url: str) -> None:
 
 
 def validate_node_name(name: str) -> None:
-    """Raise ValueError unless ``name`` can name a node or namespace in Redis keys."""
+    """Raise ValueError unless ``name`` can name a node or fleet in Redis keys."""
     if not _NAME.fullmatch(name):
         raise ValueError(
             f"must be 1 to 64 letters, digits, '.', '_', ':' or '-', starting with a letter "
@@ -126,32 +130,35 @@ def read_cluster(
     except ValueError as exc:
         raise reader.fail(f"{p}.redis_url", str(exc)) from None
     names: dict[str, str] = {}
-    for key in ("node", "namespace"):
+    for key in ("node", "fleet"):
         value = (
             reader.required_string(t, key, p)
             if key == "node"
-            else reader.string(t, key, p, d.namespace)
+            else reader.string(t, key, p, d.fleet)
         )
         try:
             validate_node_name(value)
         except ValueError as exc:
             raise reader.fail(f"{p}.{key}", str(exc)) from None
         names[key] = value
-    lease_time = reader.seconds(t, "lease_time", p, d.lease_time)
-    default_renew = min(d.renew_interval, lease_time / 3)
-    renew_interval = reader.seconds(t, "renew_interval", p, default_renew)
-    if renew_interval > lease_time / 2:
+    lease_ttl = reader.seconds(t, "lease_ttl", p, d.lease_ttl)
+    # A short lease alone gets a renewal and a margin that fit in it.
+    renew_interval = reader.seconds(t, "renew_interval", p, min(d.renew_interval, lease_ttl / 5))
+    fence_margin = reader.seconds(t, "fence_margin", p, min(d.fence_margin, lease_ttl / 5))
+    if renew_interval + fence_margin >= lease_ttl:
         raise reader.fail(
-            f"{p}.renew_interval",
-            f"must be at most half of lease_time ({lease_time:g} s), so that one late renewal "
-            f"does not lose the leases; got {renew_interval:g}",
+            p,
+            f"renew_interval + fence_margin ({renew_interval:g} + {fence_margin:g} s) must be "
+            f"less than lease_ttl ({lease_ttl:g} s): a live node would fence itself off its "
+            f"own devices between two renewals",
         )
     return ClusterConfig(
         redis_url=url,
         node=names["node"],
-        namespace=names["namespace"],
-        lease_time=lease_time,
+        fleet=names["fleet"],
+        lease_ttl=lease_ttl,
         renew_interval=renew_interval,
+        fence_margin=fence_margin,
         connect_timeout=reader.seconds(t, "connect_timeout", p, d.connect_timeout),
         outcome_retention=reader.seconds(t, "outcome_retention", p, d.outcome_retention),
     )

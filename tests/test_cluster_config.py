@@ -31,13 +31,13 @@ def test_a_minimal_cluster_table_loads_with_its_defaults() -> None:
     config = parse(CLUSTER + DEVICE)
     cluster = config.cluster
     assert cluster is not None
-    assert (cluster.redis_url, cluster.node, cluster.namespace) == (
+    assert (cluster.redis_url, cluster.node, cluster.fleet) == (
         "redis://127.0.0.1:6379/0",
         "node-a",
         "galaxy",
     )
-    assert cluster.renew_interval <= cluster.lease_time / 2
-    assert cluster.failover_bound == cluster.lease_time + cluster.renew_interval
+    assert cluster.renew_interval + cluster.fence_margin < cluster.lease_ttl
+    assert cluster.failover_bound == cluster.lease_ttl + cluster.renew_interval
 
 
 def test_without_a_cluster_table_the_process_runs_alone() -> None:
@@ -47,21 +47,22 @@ def test_without_a_cluster_table_the_process_runs_alone() -> None:
 def test_every_setting_is_read() -> None:
     text = (
         '[cluster]\nredis_url = "rediss://:pw@redis.example:6380/2"\nnode = "eu-1.a"\n'
-        'namespace = "fleet_b"\nlease_time = 2\nrenew_interval = 0.5\nconnect_timeout = 1.5\n'
-        "outcome_retention = 600\n"
+        'fleet = "fleet_b"\nlease_ttl = 2\nrenew_interval = 0.5\nfence_margin = 0.25\n'
+        "connect_timeout = 1.5\noutcome_retention = 600\n"
     )
     cluster = parse(text).cluster
     assert cluster is not None
-    assert (cluster.node, cluster.namespace) == ("eu-1.a", "fleet_b")
-    assert (cluster.lease_time, cluster.renew_interval, cluster.connect_timeout) == (2, 0.5, 1.5)
+    assert (cluster.node, cluster.fleet) == ("eu-1.a", "fleet_b")
+    assert (cluster.lease_ttl, cluster.renew_interval, cluster.fence_margin) == (2, 0.5, 0.25)
+    assert cluster.connect_timeout == 1.5
     assert cluster.outcome_retention == 600
     assert cluster.failover_bound == 2.5
 
 
 def test_a_short_lease_gets_a_renewal_interval_that_fits_it() -> None:
-    cluster = parse(CLUSTER + "lease_time = 1.5\n").cluster
+    cluster = parse(CLUSTER + "lease_ttl = 1.5\n").cluster
     assert cluster is not None
-    assert cluster.renew_interval == 0.5
+    assert (cluster.renew_interval, cluster.fence_margin) == (0.3, 0.3)
 
 
 def test_a_node_needs_no_devices_of_its_own_the_fleet_is_in_redis() -> None:
@@ -97,11 +98,12 @@ def test_the_redis_url_may_come_from_the_environment() -> None:
         ('redis_url = "redis://127.0.0.1/zero"', "cluster.redis_url", "database number"),
         ('redis_url = "unix://"', "cluster.redis_url", "socket path"),
         ('redis_url = ""', "cluster.redis_url", "must not be empty"),
-        ("lease_time = 0", "cluster.lease_time", "> 0"),
-        ('lease_time = "10"', "cluster.lease_time", "expected a number"),
-        ("lease_time = 4\nrenew_interval = 3", "cluster.renew_interval", "half of lease_time"),
-        ('namespace = "a{b}"', "cluster.namespace", "letters, digits"),
-        ("leas_time = 3", "cluster.leas_time", "did you mean 'lease_time'"),
+        ("lease_ttl = 0", "cluster.lease_ttl", "> 0"),
+        ('lease_ttl = "10"', "cluster.lease_ttl", "expected a number"),
+        ("lease_ttl = 4\nrenew_interval = 3.5", "cluster", "fence itself"),
+        ("fence_margin = -1", "cluster.fence_margin", "> 0"),
+        ('fleet = "a{b}"', "cluster.fleet", "letters, digits"),
+        ("lease_tl = 3", "cluster.lease_tl", "did you mean 'lease_ttl'"),
     ],
 )
 def test_a_mistake_names_its_key(line: str, key: str, words: str) -> None:

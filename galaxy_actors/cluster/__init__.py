@@ -1,16 +1,53 @@
 """galaxy_actors.cluster: several supervisor processes ("nodes") sharing one fleet through
-Redis/Valkey Streams (needs the ``cluster`` extra: coredis).
+Redis/Valkey Streams, over coredis (the ``cluster`` extra).
 
-Work in progress; the API so far (docs/cluster.md will describe the whole):
+The API:
 
-- `LeaseSettings(lease_ttl=15, renew_interval=3, margin=2)`: lease timing, validated; a
-  dead node's devices are taken within ``takeover_bound`` (= lease_ttl + renew_interval).
-- `rendezvous_owner(device_id, nodes)`: which live node should own a device.
-- `FleetKeys(fleet)`: the key layout, every key tagged ``{fleet}`` (one Redis Cluster slot).
+- ``open_node(redis_url, NodeSettings(name, fleet="default", lease=LeaseSettings(...)),
+  **open_supervisor_options)``: an async context manager running one node: an ordinary
+  supervisor whose devices are the ones it holds leases for. Yields a `Node`
+  (``node.supervisor``, ``node.served``: device ids connected here, ``node.ownership``).
+  Raises `ClusterUnavailable` when Redis cannot be reached at start. Leaving the block
+  normally releases its leases; an exception or cancellation leaves them to expire.
+- ``open_client(redis_url, fleet="default")`` -> `ClusterClient`:
+  ``define_device(device_id, url, os, capabilities=..., metadata=..., max_retries=...)``,
+  ``remove_device(device_id)``, ``submit(description, data, device_id=... | capabilities=
+  [...], task_id=None, timeout=1000, delivery="at_most_once", priority=0) -> task_id``
+  (idempotent by task id; `DuplicateTaskId` for another request under a known id),
+  ``outcome(task_id)`` (None until ended), ``state(task_id)`` (queued/sent/ended/None),
+  ``result(task_id)`` (waits; returns the `ExecutionResult` or the `TaskError`),
+  ``watch()`` (async iterator of `OutcomeEvent`), ``status()`` -> `ClusterStatus`
+  (live nodes, each device's lease holder).
+- `LeaseSettings(lease_ttl=15, renew_interval=3, margin=2)`: a dead node's devices are
+  taken within ``takeover_bound`` = lease_ttl + renew_interval (plus a round trip).
+- `rendezvous_owner(device_id, nodes)`, `FleetKeys(fleet)`: the spread and the key layout
+  (every key tagged ``{fleet}``: one Redis Cluster slot per fleet).
+
+Guarantees and their limits are in the modules' docstrings (`_ownership`, `_node`).
 """
 
+from ._client import ClusterClient as ClusterClient
+from ._client import ClusterStatus as ClusterStatus
+from ._client import OutcomeEvent as OutcomeEvent
+from ._client import open_client as open_client
 from ._keys import FleetKeys as FleetKeys
+from ._node import Node as Node
+from ._node import NodeSettings as NodeSettings
+from ._node import open_node as open_node
 from ._ownership import LeaseSettings as LeaseSettings
 from ._ownership import rendezvous_owner as rendezvous_owner
+from ._store import ClusterUnavailable as ClusterUnavailable
 
-__all__ = ["FleetKeys", "LeaseSettings", "rendezvous_owner"]
+__all__ = [
+    "ClusterClient",
+    "ClusterStatus",
+    "ClusterUnavailable",
+    "FleetKeys",
+    "LeaseSettings",
+    "Node",
+    "NodeSettings",
+    "OutcomeEvent",
+    "open_client",
+    "open_node",
+    "rendezvous_owner",
+]

@@ -298,6 +298,12 @@ class _Reader(ValueReader):
             # A node's journal is the cluster's Redis, and its fleet may already be there.
             if "journal" in doc:
                 raise self.fail("journal", "not with [cluster]: the cluster journals in Redis")
+            if control.enabled and "control" in doc:
+                raise self.fail(
+                    "control",
+                    "not with [cluster]: a node's clients go through Redis (--cluster); "
+                    "set enabled = false",
+                )
             cluster = read_cluster(self, self.table(doc, "cluster", ""), environ)
             journal = JournalConfig()
         else:

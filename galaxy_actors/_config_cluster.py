@@ -61,7 +61,7 @@ class ClusterConfig:
 
     redis_url: str
     node: str
-    fleet: str = "galaxy"
+    fleet: str = "default"
     lease_ttl: float = 15.0
     renew_interval: float = 3.0
     fence_margin: float = 2.0

@@ -34,7 +34,7 @@ def test_a_minimal_cluster_table_loads_with_its_defaults() -> None:
     assert (cluster.redis_url, cluster.node, cluster.fleet) == (
         "redis://127.0.0.1:6379/0",
         "node-a",
-        "galaxy",
+        "default",
     )
     assert cluster.renew_interval + cluster.fence_margin < cluster.lease_ttl
     assert cluster.failover_bound == cluster.lease_ttl + cluster.renew_interval
@@ -76,6 +76,13 @@ def test_a_node_journals_in_redis_not_in_a_local_file(tmp_path: Path) -> None:
     error = error_of(CLUSTER + "[journal]\nenabled = true\n" + DEVICE)
     assert error.key == "journal"
     assert "Redis" in error.problem
+
+
+def test_a_node_serves_no_control_endpoint() -> None:
+    assert parse(CLUSTER + "[control]\nenabled = false\n").cluster is not None
+    error = error_of(CLUSTER + '[control]\nhost = "127.0.0.1"\n')
+    assert error.key == "control"
+    assert "--cluster" in error.problem
 
 
 def test_the_redis_url_may_come_from_the_environment() -> None:

@@ -204,3 +204,70 @@ async def test_kill_9_of_a_node_mid_load_moves_its_devices_within_the_bound_and_
             assert isinstance(outcome, OutcomeUnknown), (task_id, outcome)
     # No device was ever connected by two nodes at once.
     assert refused_registrations(agents) == 0
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "galaxy_actors", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=child_env(),
+    )
+
+
+async def test_the_operator_commands_against_one_node(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    agent = SimulatedAgent(devices=["pc-1"])
+    url = redis_server.url
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, open_client(url, "test") as client:
+            agent_url = await nursery.start(agent.serve_websocket)
+            config = write_node(tmp_path / "a.toml", "node-a", url, {"pc-1": agent_url})
+            async with node_process(config) as node:
+                await wait_owners(client, lambda o: o.get("pc-1") == "node-a")
+                done = await cli(
+                    "submit",
+                    "--cluster",
+                    url,
+                    "--fleet",
+                    "test",
+                    "--device",
+                    "pc-1",
+                    "open the report",
+                    "--task-id",
+                    "t-1",
+                )
+                assert done.returncode == 0, done.stderr
+                assert done.stdout.decode().startswith("completed on pc-1 (task t-1,")
+                again = await cli("result", "--cluster", str(config), "t-1", "--json")
+                assert again.returncode == 0
+                assert '"outcome": "completed"' in again.stdout.decode()
+                status = await cli("status", "--cluster", str(config))
+                assert status.stdout.decode().splitlines() == [
+                    "1 live nodes (node-a 1); 1 devices",
+                    "pc-1  node-a",
+                ]
+                # SIGTERM: a clean exit that hands the lease back at once. Its last renewal
+                # was at most RENEW_INTERVAL ago, so it could not have expired by itself yet.
+                node.send_signal(signal.SIGTERM)
+                with trio.fail_after(LEASE_TTL - RENEW_INTERVAL):
+                    assert await node.wait() == 0
+                    assert (await client.status()).owners == {"pc-1": None}
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_cannot_reach_redis_exits_1_saying_so(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis_server.stop()
+    url = f"redis://:hunter2@127.0.0.1:{redis_server.port}/0"
+    config = write_node(tmp_path / "a.toml", "node-a", url, {})
+    with trio.fail_after(30):
+        done = await cli("run", str(config), "--view", "none")
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert f"{config}: cluster: Redis at redis://***@127.0.0.1:{redis_server.port}/0" in err
+    assert "cannot be reached" in err
+    assert "hunter2" not in err + done.stdout.decode()

@@ -246,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error (argparse has printed it)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if getattr(args, "fleet", None) is not None and args.cluster is None:
+            raise UsageError("--fleet goes with --cluster")
         if getattr(args, "cluster", None) is not None:
             # Imported here: the cluster's client needs coredis, the others do not.
             from ._cli_cluster import run_cluster_command

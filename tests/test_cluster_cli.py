@@ -87,6 +87,7 @@ def test_an_unreachable_redis_exits_1_without_showing_its_password(
         (["status", "--cluster", "http://127.0.0.1"], "scheme"),
         (["status", "--cluster", "missing.toml"], "no such file"),
         (["status", "--cluster", "redis://127.0.0.1", "--fleet", "a b"], "--fleet"),
+        (["status", "--control", "ws://127.0.0.1:9/", "--fleet", "a"], "goes with --cluster"),
     ],
 )
 def test_usage_mistakes_exit_2(

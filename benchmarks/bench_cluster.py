@@ -263,9 +263,18 @@ async def warm_up(client: ClusterClient, devices: Sequence[str], tag: str) -> No
                 nursery.start_soon(_cluster_task, client, device, f"{tag}-warm-{device}")
 
 
+#: Task ids that had no outcome within TASK_WAIT seconds (reported, never waited for).
+LOST: list[str] = []
+TASK_WAIT = 60.0
+
+
 async def _cluster_task(client: ClusterClient, device: str, task_id: str) -> None:
     await client.submit("x", DATA, device_id=device, task_id=task_id)
-    await client.result(task_id)
+    with trio.move_on_after(TASK_WAIT) as scope:
+        await client.result(task_id)
+    if scope.cancelled_caught:
+        LOST.append(task_id)
+        print(f"  task {task_id} on {device}: no outcome within {TASK_WAIT:g} s", flush=True)
 
 
 def start_nodes(
@@ -463,6 +472,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if "failover" in phases:
             print("failover after kill -9", flush=True)
             results["failover"] = await failover(args, work)
+        results["tasks_without_outcome"] = list(LOST)
     return results
 
 
@@ -496,6 +506,9 @@ def report(results: dict[str, Any]) -> None:
         ]
     if rows:
         print_table("Redis memory, failover", ["figure", "value"], rows)
+    if results.get("tasks_without_outcome"):
+        lost = results["tasks_without_outcome"]
+        print(f"\n{len(lost)} tasks had no outcome within {TASK_WAIT:g} s: {', '.join(lost)}")
 
 
 def report_throughput(results: dict[str, Any]) -> None:

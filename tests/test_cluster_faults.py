@@ -4,6 +4,7 @@ file, fsync on every write), as a production Redis would."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -165,5 +166,12 @@ async def test_devices_move_to_a_joining_node_without_two_connections(
                         assert isinstance(await client.result(task_id), ExecutionResult)
                 owners = (await client.status()).owners
                 assert set(owners.values()) == {"a", "b"}
+            # b has left (normally: its leases are released), and a takes everything back.
+            with trio.fail_after(10):
+                async with contextlib.aclosing(client.watch_status(0.05)) as statuses:
+                    async for status in statuses:
+                        if status.nodes == ("a",) and set(status.owners.values()) == {"a"}:
+                            break
+            assert a.served == set(devices)
         assert registrations_refused(agent) == 0
         nursery.cancel_scope.cancel()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import coredis
 import trio
 from redis_server import RedisServer
@@ -22,3 +27,28 @@ async def test_coredis_talks_to_the_real_server_from_trio(redis_server: RedisSer
             await client.xreadgroup("g", "c", streams={"s": ">"}, block=5_000)
         assert scope.cancelled_caught
         assert await client.xack("s", "g", [entry]) == 1
+
+
+def test_without_a_server_binary_the_cluster_tests_fail_saying_how_to_install_one(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "GALAXY_ACTORS_REDIS_SERVER": str(tmp_path / "no-such-server")}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{Path(__file__)}::test_coredis_talks_to_the_real_server_from_trio",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout
+    assert "1 error" in run.stdout and "skipped" not in run.stdout
+    assert "apt-get install -y redis-server" in run.stdout

@@ -138,7 +138,8 @@ class ClusterClient:
                 await self.store.outcomes_since(last, block=1.0)
 
     async def watch(self, since: str = "$") -> AsyncIterator[OutcomeEvent]:
-        """Outcomes as they are written (``since="0"``: from the oldest kept)."""
+        """Outcomes as they are written (``since="0"``: from the oldest kept). Iterate
+        inside ``async with contextlib.aclosing(client.watch()) as events:``."""
         last = since
         if last == "$":
             with _unavailable():
@@ -155,7 +156,19 @@ class ClusterClient:
                     decode_outcome(task_id, fields.get("outcome", "{}")),
                 )
 
+    async def watch_status(self, interval: float = 1.0) -> AsyncIterator[ClusterStatus]:
+        """The fleet's status now, then each time it changes (read every ``interval`` s).
+        Iterate inside ``contextlib.aclosing``, as `watch`."""
+        last: ClusterStatus | None = None
+        while True:
+            status = await self.status()
+            if status != last:
+                last = status
+                yield status
+            await trio.sleep(interval)
+
     async def status(self) -> ClusterStatus:
+        """Live nodes and each defined device's lease holder, now."""
         with _unavailable():
             nodes = await self.store.live_nodes()
             devices = await self.store.devices()

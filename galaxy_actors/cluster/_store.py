@@ -15,9 +15,16 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
-import coredis
-import coredis.exceptions
-from coredis.response.types import StreamPendingExt
+
+try:
+    import coredis
+    import coredis.exceptions
+    from coredis.commands.script import Script
+    from coredis.response.types import StreamPendingExt
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "galaxy_actors.cluster needs coredis: pip install 'galaxy-actors[cluster]'"
+    ) from exc
 
 from .._errors import GalaxyActorsError
 from .._task import Delivery
@@ -112,6 +119,14 @@ class Store:
     keys: FleetKeys
     #: Outcomes kept in the outcome stream (approximately: Redis trims by whole nodes).
     outcome_stream_cap: int = 100_000
+    # One Script per source: it hashes its text once and remembers whether Redis has it.
+    _scripts: dict[str, Script[str]] = attrs.field(factory=dict)
+
+    def _script(self, source: str) -> Script[str]:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
 
     # ------------------------------------------------------------------ fleet definitions
 
@@ -130,7 +145,7 @@ class Store:
     # ------------------------------------------------------------------ membership, leases
 
     async def heartbeat(self, node: str, ttl: float) -> Heartbeat:
-        script = self.client.register_script(_scripts.HEARTBEAT)
+        script = self._script(_scripts.HEARTBEAT)
         reply: list[Any] = await script(
             keys=[self.keys.nodes, self.keys.incarnation], args=[node, int(ttl * 1000)]
         )
@@ -138,7 +153,7 @@ class Store:
         return Heartbeat(bool(fresh), int(incarnation), tuple(str(n) for n in live))
 
     async def live_nodes(self) -> tuple[str, ...]:
-        script = self.client.register_script(_scripts.LIVE)
+        script = self._script(_scripts.LIVE)
         found: list[Any] = await script(keys=[self.keys.nodes], args=[])
         return tuple(str(n) for n in found)
 
@@ -162,7 +177,7 @@ class Store:
             for device_id, epoch in pairs.items():
                 args += [device_id, epoch]
         args += list(acquire)
-        script = self.client.register_script(_scripts.ROUND)
+        script = self._script(_scripts.ROUND)
         reply: list[Any] = await script(keys=keys, args=args)
         out = [int(x) for x in reply]
         renewed = {d: bool(ok) for d, ok in zip(renew, out, strict=False)}
@@ -198,7 +213,7 @@ class Store:
         args = [view.task_id, view.description, view.device_id or ""]
         for name, value in fields:
             args += [name, value]
-        script = self.client.register_script(_scripts.SUBMIT)
+        script = self._script(_scripts.SUBMIT)
         return int(await script(keys=[self.keys.task(view.task_id), stream], args=args))
 
     async def fetch(self, task_id: str) -> TaskView | None:
@@ -206,7 +221,7 @@ class Store:
         return TaskView.from_fields(task_id, fields) if fields else None
 
     async def ensure_group(self, stream: str) -> None:
-        script = self.client.register_script(_scripts.ENSURE_GROUP)
+        script = self._script(_scripts.ENSURE_GROUP)
         await script(keys=[stream], args=[])
 
     async def read(
@@ -265,13 +280,13 @@ class Store:
     ) -> TaskView | None:
         """The task's record, now owned by ``owner`` (None: fenced, or unknown)."""
         keys, args = self._fence(task_id, owner, lease)
-        script = self.client.register_script(_scripts.TAKE)
+        script = self._script(_scripts.TAKE)
         flat: list[Any] = await script(keys=keys, args=args)
         return TaskView.from_fields(task_id, _pairs(flat)) if flat else None
 
     async def mark_sent(self, task_id: str, owner: str, lease: tuple[str, str] | None) -> bool:
         keys, args = self._fence(task_id, owner, lease)
-        script = self.client.register_script(_scripts.MARK_SENT)
+        script = self._script(_scripts.MARK_SENT)
         return bool(await script(keys=keys, args=args))
 
     async def finish(
@@ -298,12 +313,12 @@ class Store:
             entry.task_id,
             self.outcome_stream_cap,
         ]
-        script = self.client.register_script(_scripts.FINISH)
+        script = self._script(_scripts.FINISH)
         return int(await script(keys=keys, args=args))
 
     async def requeue(self, entry: Entry, owner: str, stream: str) -> bool:
         keys = [self.keys.task(entry.task_id), entry.stream, stream]
-        script = self.client.register_script(_scripts.REQUEUE)
+        script = self._script(_scripts.REQUEUE)
         return bool(await script(keys=keys, args=[owner, entry.entry_id, entry.task_id]))
 
     async def drop_entry(self, entry: Entry) -> None:

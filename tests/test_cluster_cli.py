@@ -5,6 +5,8 @@ tests/test_cluster_process.py, runs them).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,22 @@ def test_a_file_without_a_cluster_table_is_no_target(tmp_path: Path) -> None:
     path.write_text('[[devices]]\ndevice_id = "pc"\nserver_url = "ws://127.0.0.1:9/ws"\n')
     with pytest.raises(UsageError, match=r"has no \[cluster\] table"):
         cluster_target(str(path), None)
+
+
+@pytest.mark.parametrize("argv", [["status", "--cluster", "redis://127.0.0.1"], ["run", "NODE"]])
+def test_without_the_cluster_extra_a_clear_error_and_exit_2(
+    argv: list[str], tmp_path: Path
+) -> None:
+    node = tmp_path / "node.toml"
+    node.write_text('[cluster]\nredis_url = "redis://127.0.0.1"\nnode = "a"\n')
+    argv = [str(node) if a == "NODE" else a for a in argv]
+    # coredis made unimportable, as on an installation without the extra.
+    code = (
+        "import sys; sys.modules['coredis'] = None\n"
+        "from galaxy_actors._cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert b"cluster" in done.stderr
+    assert b"Traceback" not in done.stderr

@@ -53,7 +53,6 @@ class ClusterTarget:
 
     redis_url: str
     fleet: str = DEFAULT_FLEET
-    connect_timeout: float = 5.0
 
 
 def cluster_target(text: str, fleet: str | None) -> ClusterTarget:
@@ -77,7 +76,7 @@ def cluster_target(text: str, fleet: str | None) -> ClusterTarget:
         if config.cluster is None:
             raise UsageError(f"--cluster: {text} has no [cluster] table")
         cluster = config.cluster
-        target = ClusterTarget(cluster.redis_url, cluster.fleet, cluster.connect_timeout)
+        target = ClusterTarget(cluster.redis_url, cluster.fleet)
     if fleet is not None:
         try:
             validate_node_name(fleet)

@@ -38,7 +38,6 @@ CLUSTER_KEYS: Final = (
     "lease_ttl",
     "renew_interval",
     "fence_margin",
-    "connect_timeout",
     "outcome_retention",
 )
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
@@ -65,7 +64,6 @@ class ClusterConfig:
     lease_ttl: float = 15.0
     renew_interval: float = 3.0
     fence_margin: float = 2.0
-    connect_timeout: float = 5.0
     outcome_retention: float = 86400.0
 
     @property
@@ -159,6 +157,5 @@ def read_cluster(
         lease_ttl=lease_ttl,
         renew_interval=renew_interval,
         fence_margin=fence_margin,
-        connect_timeout=reader.seconds(t, "connect_timeout", p, d.connect_timeout),
         outcome_retention=reader.seconds(t, "outcome_retention", p, d.outcome_retention),
     )

@@ -48,13 +48,12 @@ def test_every_setting_is_read() -> None:
     text = (
         '[cluster]\nredis_url = "rediss://:pw@redis.example:6380/2"\nnode = "eu-1.a"\n'
         'fleet = "fleet_b"\nlease_ttl = 2\nrenew_interval = 0.5\nfence_margin = 0.25\n'
-        "connect_timeout = 1.5\noutcome_retention = 600\n"
+        "outcome_retention = 600\n"
     )
     cluster = parse(text).cluster
     assert cluster is not None
     assert (cluster.node, cluster.fleet) == ("eu-1.a", "fleet_b")
     assert (cluster.lease_ttl, cluster.renew_interval, cluster.fence_margin) == (2, 0.5, 0.25)
-    assert cluster.connect_timeout == 1.5
     assert cluster.outcome_retention == 600
     assert cluster.failover_bound == 2.5
 

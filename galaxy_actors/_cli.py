@@ -167,6 +167,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
     _logs(args.log_format or config.logging.format, args.log_level or config.logging.level)
     view = choose_view(args.view, sys.stdout)
+    if config.cluster is not None:
+        try:
+            # Imported here: coredis is the cluster extra's, needed by nodes only.
+            from ._process_cluster import run_cluster_node
+        except ImportError as exc:  # checked before anything starts
+            print(f"{PROG}: {config.source}: cluster: {exc}", file=sys.stderr)
+            return 2
+        return trio.run(partial(run_cluster_node, config, view=view, out=sys.stdout))
     return trio.run(partial(run_supervisor_process, config, view=view, out=sys.stdout))
 
 
@@ -241,6 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error (argparse has printed it)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if getattr(args, "fleet", None) is not None and args.cluster is None:
+            raise UsageError("--fleet goes with --cluster")
+        if getattr(args, "cluster", None) is not None:
+            try:
+                # Imported here: the cluster's client needs coredis, the others do not.
+                from ._cli_cluster import run_cluster_command
+            except ImportError as exc:
+                raise UsageError(f"--cluster: {exc}") from None
+
+            return run_cluster_command(args)
         return _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)

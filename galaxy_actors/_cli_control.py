@@ -96,6 +96,14 @@ def add_client_commands(sub: Any) -> None:
     where = client.add_mutually_exclusive_group()
     where.add_argument("--control", metavar="URL", help="endpoint URL, ws://127.0.0.1:PORT/")
     where.add_argument("--address-file", type=Path, help="the file `run` wrote the URL into")
+    where.add_argument(
+        "--cluster",
+        metavar="URL|FILE",
+        help="a cluster's Redis URL, or a node's TOML file (docs/cluster.md)",
+    )
+    client.add_argument(
+        "--fleet", help="with --cluster: the fleet in that Redis (default: default)"
+    )
     client.add_argument("--token", help=f"endpoint token (default: ${TOKEN_ENV}, else the file's)")
     client.add_argument("--json", action="store_true", help="print the raw JSON")
 

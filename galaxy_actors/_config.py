@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._config_cluster import ClusterConfig, read_cluster
 from ._config_journal import JournalConfig, read_journal
 from ._config_values import ValueReader, describe
 from ._errors import ConfigurationError
@@ -164,7 +165,8 @@ class MetricsConfig:
 @attrs.frozen
 class Config:
     """A whole, validated configuration file. ``metrics`` is None when the file has no
-    ``[metrics]`` table (no metrics endpoint)."""
+    ``[metrics]`` table (no metrics endpoint); ``cluster`` is None when it has no
+    ``[cluster]`` table (the process supervises its devices alone)."""
 
     source: str
     devices: tuple[DeviceConfig, ...]
@@ -173,6 +175,7 @@ class Config:
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     metrics: MetricsConfig | None = None
     journal: JournalConfig = attrs.field(factory=JournalConfig)
+    cluster: ClusterConfig | None = None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -244,6 +247,7 @@ _TOP_KEYS: Final = (
     "metrics",
     "devices",
     "journal",
+    "cluster",
 )
 _SETTINGS_KEYS: Final = tuple(attrs.fields_dict(Settings))
 _CONNECTOR_KEYS: Final = ("connect_timeout", "close_timeout", "max_frame_size")
@@ -287,8 +291,23 @@ class _Reader(ValueReader):
             level=self.choice(logging_table, "level", "logging", LOG_LEVELS, "info"),
         )
         metrics = self.metrics(self.table(doc, "metrics", "")) if "metrics" in doc else None
-        journal = read_journal(self, self.table(doc, "journal", ""), self.source)
-        return Config(self.source, self.devices(doc), supervisor, control, log, metrics, journal)
+        cluster = None
+        if "cluster" in doc:
+            # A node's journal is the cluster's Redis, and its fleet may already be there.
+            if "journal" in doc:
+                raise self.fail("journal", "not with [cluster]: the cluster journals in Redis")
+            if control.enabled and "control" in doc:
+                raise self.fail(
+                    "control",
+                    "not with [cluster]: a node's clients go through Redis (--cluster); "
+                    "set enabled = false",
+                )
+            cluster = read_cluster(self, self.table(doc, "cluster", ""), environ)
+            journal = JournalConfig()
+        else:
+            journal = read_journal(self, self.table(doc, "journal", ""), self.source)
+        devices = self.devices(doc, required=cluster is None)
+        return Config(self.source, devices, supervisor, control, log, metrics, journal, cluster)
 
     def supervisor(self, t: dict[str, Any]) -> SupervisorConfig:
         p = "supervisor"
@@ -412,9 +431,11 @@ class _Reader(ValueReader):
                 raise self.fail(f"{p}.ready_share", f"must be a number from 0 to 1, got {share:g}")
         return MetricsConfig(host, port, share)
 
-    def devices(self, doc: dict[str, Any]) -> tuple[DeviceConfig, ...]:
+    def devices(self, doc: dict[str, Any], *, required: bool = True) -> tuple[DeviceConfig, ...]:
         raw = doc.get("devices")
-        if raw is None or raw == []:
+        if not required and raw is None:
+            return ()
+        if required and (raw is None or raw == []):
             raise self.fail("devices", "no devices: add at least one [[devices]] table")
         if not isinstance(raw, list):
             raise self.fail("devices", f"expected an array of tables, got {describe(raw)}")

@@ -439,7 +439,7 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def open_node(
-    redis_url: str, settings: NodeSettings, **supervisor_options: Any
+    redis_url: str, settings: NodeSettings, /, **supervisor_options: Any
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the block.
 
@@ -447,7 +447,8 @@ async def open_node(
     >>> async with open_node(url, NodeSettings("node-a")) as node:  # doctest: +SKIP
     ...     await trio.sleep_forever()
 
-    ``supervisor_options`` go to `open_supervisor` (``connector``, ``policy``, timeouts).
+    ``supervisor_options`` go to `open_supervisor` (its ``settings``, ``connector``,
+    ``policy``, setting overrides).
     Raises `ClusterUnavailable` when Redis cannot be reached at start. Leaving the block
     normally releases the node's leases at once; leaving it by an exception or a
     cancellation leaves them to expire, as a crash would.

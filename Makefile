@@ -18,11 +18,11 @@ demo: setup
 	$(BIN)/galaxy-actors demo --devices 8 --flaky 0.25 --duration 20
 
 lint: setup
-	$(BIN)/ruff check galaxy_actors tests benchmarks
-	$(BIN)/ruff format --check galaxy_actors tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: setup
-	$(BIN)/mypy galaxy_actors
+	$(BIN)/mypy src/galaxy_actors
 
 unit: setup
 	$(BIN)/pytest

@@ -31,7 +31,7 @@ from typing import Any, Final
 import trio
 import trio_websocket
 
-from galaxy_actors._aip import FrameBuilder, session_id_for
+from galaxy_actors._sansio._aip import FrameBuilder, session_id_for
 
 HERE: Final = Path(__file__).resolve().parent
 RESULTS: Final = HERE / "results"

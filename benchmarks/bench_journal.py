@@ -45,8 +45,8 @@ from _common import (
 )
 
 from galaxy_actors import Supervisor, open_supervisor
-from galaxy_actors._journal import TaskRecord
-from galaxy_actors._task import Delivery
+from galaxy_actors._actors._journal import TaskRecord
+from galaxy_actors._actors._task import Delivery
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.transport import WebSocketConnector
 

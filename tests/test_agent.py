@@ -19,7 +19,7 @@ import trio
 import trio_websocket
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from galaxy_actors._aip import ClientMessageType, FrameBuilder, ServerMessage
+from galaxy_actors._sansio._aip import ClientMessageType, FrameBuilder, ServerMessage
 from galaxy_actors.testing._agent import SimulatedAgent, default_device_info
 from galaxy_actors.transport import ConnectError, MemoryNetwork, Transport, TransportClosed
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from galaxy_actors._aip import (
+from galaxy_actors._sansio._aip import (
     ClientMessage,
     ClientMessageType,
     ClientType,
@@ -25,7 +25,7 @@ from galaxy_actors._aip import (
     encode_client,
     encode_server,
 )
-from galaxy_actors._errors import ProtocolError
+from galaxy_actors._sansio._errors import ProtocolError
 
 # The field lists as docs/protocol.md writes them (not read back from the classes under test).
 CLIENT_FIELDS = (

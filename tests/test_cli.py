@@ -27,11 +27,11 @@ import pytest
 import trio
 
 from galaxy_actors import DeviceStatus, open_supervisor
-from galaxy_actors._cli import main
-from galaxy_actors._control_client import ControlClient, open_control_client
-from galaxy_actors._demo import DemoSettings, run_demo
-from galaxy_actors._logging import setup_logging
-from galaxy_actors._view import choose_view, show_status
+from galaxy_actors._process._cli import main
+from galaxy_actors._process._control_client import ControlClient, open_control_client
+from galaxy_actors._process._demo import DemoSettings, run_demo
+from galaxy_actors._process._logging import setup_logging
+from galaxy_actors._process._view import choose_view, show_status
 from galaxy_actors.errors import TransportClosed
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 

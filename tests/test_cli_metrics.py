@@ -27,7 +27,7 @@ from test_cli import (
     write_config,
 )
 
-from galaxy_actors._cli import main
+from galaxy_actors._process._cli import main
 from galaxy_actors.testing import SimulatedAgent
 
 METRICS_LINE = re.compile(r"metrics endpoint: (http://\S+)/metrics")
@@ -176,7 +176,7 @@ def test_metrics_without_the_extra_start_nothing_and_exit_2(
 ) -> None:
     # As if prometheus-client were not installed: importing it raises ImportError.
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    monkeypatch.delitem(sys.modules, "galaxy_actors._metrics", raising=False)
+    monkeypatch.delitem(sys.modules, "galaxy_actors._process._metrics", raising=False)
     path = tmp_path / "m.toml"
     path.write_text('[metrics]\n[[devices]]\ndevice_id = "a"\nserver_url = "ws://127.0.0.1:9/ws"\n')
     assert main(["run", str(path), "--view", "none"]) == 2

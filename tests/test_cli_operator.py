@@ -22,7 +22,7 @@ from test_cli import (
     write_config,
 )
 
-from galaxy_actors._cli import main
+from galaxy_actors._process._cli import main
 from galaxy_actors.testing import SimulatedAgent
 
 

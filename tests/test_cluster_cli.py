@@ -13,10 +13,10 @@ import pytest
 import trio
 from redis_server import RedisServer
 
-from galaxy_actors._cli import main
-from galaxy_actors._cli_cluster import cluster_target
-from galaxy_actors._cli_control import UsageError
-from galaxy_actors._config_cluster import REDIS_URL_ENV
+from galaxy_actors._process._cli import main
+from galaxy_actors._process._cli_cluster import cluster_target
+from galaxy_actors._process._cli_control import UsageError
+from galaxy_actors._process._config_cluster import REDIS_URL_ENV
 from galaxy_actors.cluster import open_client
 
 
@@ -125,7 +125,7 @@ def test_without_the_cluster_extra_a_clear_error_and_exit_2(
     # coredis made unimportable, as on an installation without the extra.
     code = (
         "import sys; sys.modules['coredis'] = None\n"
-        "from galaxy_actors._cli import main\n"
+        "from galaxy_actors._process._cli import main\n"
         f"sys.exit(main({argv!r}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from galaxy_actors._config import Config, ConfigError, load_config, parse_config
-from galaxy_actors._config_cluster import REDIS_URL_ENV
+from galaxy_actors._process._config import Config, ConfigError, load_config, parse_config
+from galaxy_actors._process._config_cluster import REDIS_URL_ENV
 
 DEVICE = '[[devices]]\ndevice_id = "pc"\nserver_url = "ws://127.0.0.1:9/ws"\n'
 CLUSTER = '[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\nnode = "node-a"\n'

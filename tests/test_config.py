@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from galaxy_actors import ConfigurationError, Jitter, open_supervisor
-from galaxy_actors._config import (
+from galaxy_actors._process._config import (
     TOKEN_ENV,
     Config,
     ConfigError,

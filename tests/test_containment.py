@@ -339,7 +339,7 @@ async def test_callers_cancelled_during_an_outage_leave_nothing_queued(
 
 
 def test_publishing_after_the_hub_closed_is_dropped_and_counted() -> None:
-    from galaxy_actors._events import DeviceAdded, EventHub
+    from galaxy_actors._actors._events import DeviceAdded, EventHub
 
     hub = EventHub()
     with hub.subscribe() as subscription:

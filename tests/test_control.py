@@ -23,10 +23,10 @@ import pytest
 import trio
 import trio_websocket
 
-import galaxy_actors._control as control_module
+import galaxy_actors._process._control as control_module
 from galaxy_actors import DeviceStatus, Supervisor, open_supervisor
-from galaxy_actors._control import ControlServer, open_control_listeners
-from galaxy_actors._control_client import (
+from galaxy_actors._process._control import ControlServer, open_control_listeners
+from galaxy_actors._process._control_client import (
     AddressFileInUse,
     ControlClient,
     StaleAddressFile,

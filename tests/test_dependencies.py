@@ -60,7 +60,7 @@ def test_the_installed_dependencies_are_within_their_declared_ranges() -> None:
 def test_the_runtime_dependencies_are_those_the_package_imports() -> None:
     # A dependency kept after its last import (wsproto, once) is a range nobody tests.
     imported = set()
-    for path in (ROOT / "galaxy_actors").rglob("*.py"):
+    for path in (ROOT / "src" / "galaxy_actors").rglob("*.py"):
         for match in re.finditer(r"^\s*(?:from|import) (\w+)", path.read_text(), re.MULTILINE):
             imported.add(canonicalize_name(match.group(1)))
     assert {canonicalize_name(r.name) for r in RUNTIME} <= imported

@@ -26,7 +26,7 @@ from galaxy_actors import (
     TaskTimeout,
     UnknownDevice,
 )
-from galaxy_actors._aip import ServerMessage, ServerMessageType, WireStatus, session_id_for
+from galaxy_actors._sansio._aip import ServerMessage, ServerMessageType, WireStatus, session_id_for
 from galaxy_actors.aip import encode_server
 from galaxy_actors.errors import InvalidServerURL
 from galaxy_actors.events import ConnectionFailed, RestartsStopped, StatusChanged, TaskQueued

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from galaxy_actors import FailureReason
-from galaxy_actors._aip import FrameBuilder, decode_client
-from galaxy_actors._engine import (
+from galaxy_actors._sansio._aip import FrameBuilder, decode_client
+from galaxy_actors._sansio._engine import (
     PHASE_TRANSITIONS,
     AIPConnection,
     BadFrameKind,
@@ -333,26 +331,7 @@ def test_close_codes_are_classified_by_who_sent_them(
     assert dead.reason is reason and dead.detail == f"code {code}"
 
 
-def test_the_engine_imports_nothing_of_trio() -> None:
-    # Its whole import closure inside the package, read from the source.
-    package = Path(__file__).resolve().parents[1] / "galaxy_actors"
-    seen: set[str] = set()
-    todo = ["_engine"]
-    outside: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        tree = ast.parse((package / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                todo.append(node.module)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                outside.add(node.module.split(".")[0])
-            elif isinstance(node, ast.Import):
-                outside.update(alias.name.split(".")[0] for alias in node.names)
-    assert not outside & {"trio", "trio_websocket", "wsproto"}, sorted(seen)
+# That the engine imports nothing of Trio is one of the layer rules: tests/test_layers.py.
 
 
 # --------------------------------------------------------------------------- a state machine

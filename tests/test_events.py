@@ -13,8 +13,8 @@ from lab import memory_lab, next_event
 from galaxy_actors import TaskTimeout
 from galaxy_actors import errors as errors_module
 from galaxy_actors import events as events_module
-from galaxy_actors._events import EventHub
-from galaxy_actors._report import event_to_json
+from galaxy_actors._actors._events import EventHub
+from galaxy_actors._process._report import event_to_json
 from galaxy_actors.errors import TaskCancelled, TaskError
 from galaxy_actors.events import (
     BadFrame,

@@ -22,15 +22,15 @@ import trio.testing
 from lab import counting_yields, frames_of, memory_lab, next_event
 
 from galaxy_actors import DeviceStatus, TaskCancelled
-from galaxy_actors._aip import (
+from galaxy_actors._sansio._aip import (
     FrameBuilder,
     ServerMessage,
     ServerMessageType,
     WireStatus,
     decode_server,
 )
-from galaxy_actors._stream import FrameSafeStream
-from galaxy_actors._transport import CLOSE_ABNORMAL, WebSocketTransport
+from galaxy_actors._transports._stream import FrameSafeStream
+from galaxy_actors._transports._transport import CLOSE_ABNORMAL, WebSocketTransport
 from galaxy_actors.aip import encode_server
 from galaxy_actors.events import ConnectionFailed
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
@@ -218,7 +218,7 @@ SIGPIPE_SCRIPT = textwrap.dedent(
     """
     import signal
     import trio
-    from galaxy_actors._stream import FrameSafeStream
+    from galaxy_actors._transports._stream import FrameSafeStream
 
     async def main():
         listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]

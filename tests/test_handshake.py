@@ -19,8 +19,8 @@ import pytest
 import trio
 
 from galaxy_actors import FailureReason, open_supervisor
-from galaxy_actors._aip import FrameBuilder
-from galaxy_actors._engine import AIPConnection
+from galaxy_actors._sansio._aip import FrameBuilder
+from galaxy_actors._sansio._engine import AIPConnection
 from galaxy_actors.events import RestartScheduled, RestartsStopped
 from galaxy_actors.testing import SimulatedAgent
 from galaxy_actors.transport import ConnectError, TransportClosed, WebSocketConnector

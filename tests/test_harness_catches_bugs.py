@@ -30,14 +30,14 @@ from galaxy_actors import (
     Supervisor,
 )
 from galaxy_actors import _device as device_module
-from galaxy_actors._aip import ServerMessageType, WireStatus, session_id_for
-from galaxy_actors._device import DeviceActor
-from galaxy_actors._engine import AIPConnection, ConnectionDead, EngineEvent, TaskAccepted
-from galaxy_actors._engine import Phase as AIPPhase
-from galaxy_actors._host import ActorHost
-from galaxy_actors._mailbox import Mailbox
-from galaxy_actors._task import TaskHandle
-from galaxy_actors._workload import Workload
+from galaxy_actors._actors._device import DeviceActor
+from galaxy_actors._actors._host import ActorHost
+from galaxy_actors._actors._mailbox import Mailbox
+from galaxy_actors._actors._task import TaskHandle
+from galaxy_actors._actors._workload import Workload
+from galaxy_actors._sansio._aip import ServerMessageType, WireStatus, session_id_for
+from galaxy_actors._sansio._engine import AIPConnection, ConnectionDead, EngineEvent, TaskAccepted
+from galaxy_actors._sansio._engine import Phase as AIPPhase
 from galaxy_actors.testing import (
     DeviceSchedule,
     DropConnection,

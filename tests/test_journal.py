@@ -24,7 +24,7 @@ from galaxy_actors import (
     SupervisorClosed,
     UnknownTask,
 )
-from galaxy_actors._journal import TaskRecord
+from galaxy_actors._actors._journal import TaskRecord
 from galaxy_actors.journal import SqliteJournal
 
 

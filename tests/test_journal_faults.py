@@ -12,7 +12,7 @@ import trio
 from lab import memory_lab
 
 from galaxy_actors import open_supervisor
-from galaxy_actors._journal_sqlite import SCHEMA_VERSION
+from galaxy_actors._actors._journal_sqlite import SCHEMA_VERSION
 from galaxy_actors.errors import JournalCorrupt, JournalInUse, JournalUnavailable, JournalVersion
 from galaxy_actors.journal import SqliteJournal
 

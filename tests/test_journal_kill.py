@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from lab import memory_lab
 
 from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle, UnknownTask
-from galaxy_actors._journal import decode_outcome
+from galaxy_actors._actors._journal import decode_outcome
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import SimulatedAgent
 

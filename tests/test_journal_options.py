@@ -10,9 +10,9 @@ import trio
 from lab import memory_lab
 
 from galaxy_actors import DeviceManager, UnknownTask, open_supervisor
-from galaxy_actors._config_journal import JournalConfig
-from galaxy_actors._control import ControlServer, open_control_listeners
-from galaxy_actors._control_client import open_control_client
+from galaxy_actors._process._config_journal import JournalConfig
+from galaxy_actors._process._control import ControlServer, open_control_listeners
+from galaxy_actors._process._control_client import open_control_client
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 from test_cli import TOKEN, cli, supervisor_process, wait_rows, write_config
 
-from galaxy_actors._control_client import open_control_client
+from galaxy_actors._process._control_client import open_control_client
 from galaxy_actors.testing import SimulatedAgent
 from galaxy_actors.transport import ConnectError, TransportClosed
 

@@ -8,9 +8,9 @@ from itertools import count
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from galaxy_actors._errors import TaskCancelled
-from galaxy_actors._mailbox import Mailbox
-from galaxy_actors._task import Delivery, TaskHandle
+from galaxy_actors._actors._mailbox import Mailbox
+from galaxy_actors._actors._task import Delivery, TaskHandle
+from galaxy_actors._sansio._errors import TaskCancelled
 
 _ids = count()
 

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from galaxy_actors import DeviceStatus, RestartPolicy
-from galaxy_actors._config import ConfigError, parse_config
-from galaxy_actors._http import Response, open_http_listeners, serve_http
-from galaxy_actors._logging import setup_logging
-from galaxy_actors._metrics import unready
+from galaxy_actors._process._config import ConfigError, parse_config
+from galaxy_actors._process._http import Response, open_http_listeners, serve_http
+from galaxy_actors._process._logging import setup_logging
+from galaxy_actors._process._metrics import unready
 from galaxy_actors.events import BadFrame, RestartsStopped, TaskEnded
 from galaxy_actors.metrics import SupervisorCollector, collecting
 

@@ -21,7 +21,7 @@ from galaxy_actors import (
     TaskCancelled,
     TaskTimeout,
 )
-from galaxy_actors._transport import Transport, TransportClosed
+from galaxy_actors._transports._transport import Transport, TransportClosed
 from galaxy_actors.events import BadFrame
 from galaxy_actors.transport import MemoryConnector, MemoryServerConnection
 

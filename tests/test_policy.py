@@ -18,8 +18,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from galaxy_actors._errors import ConfigurationError
-from galaxy_actors._policy import (
+from galaxy_actors._sansio._errors import ConfigurationError
+from galaxy_actors._sansio._policy import (
     Decision,
     FailureReason,
     GiveUp,

@@ -22,6 +22,7 @@ from galaxy_actors.transport import MemoryConnector, MemoryNetwork
 PUBLIC_MODULES = [
     "galaxy_actors",
     "galaxy_actors.aip",
+    "galaxy_actors.cluster",
     "galaxy_actors.errors",
     "galaxy_actors.events",
     "galaxy_actors.journal",

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from galaxy_actors._redact import RedactingFilter, bounded, mask_url, redact
+from galaxy_actors._sansio._redact import RedactingFilter, bounded, mask_url, redact
 from galaxy_actors.errors import InvalidServerURL
 
 

@@ -25,8 +25,8 @@ from galaxy_actors import (
     TaskTimeout,
     open_supervisor,
 )
-from galaxy_actors._config import parse_config
-from galaxy_actors._supervisor import Supervisor
+from galaxy_actors._actors._supervisor import Supervisor
+from galaxy_actors._process._config import parse_config
 from galaxy_actors.testing import (
     SCENARIO_SUPERVISOR,
     DeviceSchedule,

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from galaxy_actors import GalaxyActorsError
-from galaxy_actors._status import (
+from galaxy_actors._sansio._status import (
     ALLOWED_TRANSITIONS,
     CONNECTED_STATUSES,
     DeviceStatus,

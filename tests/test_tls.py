@@ -18,7 +18,7 @@ import trio
 import trustme
 
 from galaxy_actors import ConfigurationError, FailureReason, open_supervisor
-from galaxy_actors._config import ConfigError, load_config, parse_config
+from galaxy_actors._process._config import ConfigError, load_config, parse_config
 from galaxy_actors.testing import SimulatedAgent
 from galaxy_actors.transport import ConnectError, WebSocketConnector
 

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from galaxy_actors import DeviceStatus, RestartPolicy, open_supervisor
-from galaxy_actors._demo import DemoSettings, run_demo
-from galaxy_actors._report import device_rows
-from galaxy_actors._view import COLUMNS, format_rows, show_status
+from galaxy_actors._process._demo import DemoSettings, run_demo
+from galaxy_actors._process._report import device_rows
+from galaxy_actors._process._view import COLUMNS, format_rows, show_status
 from galaxy_actors.events import RestartScheduled
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
 

@@ -1,7 +1,0 @@
-"""``python -m galaxy_actors``: the ``galaxy-actors`` console command."""
-
-import sys
-
-from ._cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""_actors: see docs/architecture.md, "The layers"."""

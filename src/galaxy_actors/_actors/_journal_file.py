@@ -1,0 +1,197 @@
+"""The embedded journal's file: its schema, and the checks and the lock that open it.
+
+Opening, in order, before anything is written: a lock file beside the journal
+(``<path>.lock``, holding the owner's pid; an OS lock, released when the process dies) so
+that two live supervisors never serve one journal; the SQLite header; ``PRAGMA
+quick_check``; the schema version (``PRAGMA user_version``: an older file is migrated, a
+newer one refused). A new journal is built in a temporary file and renamed into place, so a
+file at the path is always a whole journal. Plain functions, run in a worker thread by
+`SqliteJournal.open`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from .._sansio._errors import JournalCorrupt, JournalError, JournalInUse, JournalVersion
+from ._journal import DeviceRecord, OpenTask, Recovery, TaskRecord
+from ._task import Delivery
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["SCHEMA_VERSION", "connect_checked", "create", "load", "record_of", "take_lock"]
+
+logger = logging.getLogger("galaxy_actors.journal")
+
+# Each entry brings a file from version n-1 to n; a new file runs them all.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        data_json TEXT NOT NULL,
+        device_id TEXT,
+        capabilities TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        delivery TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        outcome TEXT,
+        ended_at REAL
+    );
+    CREATE INDEX tasks_ended ON tasks (ended_at) WHERE state = 'ended';
+    """,
+    """
+    CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY,
+        removed INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _fail(path: Path, cls: type[JournalError], problem: str) -> JournalError:
+    return cls(str(path), problem)
+
+
+def take_lock(path: Path) -> TextIO:
+    """The lock file, locked for this process; `JournalInUse` if another holds it."""
+    lock_path = f"{path}.lock"
+    try:
+        file = open(lock_path, "a+")  # noqa: SIM115 - held open for the journal's life
+    except OSError as exc:
+        raise _fail(path, JournalError, f"cannot open its lock file: {exc}") from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read(32).strip() or "unknown"
+            file.close()
+            raise _fail(
+                path,
+                JournalInUse,
+                f"in use by another live supervisor (pid {holder}, lock file {lock_path}); "
+                "two processes must never serve one journal",
+            ) from None
+    file.seek(0)
+    file.truncate()
+    file.write(f"{os.getpid()}\n")
+    file.flush()
+    return file
+
+
+def create(path: Path) -> None:
+    """A new, empty journal at ``path``, whole or not at all."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    temp.unlink(missing_ok=True)
+    db = sqlite3.connect(temp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        _migrate(db, 0)
+    finally:
+        db.close()
+    temp.replace(path)
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    for number in range(version, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _MIGRATIONS[number].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number + 1}")
+        db.execute("COMMIT")
+
+
+def connect_checked(path: Path, synchronous: str, *, autocheckpoint: bool) -> sqlite3.Connection:
+    """A connection to the journal at ``path``, checked (`JournalCorrupt`, `JournalVersion`)
+    and migrated. ``autocheckpoint`` False: another connection makes the checkpoints."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            header = file.read(len(_HEADER))
+    except OSError as exc:
+        raise _fail(path, JournalError, f"cannot read: {exc}") from None
+    if size == 0:
+        raise _fail(path, JournalCorrupt, "empty file (truncated?), not a journal")
+    if header != _HEADER:
+        raise _fail(path, JournalCorrupt, "not an SQLite database (wrong header)")
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise _fail(path, JournalCorrupt, "corrupt: " + "; ".join(problems[:3]))
+        ((version,),) = db.execute("PRAGMA user_version").fetchall()
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if version > SCHEMA_VERSION:
+            raise _fail(
+                path,
+                JournalVersion,
+                f"schema version {version} is newer than this galaxy_actors supports "
+                f"({SCHEMA_VERSION}); run a newer version, or start on another file",
+            )
+        if version == 0 or "tasks" not in tables:
+            raise _fail(path, JournalCorrupt, "an SQLite database, but not a task journal")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        if not autocheckpoint:
+            db.execute("PRAGMA wal_autocheckpoint=0")
+        if version < SCHEMA_VERSION:
+            logger.warning("journal %s: migrating schema %d -> %d", path, version, SCHEMA_VERSION)
+            _migrate(db, version)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _fail(path, JournalCorrupt, f"corrupt: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def load(path: Path, db: sqlite3.Connection) -> Recovery:
+    """The open tasks and the device registrations the journal holds."""
+    try:
+        tasks = tuple(
+            OpenTask(record_of(row[:8]), row[8] == "sent")
+            for row in db.execute(
+                "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
+                " delivery, priority, state FROM tasks WHERE state != 'ended' ORDER BY seq"
+            )
+        )
+        devices = tuple(
+            DeviceRecord(device_id, bool(removed), json.loads(spec))
+            for device_id, removed, spec in db.execute(
+                "SELECT device_id, removed, spec FROM devices ORDER BY seq"
+            )
+        )
+    except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
+        raise _fail(path, JournalCorrupt, f"unreadable record: {exc}") from None
+    return Recovery(tasks, devices)
+
+
+def record_of(row: tuple[Any, ...]) -> TaskRecord:
+    task_id, description, data_json, device_id, capabilities, timeout, delivery, priority = row
+    return TaskRecord(
+        task_id,
+        description,
+        data_json,
+        device_id,
+        tuple(json.loads(capabilities)),
+        float(timeout),
+        Delivery(delivery),
+        int(priority),
+    )

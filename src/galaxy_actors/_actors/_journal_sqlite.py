@@ -1,0 +1,512 @@
+"""The embedded task journal: one SQLite file (standard library), WAL mode, group commit.
+
+Theory of operation. Every write request (`accept`, `mark_sent`, ...) joins a pending list
+and returns a `Commit`. Whoever commits takes everything pending as one transaction, so a
+thousand concurrent submissions cost a few commits, not a thousand (group commit):
+
+- a caller awaiting its commit makes it itself (`_drive`): at once when its task is the
+  only one committing, else after one schedule point, so that the others' writes go in
+  too; nobody waits for a writer task to be scheduled, and the outcomes and marks nobody
+  awaits ride along;
+- the writer task (`run`) commits what nobody awaits (an at-least-once task's "sent", a
+  taken-back "sent", an outcome before its waiter comes) after a short batch window, and
+  retries failed outcome writes.
+
+Where the disk work runs. With ``synchronous=NORMAL`` (the default) a WAL commit is a
+``write()`` into the operating system's cache, with no fsync: less than handing the batch
+to a worker thread and back (a thread wake-up each way, and two passes of the event loop),
+which costs several times the commit itself. So commits are made in the event loop's
+thread, as a log handler writes its line. What can take milliseconds stays off the loop,
+in a worker thread (one at a time, through a limiter of 1): the fsyncs of a checkpoint
+(SQLite's automatic checkpoint is off on the writer's connection; a checkpointer task
+copies the WAL back into the database on a second connection while the writer goes on
+appending, then what was appended meanwhile with commits held back, so that the WAL file
+is reused), opening (``quick_check``, loading the open tasks, `_journal_file.py`),
+compaction's scan for expired rows (the deletes, by key, are made in small chunks in the
+loop), and closing. With ``synchronous=FULL`` every commit is an fsync, so every commit and
+read goes to the worker thread, and waiters leave the commit to the writer task.
+
+Durability level. ``journal_mode=WAL`` with ``synchronous=NORMAL`` (the default): a committed
+transaction is in the WAL file, in the operating system's cache, when its commit returns. It
+survives the process being killed (SIGKILL, a crash, an OOM kill); it does not survive a
+power loss or an OS crash, which may roll back the last transactions (never corrupt the
+file). Pass ``synchronous="full"`` for an fsync per commit, which survives those too.
+
+Faults. A write that fails (disk full, read-only file, I/O error) rolls its whole batch
+back: nothing half-written. Accepting a task and marking one sent fail at once (the submit,
+or the send, does not happen); outcomes and device registrations are kept and retried every
+``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
+counted (`JournalStats`) and clears with the next good commit.
+
+Opening (`open`): `_journal_file.py` (lock file, header, ``quick_check``, schema version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, TextIO, TypeVar
+
+import attrs
+import trio
+
+from .._sansio._errors import JournalUnavailable
+from ._journal import (
+    Commit,
+    JournalStats,
+    Outcome,
+    Recovery,
+    StoredTask,
+    TaskRecord,
+    decode_outcome,
+    encode_outcome,
+)
+from ._journal_file import SCHEMA_VERSION, connect_checked, create, load, record_of, take_lock
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+
+logger = logging.getLogger("galaxy_actors.journal")
+
+_T = TypeVar("_T")
+
+# Pages written since the last checkpoint, estimated (a commit writes a few: the table's
+# leaf, its indexes', the sequence's; a big batch one more per so many rows), before the
+# checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
+# event loop's connection does not run.
+_CHECKPOINT_PAGES: Final = 1000
+_PAGES_PER_COMMIT: Final = 4
+_ROWS_PER_PAGE: Final = 16
+# Compaction deletes at most this many rows per transaction in the event loop's thread.
+_DELETE_CHUNK: Final = 200
+# How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
+# may wait for company: a waiter's own commit takes it along sooner.
+_LAZY_WINDOW: Final = 0.002
+# Another task made or awaited a commit this recently: others are writing too, and a
+# waiter lets their writes join its commit (one schedule point) rather than committing
+# alone. A single caller's commits come from one task, so it never waits.
+_GROUP_WINDOW: Final = 0.01
+
+
+@attrs.frozen
+class _Op:
+    sql: str
+    params: tuple[Any, ...]
+    commit: Commit
+    # Kept and retried after a failed commit (an outcome must not be lost to a full disk);
+    # the others fail at once, so their caller does not go ahead.
+    retry: bool
+
+
+class SqliteJournal:
+    """The journal in the SQLite file at ``path``.
+
+    Arguments:
+        synchronous: ``"normal"`` (survives a killed process) or ``"full"`` (also a power
+            loss; an fsync per commit).
+        keep_seconds / keep_count: ended tasks are kept (fetchable by id) this long, and at
+            most this many (the most recently ended); `compact` drops the rest.
+        compact_every: run `compact` after this many ended tasks.
+        retry_interval: how often failed outcome writes are tried again.
+        wall_clock: seconds since the epoch (a journal outlives the process and its clock).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "normal",
+        keep_seconds: float = 7 * 86400.0,
+        keep_count: int = 100_000,
+        compact_every: int = 1000,
+        retry_interval: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.keep_seconds = keep_seconds
+        self.keep_count = keep_count
+        self.compact_every = compact_every
+        self.retry_interval = retry_interval
+        self.wall_clock = wall_clock
+        self.stats = JournalStats()
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: TextIO | None = None
+        self._recovery: Recovery | None = None
+        self._pending: list[_Op] = []
+        self._retry_at = -math.inf
+        # The writer's sleep while nothing is due; a request brings its deadline forward.
+        self._idle: trio.CancelScope | None = None
+        # The last task that made or awaited a commit, and when (`_drive`).
+        self._last_by: trio.lowlevel.Task | None = None
+        self._last_at = -math.inf
+        self._ended_since_compact = 0
+        # One thread at a time touches the files: a batch or a read in a worker thread
+        # (``synchronous="full"``), a checkpoint, opening and closing.
+        self._thread = trio.CapacityLimiter(1)
+        # Commits in the event loop's thread: WAL without an fsync per commit.
+        self._inline = synchronous == "normal"
+        # The checkpointer's connection (and compaction's reads): worker threads only.
+        self._side: sqlite3.Connection | None = None
+        self._unchecked_pages = 0
+        self._checkpoint_due = trio.Event()
+        # Set while the checkpointer finishes a checkpoint: commits wait for it.
+        self._held: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteJournal {str(self.path)!r}>"
+
+    # ------------------------------------------------------------------------ opening
+
+    async def open(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = await self._in_thread(self._open)
+        return self._recovery
+
+    def _open(self) -> Recovery:
+        self._lock_file = take_lock(self.path)
+        try:
+            if not self.path.exists():
+                create(self.path)
+            # In the event loop's thread, the checkpoint's fsyncs would stall it: the
+            # checkpointer makes them, on its own connection.
+            self._db = connect_checked(self.path, self.synchronous, autocheckpoint=not self._inline)
+            if self._inline:
+                self._side = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+            return load(self.path, self._db)
+        except BaseException:
+            self._close()
+            raise
+
+    async def aclose(self) -> None:
+        await self._in_thread(self._close)
+
+    def _close(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            with contextlib.suppress(sqlite3.Error):
+                side.close()
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        file, self._lock_file = self._lock_file, None
+        if file is not None:
+            file.close()  # releases the lock; the file stays (it may be re-taken at once)
+
+    # ------------------------------------------------------------------------ writes
+
+    def _request(self, sql: str, params: tuple[Any, ...], *, retry: bool) -> Commit:
+        # In the event loop's thread, a waiter commits for everyone (`_drive`); otherwise
+        # the writer does, at once.
+        commit = Commit(self._drive) if self._inline else Commit()
+        self._pending.append(_Op(sql, params, commit, retry))
+        idle = self._idle
+        if idle is not None and idle.deadline == math.inf:
+            # Once per batch (setting a deadline is not free): the writer wakes after the
+            # window, and finds nothing if waiters have committed meanwhile.
+            window = _LAZY_WINDOW if self._inline else 0.0
+            idle.deadline = max(trio.current_time() + window, self._retry_at)
+        return commit
+
+    async def _drive(self, commit: Commit) -> None:
+        """Make the commit now, in the waiting task, with everything pending. When other
+        tasks are committing too (one did, a moment ago), more writes may be on the way:
+        after one schedule point they are in, and one commit carries them all (group
+        commit). A lone caller commits at once, adding no pass of the event loop."""
+        me = trio.lowlevel.current_task()
+        now = trio.current_time()
+        crowded = self._last_by is not me and now - self._last_at < _GROUP_WINDOW
+        self._last_by, self._last_at = me, now
+        if crowded:
+            await trio.lowlevel.checkpoint()
+            if commit.done:
+                return
+        await self._commit_pending()
+        if self._checkpoint_due.is_set():
+            # A caller committing in a loop that never waits otherwise would starve the
+            # checkpointer, and the WAL file would grow: let it start.
+            await trio.lowlevel.checkpoint()
+
+    def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
+        return self._request(
+            "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
+            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.task_id,
+                record.description,
+                record.data_json,
+                record.device_id,
+                json.dumps(record.capabilities) if record.capabilities else "[]",
+                record.timeout,
+                str(record.delivery),
+                record.priority,
+                "sent" if sent else "queued",
+            ),
+            retry=False,
+        )
+
+    def mark_sent(self, task_id: str) -> Commit:
+        return self._request(
+            "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'",
+            (task_id,),
+            retry=False,
+        )
+
+    def mark_queued(self, task_id: str) -> Commit:
+        return self._request(
+            "UPDATE tasks SET state = 'queued' WHERE task_id = ? AND state = 'sent'",
+            (task_id,),
+            retry=True,
+        )
+
+    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
+        self._ended_since_compact += 1
+        return self._request(
+            "UPDATE tasks SET state = 'ended', outcome = ?, ended_at = ? WHERE task_id = ?",
+            (encode_outcome(outcome), self.wall_clock(), task_id),
+            retry=True,
+        )
+
+    def forget(self, task_id: str) -> Commit:
+        return self._request(
+            "DELETE FROM tasks WHERE task_id = ? AND state != 'ended'", (task_id,), retry=True
+        )
+
+    def device_added(self, device_id: str, spec: Mapping[str, Any]) -> Commit:
+        return self._device(device_id, False, spec)
+
+    def device_removed(self, device_id: str) -> Commit:
+        return self._device(device_id, True, {})
+
+    def _device(self, device_id: str, removed: bool, spec: Mapping[str, Any]) -> Commit:
+        return self._request(
+            "INSERT OR REPLACE INTO devices (device_id, removed, spec, seq) VALUES"
+            " (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM devices))",
+            (device_id, int(removed), json.dumps(dict(spec))),
+            retry=True,
+        )
+
+    async def _on_db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the writer's connection: here, or in a worker thread when every
+        commit is an fsync."""
+        if self._inline:
+            return fn(*args)
+        return await self._in_thread(fn, *args)
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a worker thread, one at a time."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._thread)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if self._inline:
+                nursery.start_soon(self._checkpoints, name="journal checkpointer")
+            try:
+                await self._write_loop()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._next_write_at()) as self._idle:
+                    await trio.sleep_forever()
+                self._idle = None
+                await self._commit_pending()
+                if self._ended_since_compact >= self.compact_every:
+                    await self.compact()
+        finally:
+            # Shutdown (or a cancelled supervisor): what is pending is written, and a due
+            # compaction made, boundedly.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5.0):
+                while self._pending and not self.stats.degraded and self._db is not None:
+                    await self._commit_pending()
+                if self._ended_since_compact >= self.compact_every and self._db is not None:
+                    await self.compact()
+
+    def _next_write_at(self) -> float:
+        if not self._pending:
+            return math.inf
+        window = _LAZY_WINDOW if self._inline else 0.0
+        return max(trio.current_time() + window, self._retry_at)
+
+    async def _commit_pending(self) -> None:
+        while self._held is not None:
+            await self._held.wait()
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        await self._commit(batch)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        error = await self._on_db(self._write, batch)
+        stats = self.stats
+        if error is None:
+            stats.commits += 1
+            stats.writes += len(batch)
+            if self._inline:
+                self._unchecked_pages += _PAGES_PER_COMMIT + len(batch) // _ROWS_PER_PAGE
+                if self._unchecked_pages >= _CHECKPOINT_PAGES:
+                    self._checkpoint_due.set()
+            if stats.degraded:
+                stats.degraded = False
+                logger.warning("journal %s: writing again", self.path)
+            for op in batch:
+                op.commit.settle()
+            return
+        stats.failed_commits += 1
+        if not stats.degraded:
+            stats.degraded = True
+            logger.error(
+                "journal %s: cannot write (%s): new tasks are refused until it can; "
+                "outcomes are kept and written when it can",
+                self.path,
+                error,
+            )
+        failure = JournalUnavailable(
+            f"journal {self.path}: cannot write: {error}", task_id="", device_id=None
+        )
+        kept = [op for op in batch if op.retry]
+        self._pending[:0] = kept
+        self._retry_at = trio.current_time() + self.retry_interval
+        for op in batch:
+            op.commit.settle(failure)
+
+    def _write(self, batch: list[_Op]) -> str | None:
+        db = self._db
+        if db is None:
+            return "the journal is closed"
+        try:
+            if len(batch) == 1:
+                # One statement is a transaction of its own (autocommit): two round trips
+                # into SQLite fewer, on the path of a lone caller.
+                op = batch[0]
+                db.execute(op.sql, op.params)
+                return None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in batch:
+                    db.execute(op.sql, op.params)
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk does): nothing half-written.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due = trio.Event()
+            self._unchecked_pages = 0
+            # The bulk while commits go on; then what they added meanwhile, with commits
+            # held back (their waiters wait, the event loop does not). Only a checkpoint
+            # that copied every frame, with no commit since, lets the next commit start
+            # the WAL file over: under a steady load one that races the writer never does,
+            # and the file grows without bound.
+            await self._in_thread(self._checkpoint)
+            self._held = trio.Event()
+            try:
+                await self._in_thread(self._checkpoint)
+            finally:
+                held, self._held = self._held, None
+                held.set()
+
+    def _checkpoint(self) -> None:
+        side = self._side
+        if side is None:
+            return
+        try:
+            # PASSIVE: never waits for the writer, nor makes it wait.
+            side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: checkpoint failed: %s", self.path, exc)
+
+    # ------------------------------------------------------------------------ reads
+
+    async def fetch(self, task_id: str) -> StoredTask | None:
+        return await self._on_db(self._fetch, task_id)
+
+    def _fetch(self, task_id: str) -> StoredTask | None:
+        db = self._db
+        assert db is not None
+        row = db.execute(
+            "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
+            " delivery, priority, state, outcome FROM tasks WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        outcome = None if row[9] is None else decode_outcome(task_id, row[9])
+        return StoredTask(record_of(row[:8]), row[8] != "queued", outcome)
+
+    async def compact(self) -> int:
+        self._ended_since_compact = 0
+        if self._inline:
+            # Finding them scans up to ``keep_count`` index entries: in a worker thread, on
+            # the side connection (a WAL reader does not hold up the writer). Deleting them
+            # by key is quick, in chunks between which the event loop runs.
+            seqs = await self._in_thread(self._expired, self._side)
+            dropped = 0
+            for start in range(0, len(seqs), _DELETE_CHUNK):
+                dropped += self._delete(seqs[start : start + _DELETE_CHUNK])
+                await trio.lowlevel.checkpoint()
+        else:
+            dropped = await self._on_db(self._compact)
+        self.stats.compacted += dropped
+        return dropped
+
+    def _compact(self) -> int:
+        return self._delete(self._expired(self._db))
+
+    def _expired(self, db: sqlite3.Connection | None) -> list[int]:
+        """The ended tasks past the retention, by age or by count."""
+        if db is None:
+            return []
+        try:
+            old = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended' AND ended_at < ?",
+                (self.wall_clock() - self.keep_seconds,),
+            ).fetchall()
+            extra = db.execute(
+                "SELECT seq FROM tasks WHERE state = 'ended'"
+                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?",
+                (self.keep_count,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("journal %s: compaction failed: %s", self.path, exc)
+            return []
+        return sorted({row[0] for row in old} | {row[0] for row in extra})
+
+    def _delete(self, seqs: list[int]) -> int:
+        db = self._db
+        if db is None or not seqs:
+            return 0
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            before = db.total_changes
+            db.executemany(
+                "DELETE FROM tasks WHERE seq = ? AND state = 'ended'", [(seq,) for seq in seqs]
+            )
+            dropped = db.total_changes - before
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            logger.warning("journal %s: compaction failed: %s", self.path, exc)
+            return 0
+        return dropped

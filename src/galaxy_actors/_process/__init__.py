@@ -1,0 +1,1 @@
+"""_process: see docs/architecture.md, "The layers"."""

@@ -1,0 +1,1 @@
+"""_sansio: see docs/architecture.md, "The layers"."""

@@ -1,0 +1,1 @@
+"""_transports: see docs/architecture.md, "The layers"."""

@@ -29,7 +29,7 @@ from galaxy_actors import (
     RestartPolicy,
     Supervisor,
 )
-from galaxy_actors import _device as device_module
+from galaxy_actors._actors import _device as device_module
 from galaxy_actors._actors._device import DeviceActor
 from galaxy_actors._actors._host import ActorHost
 from galaxy_actors._actors._mailbox import Mailbox

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import galaxy_actors.testing
 from galaxy_actors import Decision, FailureReason, Restart, RestartPolicy
-from galaxy_actors import _host as host_module
+from galaxy_actors._actors import _host as host_module
 from galaxy_actors._sansio._policy import RestartFloor
 from galaxy_actors.events import BadFrame, RestartScheduled
 from galaxy_actors.testing import (

@@ -360,7 +360,7 @@ class WebSocketConnector:
             # nursery, not by the connect call (see TRIO-NOTES, pitfall 1).
             rejected = group.exceptions[0]
             status = getattr(rejected, "status_code", None)
-            failure = ConnectError(f"handshake rejected: HTTP {status}", status)
+            failure = ConnectError.rejected(status)
         except* (OSError, trio_websocket.HandshakeError) as group:
             failure = ConnectError(_describe_connect_error(group.exceptions[0]))
         finally:
@@ -408,7 +408,7 @@ def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -
     status = _status_of(line)
     if status is not None and status != 101:
         # Refused in words, then closed before trio-websocket could read the whole answer.
-        return ConnectError(f"handshake rejected: HTTP {status}", status)
+        return ConnectError.rejected(status)
     detail = "the peer closed the connection during the opening handshake"
     if secure and not line:
         # What a server that requires a client certificate does under TLS 1.3 when it
@@ -452,7 +452,7 @@ async def close_websocket(
 
 def _describe_connect_error(exc: BaseException) -> str:
     if isinstance(exc, trio_websocket.ConnectionRejected):
-        return f"handshake rejected: HTTP {exc.status_code}"
+        return str(ConnectError.rejected(exc.status_code))
     if isinstance(exc, OSError):
         return f"connection failed: {exc.strerror or exc}"
     return f"handshake failed: {exc!r}"

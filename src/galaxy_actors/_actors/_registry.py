@@ -28,7 +28,8 @@ class AgentProfile:
 
     Times (``last_heartbeat``, ``next_retry_at``) are seconds on Trio's clock.
     ``last_heartbeat`` is when the connection last proved alive (any frame from the server,
-    see AIP.md); ``connection_attempts`` counts reconnection attempts since the last success.
+    see docs/protocol.md); ``connection_attempts`` counts reconnection attempts since the
+    last success.
     """
 
     device_id: str

@@ -133,7 +133,7 @@ class Session:
         Two cancel scopes: until the connection is open, ending cancels the whole attempt;
         once it is open it cancels only the protocol inside it, so the connector closes the
         connection with its reader still running and the closing handshake completes
-        (TRIO-NOTES, pitfall 3): a real server forgets our ``client_id`` only then."""
+        before the close: a real server forgets our ``client_id`` only then."""
         limiter = self._limiter
         with self.scope:
             if limiter is not None:

@@ -68,7 +68,7 @@ __all__ = [
 
 
 class Phase(enum.StrEnum):
-    """Where one connection is in the AIP exchange (AIP.md, flows 1-4)."""
+    """Where one connection is in the AIP exchange (docs/protocol.md, flows 1-4)."""
 
     REGISTERING = "registering"  # REGISTER sent, waiting for its confirmation
     FETCHING_INFO = "fetching_info"  # registered; DEVICE_INFO requested, not yet answered
@@ -163,7 +163,7 @@ class AIPConnection:
         self.phase = Phase.REGISTERING
         self._phase_deadline = math.inf
         self._hb_next = math.inf
-        # The send time of the oldest heartbeat no frame has answered yet (AIP.md: answers
+        # The send time of the oldest heartbeat no frame has answered yet (docs/protocol.md: answers
         # cannot be correlated, so any frame answers them all).
         self._hb_oldest: float | None = None
         self._info_request_id: str | None = None
@@ -223,7 +223,7 @@ class AIPConnection:
         if phase is Phase.CLOSED or phase is Phase.REGISTERING:
             return None
         if now >= self._hb_next:
-            # The first heartbeat goes out right after registration (AIP.md, flow 3).
+            # The first heartbeat goes out right after registration (docs/protocol.md, flow 3).
             self._hb_next = now + self._hb_interval
             if self._hb_oldest is None:
                 self._hb_oldest = now
@@ -344,7 +344,7 @@ class AIPConnection:
             kind, status, fields = parse_server(raw)
         except ProtocolError as exc:
             if isinstance(raw, bytes):
-                # AIP.md: every frame is text; a binary one means the peer is broken.
+                # docs/protocol.md: every frame is text; a binary one means the peer is broken.
                 return self._die(FailureReason.PROTOCOL_ERROR, excerpt(str(exc)), now)
             return BadInput(
                 BadFrameKind.PROTOCOL_ERROR, f"{excerpt(str(exc))}: {excerpt(raw)}", now
@@ -359,7 +359,7 @@ class AIPConnection:
                 return Registered(now)
             if kind is _ERROR:
                 # The server closes the socket right after this frame: the reason must
-                # read as a rejection, not as a close (AIP.md, flow 1).
+                # read as a rejection, not as a close (docs/protocol.md, flow 1).
                 text = fields.get("error") or "registration rejected"
                 reason = (
                     FailureReason.DEVICE_OFFLINE
@@ -414,7 +414,8 @@ class AIPConnection:
         if kind is _ERROR:
             text = excerpt(fields.get("error") or "")
             if task_id is not None and not self.accepted:
-                # A refused task gets an error frame without its session_id (AIP.md, 4).
+                # A refused task gets an error frame without its session_id
+                # (docs/protocol.md, flow 4).
                 self._clear_task()
                 if self._says_offline(fields.get("error")):
                     # The device agent left the server, which stays up and would refuse

@@ -136,7 +136,7 @@ class OpeningWatch(trio.abc.Stream):
     trio-websocket reads the server's answer in its reader task: when the peer closes the
     connection before the HTTP 101 (or TLS breaks, e.g. a server that wants a client
     certificate refuses ours after a TLS 1.3 handshake), the reader ends quietly and the
-    connect waits for its timeout (TRIO-NOTES). Here every read while ``opening`` is checked:
+    connect waits for its timeout. Here every read while ``opening`` is checked:
     an end of stream or a broken stream is recorded in ``ended`` / ``error`` and reported at
     once through ``on_failure``, which fails the attempt. The first line of the answer is
     kept so the report can name the HTTP status the peer answered with, if any.

@@ -357,10 +357,11 @@ class WebSocketConnector:
                         nursery.cancel_scope.cancel()
         except* trio_websocket.ConnectionRejected as group:
             # A refused handshake is raised by trio-websocket's reader task, inside our
-            # nursery, not by the connect call (see TRIO-NOTES, pitfall 1).
+            # nursery, not by the connect call.
             rejected = group.exceptions[0]
-            status = getattr(rejected, "status_code", None)
-            failure = ConnectError.rejected(status)
+            while isinstance(rejected, BaseExceptionGroup):  # except* keeps any nesting
+                rejected = rejected.exceptions[0]
+            failure = ConnectError.rejected(rejected.status_code)
         except* (OSError, trio_websocket.HandshakeError) as group:
             failure = ConnectError(_describe_connect_error(group.exceptions[0]))
         finally:
@@ -436,8 +437,8 @@ async def close_websocket(
     """Close ``ws`` with a close frame, waiting at most ``limit`` seconds for the peer's.
 
     aclose() waits for the peer's close frame with no timeout and sends nothing from an
-    already-cancelled scope (TRIO-NOTES, pitfall 3): shielded, and bounded. Errors of a
-    connection already gone are expected here and dropped."""
+    already-cancelled scope (whose awaits would all be cancelled at once): shielded, and
+    bounded. Errors of a connection already gone are expected here and dropped."""
     with (
         trio.CancelScope(shield=True, deadline=trio.current_time() + limit),
         contextlib.suppress(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -47,6 +47,7 @@ from .._sansio._errors import (
 from ._admission import route
 from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord
 from ._task import Delivery, TaskHandle
+from ._task_table import TaskTable
 
 if TYPE_CHECKING:
     import os
@@ -57,51 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["Durability"]
 
 logger = logging.getLogger("galaxy_actors.journal")
-
-
-class TaskTable(Protocol):
-    """What `Durability` reads and changes of its supervisor (the `Supervisor` itself): its
-    devices, the tasks it holds, and the nursery its actors run in. Declared here so that the
-    two modules do not import each other."""
-
-    @property
-    def _actors(self) -> Mapping[str, DeviceActor]: ...
-    @property
-    def _live(self) -> dict[str, TaskHandle]: ...
-    @property
-    def _nursery(self) -> trio.Nursery | None: ...
-    @property
-    def device_ids(self) -> list[str]: ...
-
-    def _require_open(self) -> trio.Nursery: ...
-    def _admit(
-        self,
-        description: str,
-        data: Mapping[str, Any] | None,
-        device_id: str | None,
-        capabilities: Collection[str] | None,
-        task_id: str | None,
-        task_timeout: float,
-        delivery: Delivery | str,
-        priority: int,
-        *,
-        accept: bool = True,
-    ) -> tuple[TaskHandle, Session | None]: ...
-    async def _send_now(self, session: Session, task: TaskHandle) -> None: ...
-    def _forget(self, task: TaskHandle) -> None: ...
-    async def remove_device(self, device_id: str, *, force: bool = False) -> None: ...
-    def add_device(
-        self,
-        device_id: str,
-        server_url: str,
-        os: str = "unknown",
-        *,
-        capabilities: Collection[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        max_retries: int | None = None,
-        connect: bool = True,
-        max_queue: int | None = None,
-    ) -> object: ...
 
 
 class Durability:

@@ -30,7 +30,7 @@ unit: setup
 test: lint typecheck unit
 
 soak: setup
-	GALAXY_ACTORS_SCENARIOS=10000 $(BIN)/pytest -q tests/test_properties.py -p no:cacheprovider
+	GALAXY_ACTORS_SCENARIOS=10000 $(BIN)/pytest -q tests/test_properties.py tests/test_journal_kill.py -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

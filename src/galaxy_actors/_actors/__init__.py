@@ -1,1 +1,2 @@
-"""_actors: see docs/architecture.md, "The layers"."""
+"""_actors: one floor of the package (docs/architecture.md, "The layers, and dependencies
+that point one way")."""

@@ -1,1 +1,2 @@
-"""_process: see docs/architecture.md, "The layers"."""
+"""_process: one floor of the package (docs/architecture.md, "The layers, and dependencies
+that point one way")."""

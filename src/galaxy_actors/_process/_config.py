@@ -96,18 +96,14 @@ class TLSConfig:
         return attrs.asdict(self, recurse=False)
 
 
-#: The process's `Settings` where they differ from the library's (today nowhere: the
-#: library's handshake bound of 64 is the process's too; docs/process.md).
-PROCESS_SETTINGS: Final = Settings()
-
-
 @attrs.frozen
 class SupervisorConfig:
     """The ``[supervisor]`` and ``[restart]`` tables: everything `open_supervisor` takes.
 
     ``[supervisor]`` holds every `Settings` field, and the options of the connector."""
 
-    settings: Settings = PROCESS_SETTINGS
+    # The library's defaults are the process's (its handshake bound of 64 included).
+    settings: Settings = attrs.field(factory=Settings)
     connect_timeout: float = 10.0
     close_timeout: float = 2.0
     max_frame_size: int = _MAX_FRAME_SIZE

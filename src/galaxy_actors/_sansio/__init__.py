@@ -1,1 +1,2 @@
-"""_sansio: see docs/architecture.md, "The layers"."""
+"""_sansio: one floor of the package (docs/architecture.md, "The layers, and dependencies
+that point one way")."""

@@ -1,1 +1,2 @@
-"""_transports: see docs/architecture.md, "The layers"."""
+"""_transports: one floor of the package (docs/architecture.md, "The layers, and dependencies
+that point one way")."""

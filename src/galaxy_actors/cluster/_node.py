@@ -404,8 +404,9 @@ class Node:
                 # Cut off because the device left this node, not by the device.
                 # What counts is whether its frame left: a "sent" mark in Redis may precede a
                 # send that never happened (the device was draining), and REQUEUE resets it.
-                left = handle.sent
-                if view.device_id is None and not (left and view.delivery is Delivery.AT_MOST_ONCE):
+                if view.device_id is None and not (
+                    handle.sent and view.delivery is Delivery.AT_MOST_ONCE
+                ):
                     await self._retry(
                         lambda: self.store.requeue(entry, fence.owner, entry.stream), ours
                     )

@@ -518,6 +518,36 @@ async def test_dropped_connection_is_closed_without_close_frame(
         pass
 
 
+async def test_drop_closes_every_connection_before_anyone_runs(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    # A network failure takes every connection at once: the first client to see its
+    # connection gone must find the others gone too (no reconnection in between).
+    memory = serve(nursery, devices=["dev-1", "dev-2", "dev-3"])
+    async with (
+        memory.registered("a", "dev-1") as (first, _),
+        memory.registered("b", "dev-2") as (second, builder_b),
+        memory.registered("c", "dev-3") as (third, builder_c),
+    ):
+        still_open: list[str] = []
+
+        async def first_to_notice() -> None:
+            with pytest.raises(TransportClosed):
+                await first.receive()
+            for name, client, builder in (("b", second, builder_b), ("c", third, builder_c)):
+                try:
+                    await client.send(builder.heartbeat())
+                    still_open.append(name)
+                except TransportClosed:
+                    pass
+
+        async with trio.open_nursery() as watchers:
+            watchers.start_soon(first_to_notice)
+            await wait_all_tasks_blocked()
+            await memory.agent.drop_connections()
+        assert still_open == []
+
+
 async def test_drop_after_frames_leaves_the_last_frame_unanswered(
     nursery: trio.Nursery, autojump_clock: MockClock
 ) -> None:

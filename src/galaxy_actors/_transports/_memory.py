@@ -83,13 +83,17 @@ class _MemoryEnd:
 
     async def close(self, code: int = CLOSE_NORMAL) -> None:
         """Close both directions; frames already sent may still be read by the peer."""
+        self.close_nowait(code)
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self, code: int = CLOSE_NORMAL) -> None:
+        """`close` without a checkpoint, for closing many connections in one step."""
         if self._state.code is None:
             self._state.code = code
             if self._state.closed_by is None:
                 self._state.closed_by = self._incoming
         self._outgoing.send.close()
         self._incoming.send.close()
-        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         await self.close(CLOSE_NORMAL)

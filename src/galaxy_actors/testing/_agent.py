@@ -222,13 +222,19 @@ class SimulatedAgent(_AgentServing, _AgentTasks):
 
         With ``stale_ends_after``, the tasks running on them are not forgotten: their
         TASK_ENDs go out on the next connection registered, that many seconds after its
-        registration (a server that delivers results to the client's new connection)."""
-        for connection in list(self._connections.values()):
+        registration (a server that delivers results to the client's new connection).
+
+        Every connection is closed in one step, before any other task runs: as when a
+        network fails, no client reconnects while the others are still being dropped."""
+        connections = list(self._connections.values())
+        for connection in connections:
             if stale_ends_after is not None:
                 for session_id in sorted(connection.sessions):
                     if session_id in self._plans:
                         self._stale.append((session_id, *self._plans[session_id]))
                 self._stale_delay = stale_ends_after
+            connection.link.abort_nowait()
+        for connection in connections:
             await connection.link.abort()
 
     async def send_raw(self, frame: str | bytes) -> None:

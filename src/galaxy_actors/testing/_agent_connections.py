@@ -73,6 +73,9 @@ class _Link(Protocol):
     async def abort(self) -> None:
         """Close without a close frame, as a vanished peer would."""
 
+    def abort_nowait(self) -> None:
+        """`abort` in one step, without a checkpoint; `abort` afterwards is harmless."""
+
 
 @attrs.define(eq=False)
 class _MemoryLink:
@@ -91,6 +94,9 @@ class _MemoryLink:
     async def abort(self) -> None:
         await self.close(CLOSE_ABNORMAL)
 
+    def abort_nowait(self) -> None:
+        self._connection.close_nowait(CLOSE_ABNORMAL)
+
 
 @attrs.define(eq=False)
 class _WebSocketLink(WebSocketTransport):
@@ -104,3 +110,7 @@ class _WebSocketLink(WebSocketTransport):
     async def abort(self) -> None:
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
+
+    def abort_nowait(self) -> None:
+        # Closing the socket itself is synchronous; the stream's aclose later is harmless.
+        self._stream.socket.close()

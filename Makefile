@@ -29,8 +29,12 @@ unit: setup
 
 test: lint typecheck unit
 
+# The broad searches: 10,000 scenarios per property, and every broken variant of
+# tests/test_harness_catches_bugs.py searched for and shrunk from scratch.
 soak: setup
-	GALAXY_ACTORS_SCENARIOS=10000 $(BIN)/pytest -q tests/test_properties.py tests/test_journal_kill.py -p no:cacheprovider
+	GALAXY_ACTORS_SCENARIOS=10000 GALAXY_ACTORS_HARNESS_SEARCH=1 $(BIN)/pytest -q \
+		tests/test_properties.py tests/test_journal_kill.py tests/test_harness_catches_bugs.py \
+		-p no:cacheprovider
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -2,7 +2,8 @@
 what it is (the conventions are in docs/index.md, "Reading the examples").
 
 - A fenced ``python`` block right after a ``<!-- run: NAME -->`` line is a complete program. It
-  runs here in an interpreter of its own, so an example that stops working fails the suite.
+  runs here as ``python program.py`` runs it, in a process of its own (forked by
+  tests/docs_runner.py), so an example that stops working fails the suite.
 - A block whose first line is ``# fragment of FILE:NAME ...`` is a piece of that program (which
   must exist, and come earlier when it is in the same file); it must at least compile.
 - A block whose first line is ``# reference (asyncio)...`` is the reference client's code, shown
@@ -12,11 +13,13 @@ what it is (the conventions are in docs/index.md, "Reading the examples").
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -105,22 +108,56 @@ def test_a_fragment_names_a_program_above_it_and_compiles(block: Block) -> None:
     compile(block.code, str(block), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
+RunProgram = Callable[[Path, dict[str, str]], str | None]
+PROGRAM_TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def run_program() -> Iterator[RunProgram]:
+    """Runs a program file as ``python FILE`` would, in its folder, with ``env``; returns
+    None when it exits 0, else how it ended. One runner process for the module: it forks
+    each program from an interpreter that has already imported the library, instead of
+    starting a new one and importing it again for each."""
+    runner = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("docs_runner.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdin is not None and runner.stdout is not None
+    requests, answers = runner.stdin, runner.stdout
+
+    def run(program: Path, env: dict[str, str]) -> str | None:
+        request = {"program": str(program), "cwd": str(program.parent), "env": env}
+        requests.write(json.dumps({**request, "timeout": PROGRAM_TIMEOUT}) + "\n")
+        requests.flush()
+        answer = answers.readline()
+        assert answer, f"the docs runner exited ({runner.wait()}) while running {program}"
+        ended = json.loads(answer)
+        if ended["timed_out"]:
+            return f"still running after {PROGRAM_TIMEOUT} s"
+        return None if ended["returncode"] == 0 else f"exit code {ended['returncode']}"
+
+    try:
+        yield run
+    finally:
+        requests.close()
+        runner.wait(timeout=30)
+        answers.close()
+
+
 @pytest.mark.parametrize("block", programs(), ids=lambda b: b.name)
 def test_a_program_in_the_docs_runs(
-    block: Block, tmp_path: Path, request: pytest.FixtureRequest
+    block: Block, tmp_path: Path, request: pytest.FixtureRequest, run_program: RunProgram
 ) -> None:
     env = dict(os.environ)
     if "GALAXY_ACTORS_REDIS_URL" in block.code:  # the cluster's programs get a real server
         env["GALAXY_ACTORS_REDIS_URL"] = request.getfixturevalue("redis_server").url
-    done = subprocess.run(
-        [sys.executable, "-c", block.code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"{block} ({block.name}) failed:\n{done.stderr}"
+    program = tmp_path / "program.py"
+    program.write_text(block.code, encoding="utf-8")
+    failure = run_program(program, env)
+    stderr = (tmp_path / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+    assert failure is None, f"{block} ({block.name}) failed ({failure}):\n{stderr}"
 
 
 def slug(heading: str) -> str:

@@ -196,9 +196,7 @@ def actions(
     return st.one_of(choices)
 
 
-@st.composite
 def fault_schedules(
-    draw: st.DrawFn,
     *,
     devices: SearchStrategy[int] | int = _DEVICES,
     max_faults: int = 4,
@@ -213,7 +211,7 @@ def fault_schedules(
     reorder_replies: SearchStrategy[bool] | bool = False,
     max_actions: int = 0,
     settle: float = 40.0,
-) -> FaultSchedule:
+) -> SearchStrategy[FaultSchedule]:
     """A `FaultSchedule`: 1 to 2 devices ``d0``, ``d1``, ... (or ``devices``), each with up
     to ``max_faults`` faults, and up to ``max_tasks`` task submissions ``t0``, ``t1``, ...
     spread over them, all within ``horizon`` seconds.
@@ -231,37 +229,56 @@ def fault_schedules(
     >>> @given(schedule=fault_schedules(max_tasks=3, fault_kinds=[DropConnection]))
     ... def test_something(schedule): ...    # doctest: +SKIP
     """
-    count = draw(_strategy(devices))
-    ids = [f"d{i}" for i in range(count)]
-    fault_strategy = faults(kinds=fault_kinds, horizon=horizon, step=step)
-    device_schedules = []
-    for device_id in ids:
-        retries = draw(_strategy(device_max_retries))
-        device_schedules.append(
-            DeviceSchedule(
-                device_id,
-                faults=draw(st.lists(fault_strategy, max_size=max_faults)),
-                task_duration=draw(_strategy(task_durations)),
-                max_retries=retries,
-                reorder_replies=draw(_strategy(reorder_replies)),
-            )
-        )
-    drawn = draw(
-        st.lists(
-            task_submissions(
-                ids, horizon=horizon, step=step, deliveries=deliveries, priorities=priorities
-            ),
-            max_size=max_tasks,
-        )
+    # The parts are built here, once, not in every draw: Hypothesis validates each new
+    # strategy the first time it draws from it, which cost as much as playing the scenario.
+    count_strategy = _strategy(devices)
+    fault_lists = st.lists(
+        faults(kinds=fault_kinds, horizon=horizon, step=step), max_size=max_faults
     )
-    tasks = [_renamed(task, f"t{i}") for i, task in enumerate(drawn)]
-    user: list[Action] = []
-    if max_actions:
-        task_ids = [t.task_id for t in tasks]
-        user = draw(
-            st.lists(actions(ids, task_ids, horizon=horizon, step=step), max_size=max_actions)
-        )
-    return FaultSchedule(devices=device_schedules, tasks=tasks, actions=user, settle=settle)
+    retries_strategy = _strategy(device_max_retries)
+    durations_strategy = _strategy(task_durations)
+    reorder_strategy = _strategy(reorder_replies)
+    # The rest depends on the devices drawn: built once per device count.
+    task_lists: dict[int, SearchStrategy[list[TaskSubmission]]] = {}
+    action_lists: dict[tuple[int, int], SearchStrategy[list[Action]]] = {}
+
+    @st.composite
+    def schedules(draw: st.DrawFn) -> FaultSchedule:
+        count = draw(count_strategy)
+        ids = [f"d{i}" for i in range(count)]
+        device_schedules = []
+        for device_id in ids:
+            retries = draw(retries_strategy)
+            device_schedules.append(
+                DeviceSchedule(
+                    device_id,
+                    faults=draw(fault_lists),
+                    task_duration=draw(durations_strategy),
+                    max_retries=retries,
+                    reorder_replies=draw(reorder_strategy),
+                )
+            )
+        if count not in task_lists:
+            task_lists[count] = st.lists(
+                task_submissions(
+                    ids, horizon=horizon, step=step, deliveries=deliveries, priorities=priorities
+                ),
+                max_size=max_tasks,
+            )
+        drawn = draw(task_lists[count])
+        tasks = [_renamed(task, f"t{i}") for i, task in enumerate(drawn)]
+        user: list[Action] = []
+        if max_actions:
+            key = (count, len(tasks))
+            if key not in action_lists:
+                task_ids = [t.task_id for t in tasks]
+                action_lists[key] = st.lists(
+                    actions(ids, task_ids, horizon=horizon, step=step), max_size=max_actions
+                )
+            user = draw(action_lists[key])
+        return FaultSchedule(devices=device_schedules, tasks=tasks, actions=user, settle=settle)
+
+    return schedules()
 
 
 def _renamed(task: TaskSubmission, task_id: str) -> TaskSubmission:

@@ -52,8 +52,9 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import Supervisor, WebSocketConnector, open_supervisor
+from galaxy_actors import Supervisor, open_supervisor
 from galaxy_actors.cluster import ClusterClient, open_client
+from galaxy_actors.transport import WebSocketConnector
 
 DATA: dict[str, Any] = {"file": "report.xlsx", "sheet": 1}
 SIDES = ("direct", "1 node", "2 nodes", "3 nodes")

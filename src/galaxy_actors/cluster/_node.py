@@ -167,17 +167,20 @@ class Node:
         while True:
             await self._wanted.wait()
             self._wanted = trio.Event()
-            now = trio.current_time()
-            for device_id in sorted(own.held):
-                held = own.held[device_id]
+            for n, device_id in enumerate(sorted(own.held)):
+                held = own.held.get(device_id)
                 if (
-                    device_id in self.served
-                    or device_id in self._leaving
+                    held is None
                     or held.draining
-                    or not own.serves(device_id, now)
+                    or device_id in self.served
+                    or device_id in self._leaving
+                    or not own.serves(device_id, trio.current_time())
                 ):
                     continue
                 self._add(device_id)
+                if n % 50 == 49:
+                    # Adding a device costs CPU, not I/O: let the renewal run between.
+                    await trio.lowlevel.checkpoint()
             todo = sorted(self._unclaimed & self.served)
             for start in range(0, len(todo), self.claim_batch):
                 batch = [d for d in todo[start : start + self.claim_batch] if d in self.served]

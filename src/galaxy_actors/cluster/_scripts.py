@@ -76,8 +76,9 @@ return out
 #: KEYS: streams. ARGV: consumer, how many of the streams (the first ones) to claim. Makes
 #: each stream's group unless it exists; every pending entry of the claimed streams,
 #: whoever held it, is the consumer's from now on. Returns, per entry claimed, the stream's
-#: position in KEYS, the entry id and its task id (flat). One call takes a batch of newly
-#: won devices: their streams are read only after it.
+#: position in KEYS, the entry id and its task id (flat). The claimed streams' other
+#: consumers, holding nothing after it, are deleted. One call takes a batch of newly won
+#: devices: their streams are read only after it.
 CLAIM_STREAMS = """
 local out = {}
 local claim = tonumber(ARGV[2])
@@ -101,6 +102,18 @@ for i, stream in ipairs(KEYS) do
         out[#out + 1] = task
       end
     until cursor == '0-0'
+    -- Every other consumer holds nothing now: forget them (a dead node's name would
+    -- otherwise stay in the group for ever; a live one is made again by its next read).
+    for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', stream, 'nodes')) do
+      local name, pending
+      for j = 1, #consumer, 2 do
+        if consumer[j] == 'name' then name = consumer[j + 1] end
+        if consumer[j] == 'pending' then pending = consumer[j + 1] end
+      end
+      if name ~= ARGV[1] and pending == 0 then
+        redis.call('XGROUP', 'DELCONSUMER', stream, 'nodes', name)
+      end
+    end
   end
 end
 return out

@@ -264,6 +264,9 @@ class Store:
                     if not isinstance(e, str):
                         task_id = str(e.field_values.get("task", ""))
                         claimed.append(Entry(stream, str(e.identifier), task_id))
+            if len(pending) < 1000:
+                # It holds nothing now: a dead node's name would otherwise stay for ever.
+                await self.client.xgroup_delconsumer(stream, GROUP, name)
         return claimed
 
     async def take(

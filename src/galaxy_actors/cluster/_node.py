@@ -93,7 +93,7 @@ class Node:
     _unclaimed: set[str] = attrs.field(factory=set)
     # Devices being removed from the supervisor (their connection closing).
     _leaving: set[str] = attrs.field(factory=set)
-    # Definitions the supervisor refused, as refused (logged once each).
+    # Definitions the supervisor refused, as refused: logged once, tried again when changed.
     _refused: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     # Set when there may be devices to take, or streams to claim.
     _wanted: trio.Event = attrs.field(factory=trio.Event)
@@ -159,53 +159,67 @@ class Node:
         self._wanted.set()
 
     async def _take(self) -> None:
-        """Serve the devices whose leases were won: add them to the supervisor, then make
-        their streams readable and claim what was pending on them (their previous owner's,
-        or this node's from an earlier lease), a batch per round trip. A device's streams
-        are not read before; a batch that fails (Redis away) is tried again."""
-        own = self.ownership
+        """Serve the devices whose leases were won, a batch at a time: add them to the
+        supervisor, then make their streams readable and claim what was pending on them
+        (their previous owner's, or this node's from an earlier lease) in one round trip.
+        A device's streams are not read before; a batch that fails (Redis away) is tried
+        again."""
         while True:
             await self._wanted.wait()
             self._wanted = trio.Event()
-            for n, device_id in enumerate(sorted(own.held)):
-                held = own.held.get(device_id)
-                if (
-                    held is None
-                    or held.draining
-                    or device_id in self.served
-                    or device_id in self._leaving
-                    or not own.serves(device_id, trio.current_time())
-                ):
-                    continue
-                self._add(device_id)
-                if n % 50 == 49:
-                    # Adding a device costs CPU, not I/O: let the renewal run between.
-                    await trio.lowlevel.checkpoint()
-            todo = sorted(self._unclaimed & self.served)
-            for start in range(0, len(todo), self.claim_batch):
-                batch = [d for d in todo[start : start + self.claim_batch] if d in self.served]
-                caps = {c for d in batch for c in self._specs.get(d, {}).get("capabilities") or ()}
-                try:
-                    entries = await self.store.claim_streams(
-                        own.node,
-                        [self.keys.device_stream(d) for d in batch],
-                        [self.keys.capability_stream(c) for c in sorted(caps)],
-                    )
-                except _CLAIM_FAILED as exc:
-                    logger.warning("node %s: cannot claim streams: %s", own.node, exc)
+            while True:
+                added = self._to_add()
+                for device_id in added:
+                    self._add(device_id)
+                batch = sorted(self._unclaimed & self.served)[: self.claim_batch]
+                if not added and not batch:
+                    break
+                if batch and not await self._claim(batch):
                     await trio.sleep(self.settings.retry_interval)
                     self._wanted.set()
                     break
-                for entry in entries:
-                    owner = self._device_of(entry.stream)
-                    if owner in self.served:
-                        self._spawn(entry, owner)
-                self._unclaimed.difference_update(batch)
+                # Adding devices costs CPU, not I/O: let the renewal run between batches.
+                await trio.lowlevel.checkpoint()
+
+    def _to_add(self) -> list[str]:
+        """The next devices to add to the supervisor: held, not draining, within their
+        fencing deadline, not being removed, and not refused as they are defined."""
+        own, now = self.ownership, trio.current_time()
+        found: list[str] = []
+        for device_id in sorted(own.held):
+            if (
+                own.held[device_id].draining
+                or device_id in self.served
+                or device_id in self._leaving
+                or not own.serves(device_id, now)
+                or self._refused.get(device_id, False) == self._specs.get(device_id, {})
+            ):
+                continue
+            found.append(device_id)
+            if len(found) == self.claim_batch:
+                break
+        return found
+
+    async def _claim(self, batch: list[str]) -> bool:
+        caps = {c for d in batch for c in self._specs.get(d, {}).get("capabilities") or ()}
+        try:
+            entries = await self.store.claim_streams(
+                self.ownership.node,
+                [self.keys.device_stream(d) for d in batch],
+                [self.keys.capability_stream(c) for c in sorted(caps)],
+            )
+        except _CLAIM_FAILED as exc:
+            logger.warning("node %s: cannot claim streams: %s", self.ownership.node, exc)
+            return False
+        for entry in entries:
+            device_id = self._device_of(entry.stream)
+            if device_id in self.served:
+                self._spawn(entry, device_id)
+        self._unclaimed.difference_update(batch)
+        return True
 
     def _add(self, device_id: str) -> None:
         spec = self._specs.get(device_id, {})
-        if self._refused.get(device_id) == spec:
-            return  # said once; tried again when its definition changes
         try:
             self.supervisor.add_device(
                 device_id,

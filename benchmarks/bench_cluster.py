@@ -52,8 +52,9 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import Supervisor, WebSocketConnector, open_supervisor
+from galaxy_actors import Supervisor, open_supervisor
 from galaxy_actors.cluster import ClusterClient, open_client
+from galaxy_actors.transport import WebSocketConnector
 
 DATA: dict[str, Any] = {"file": "report.xlsx", "sheet": 1}
 SIDES = ("direct", "1 node", "2 nodes", "3 nodes")
@@ -373,9 +374,9 @@ async def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Redis's memory per device (defined and owned) and per task record kept."""
     fleet = "mem"
     devices = [f"mem-d{i}" for i in range(args.memory_devices)]
-    # The default lease: a node taking a thousand devices at once spends seconds on it,
-    # and this phase measures memory, not failover.
-    lease = (15.0, 3.0, 2.0)
+    # The short lease of the failover runs: a node given a thousand devices at once must
+    # take them and still renew every lease on time.
+    lease = (args.lease_ttl, args.renew_interval, args.fence_margin)
     async with open_client(args.redis_url, fleet) as client:
         redis = client.store.client
         empty = (await redis_counters(redis))["used_memory"]
@@ -385,7 +386,7 @@ async def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with nodes(configs):
             await wait_owned(client, devices, ["n0"], within=120)
             # Each device's stream and group are made just after its lease is taken.
-            await trio.sleep(2 * args.renew_interval)
+            await wait_streams(client, devices, within=120)
             owned = (await redis_counters(redis))["used_memory"]
             keys = await key_sizes(client, devices[0])
             n = args.tasks // args.submitters * args.submitters
@@ -398,6 +399,14 @@ async def memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "bytes_per_task": (after - owned) / n,
         "keys_of_one_device": keys,
     }
+
+
+async def wait_streams(client: ClusterClient, devices: Sequence[str], within: float) -> None:
+    """Wait until every device's stream (with its group) exists."""
+    keys = [client.store.keys.device_stream(d) for d in devices]
+    with trio.fail_after(within):
+        while await client.store.client.exists(keys) < len(keys):  # noqa: ASYNC110 - in Redis
+            await trio.sleep(0.05)
 
 
 async def key_sizes(client: ClusterClient, device: str) -> dict[str, int]:

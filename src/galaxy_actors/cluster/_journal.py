@@ -130,8 +130,11 @@ class NodeJournal:
     async def compact(self) -> int:
         return 0
 
-    def release(self, task_id: str) -> None:
-        """The node is done with the task."""
+    def release(self, task_id: str, fence: Fence) -> None:
+        """The node's runner under ``fence`` is done with the task (a runner under another
+        fence, its run after a requeue, keeps its own)."""
+        if self.fences.get(task_id, fence) != fence:
+            return
         self.fences.pop(task_id, None)
         self.sent.discard(task_id)
         self.fenced.discard(task_id)

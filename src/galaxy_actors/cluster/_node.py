@@ -8,14 +8,18 @@ open_store (coredis's pool task group)
  └── open_supervisor(journal=NodeJournal)      the ordinary supervisor, devices come and go
       └── the node's nursery
            ├── "leases":   every renew_interval: heartbeat, plan (drain / acquire), one
-           │               script renews, releases and acquires; acquired devices are added
-           │               to the supervisor and their pending entries claimed
+           │               script renews, releases and acquires; nothing else, so that the
+           │               renewal is never late, however many devices are won or lost
+           ├── "take":     adds the devices won to the supervisor, then makes their streams
+           │               readable and claims their pending entries, a batch per script
            ├── "fence":    drops a device the moment its fencing deadline passes
            ├── "consume":  XREADGROUP over the owned devices' streams and their capabilities'
            ├── "orphans":  claims capability entries held by dead nodes
-           └── one runner per entry: take the task (fenced), run it on the supervisor (the
-               journal marks it sent in Redis before its frame leaves), write the outcome and
-               acknowledge the entry in one script
+           ├── one task per device lost or drained: its removal from the supervisor; the
+           │   device is not taken again before the removal is over
+           └── one runner per entry (`EntryRunner`): take the task (fenced), run it on the
+               supervisor (the journal marks it sent in Redis before its frame leaves),
+               write the outcome and acknowledge the entry in one script
 ```
 
 Redis away: reads and writes fail and are retried every ``retry_interval``; no new work is
@@ -26,41 +30,29 @@ still disconnects a device ``lease_ttl - margin`` after its last good renewal.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import coredis.exceptions
 import trio
 
-from .._actors._journal import encode_outcome
 from .._actors._running import open_supervisor
 from .._actors._supervisor import Supervisor
-from .._actors._task import Delivery
-from .._sansio._errors import (
-    DeviceDisconnected,
-    DeviceUnavailable,
-    DuplicateTaskId,
-    GalaxyActorsError,
-    JournalUnavailable,
-    OutcomeUnknown,
-    TaskCancelled,
-    UnknownDevice,
-)
+from .._sansio._errors import GalaxyActorsError
 from ._journal import Fence, NodeJournal
 from ._keys import FleetKeys
 from ._ownership import LeaseSettings, Ownership
-from ._store import REDIS_DOWN, Entry, Store, TaskView, open_store
+from ._runner import EntryRunner
+from ._store import REDIS_DOWN, Entry, Store, open_store
 
 __all__ = ["Node", "NodeSettings", "open_node"]
 
 logger = logging.getLogger("galaxy_actors.cluster")
-T = TypeVar("T")
 
-# Outcomes that only say the device left this node: the task is someone else's now.
-_LEFT = (DeviceDisconnected, DeviceUnavailable, UnknownDevice, TaskCancelled, JournalUnavailable)
+# A batch of streams not made ready: Redis away, or a stream that is not a stream.
+_CLAIM_FAILED: tuple[type[BaseException], ...] = (*REDIS_DOWN, coredis.exceptions.ResponseError)
 
 
 @attrs.frozen
@@ -94,10 +86,21 @@ class Node:
     served: set[str] = attrs.field(factory=set)
     #: True while Redis answers.
     redis_ok: bool = True
+    #: Streams made ready (groups, pending entries claimed) per round trip.
+    claim_batch: int = 100
     _specs: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     # Served devices whose streams are not ready yet (groups, claim of pending entries).
     _unclaimed: set[str] = attrs.field(factory=set)
+    # Devices being removed from the supervisor (their connection closing).
+    _leaving: set[str] = attrs.field(factory=set)
+    # Definitions the supervisor refused, as refused: logged once, tried again when changed.
+    _refused: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    # Set when there may be devices to take, or streams to claim.
+    _wanted: trio.Event = attrs.field(factory=trio.Event)
     _inflight: dict[str, int] = attrs.field(factory=dict)
+    # The entries a runner holds, by (stream, entry id): one runner per entry.
+    _running: set[tuple[str, str]] = attrs.field(factory=set)
+    _runner: EntryRunner | None = None
     _nursery: trio.Nursery | None = None
 
     @property
@@ -126,32 +129,96 @@ class Node:
             await trio.sleep_until(tick + lease.renew_interval)
 
     async def _round(self) -> None:
+        """One renewal round: a bounded number of round trips whatever the node wins or
+        loses in it. Devices won are taken (`_take`), devices lost removed (`_drop`), each
+        in a task of its own, so that nothing delays the next renewal."""
         own, lease = self.ownership, self.settings.lease
         sent = trio.current_time()
         beat = await self.store.heartbeat(own.node, lease.lease_ttl)
         own.joined(sent, fresh=beat.fresh)
         self.incarnation = beat.incarnation
         self._specs = await self.store.devices()
-        for device_id in sorted(self._unclaimed & self.served):
-            await self._claim(device_id)
         plan = own.plan(trio.current_time(), beat.live, self._specs)
         assert self._nursery is not None
         for device_id in plan.drain:
             self._nursery.start_soon(self._drain, device_id)
         renew = {d: own.held[d].epoch for d in plan.renew}
+        # Not while its previous connection here is still being closed: the supervisor
+        # would refuse the device, and it must never be connected twice.
+        acquire = [d for d in plan.acquire if d not in self._leaving]
         started = trio.current_time()
         renewed, acquired = await self.store.lease_round(
-            own.node, lease.lease_ttl, renew, {}, plan.acquire
+            own.node, lease.lease_ttl, renew, {}, acquire
         )
         for device_id, ok in renewed.items():
             own.renewed(device_id, started, ok)
             if not ok:
-                await self._drop(device_id, force=True)
+                self._nursery.start_soon(self._drop, device_id)
         for device_id, epoch in acquired.items():
             own.acquired(device_id, epoch, started)
-            await self._serve(device_id)
+        self._wanted.set()
 
-    async def _serve(self, device_id: str) -> None:
+    async def _take(self) -> None:
+        """Serve the devices whose leases were won, a batch at a time: add them to the
+        supervisor, then make their streams readable and claim what was pending on them
+        (their previous owner's, or this node's from an earlier lease) in one round trip.
+        A device's streams are not read before; a batch that fails (Redis away) is tried
+        again."""
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            while True:
+                added = self._to_add()
+                for device_id in added:
+                    self._add(device_id)
+                batch = sorted(self._unclaimed & self.served)[: self.claim_batch]
+                if not added and not batch:
+                    break
+                if batch and not await self._claim(batch):
+                    await trio.sleep(self.settings.retry_interval)
+                    self._wanted.set()
+                    break
+                # Adding devices costs CPU, not I/O: let the renewal run between batches.
+                await trio.lowlevel.checkpoint()
+
+    def _to_add(self) -> list[str]:
+        """The next devices to add to the supervisor: held, not draining, within their
+        fencing deadline, not being removed, and not refused as they are defined."""
+        own, now = self.ownership, trio.current_time()
+        found: list[str] = []
+        for device_id in sorted(own.held):
+            if (
+                own.held[device_id].draining
+                or device_id in self.served
+                or device_id in self._leaving
+                or not own.serves(device_id, now)
+                or self._refused.get(device_id, False) == self._specs.get(device_id, {})
+            ):
+                continue
+            found.append(device_id)
+            if len(found) == self.claim_batch:
+                break
+        return found
+
+    async def _claim(self, batch: list[str]) -> bool:
+        caps = {c for d in batch for c in self._specs.get(d, {}).get("capabilities") or ()}
+        try:
+            entries = await self.store.claim_streams(
+                self.ownership.node,
+                [self.keys.device_stream(d) for d in batch],
+                [self.keys.capability_stream(c) for c in sorted(caps)],
+            )
+        except _CLAIM_FAILED as exc:
+            logger.warning("node %s: cannot claim streams: %s", self.ownership.node, exc)
+            return False
+        for entry in entries:
+            device_id = self._device_of(entry.stream)
+            if device_id in self.served:
+                self._spawn(entry, device_id)
+        self._unclaimed.difference_update(batch)
+        return True
+
+    def _add(self, device_id: str) -> None:
         spec = self._specs.get(device_id, {})
         try:
             self.supervisor.add_device(
@@ -163,36 +230,19 @@ class Node:
                 max_retries=spec.get("max_retries"),
             )
         except (GalaxyActorsError, KeyError, TypeError) as exc:
+            self._refused[device_id] = spec
             logger.error(
                 "node %s: device %s cannot be served: %s", self.ownership.node, device_id, exc
             )
             return
+        self._refused.pop(device_id, None)
         self.served.add(device_id)
         self._unclaimed.add(device_id)
-        await self._claim(device_id)
-
-    async def _claim(self, device_id: str) -> None:
-        """Make the device's streams readable and take over whatever was pending on its own
-        stream (its previous owner's): the lease says that owner has stopped. Retried each
-        round until it succeeds; the device's streams are not read before."""
-        spec = self._specs.get(device_id, {})
-        stream = self.keys.device_stream(device_id)
-        await self.store.ensure_group(stream)
-        for capability in spec.get("capabilities") or ():
-            await self.store.ensure_group(self.keys.capability_stream(capability))
-        entries = await self.store.claim_all(stream, self.ownership.node)
-        self._unclaimed.discard(device_id)
-        for entry in entries:
-            self._spawn(entry, device_id)
 
     async def _drain(self, device_id: str) -> None:
         """Hand a device over: disconnect it (its running task may finish within the
         lease's margin), then release the lease, which the loop renews meanwhile."""
-        if device_id in self.served:
-            self.served.discard(device_id)
-            with contextlib.suppress(GalaxyActorsError):
-                await self.supervisor.disconnect(device_id, grace=self.settings.lease.margin / 2)
-                await self.supervisor.remove_device(device_id, force=True)
+        await self._drop(device_id, grace=self.settings.lease.margin / 2)
         held = self.ownership.held.get(device_id)
         if held is None:
             return
@@ -206,14 +256,29 @@ class Node:
                 continue
             self.ownership.released(device_id)
 
-    async def _drop(self, device_id: str, *, force: bool) -> None:
-        if device_id in self.served:
-            self.served.discard(device_id)
+    async def _drop(
+        self, device_id: str, *, force: bool = True, grace: float | None = None
+    ) -> None:
+        """Stop serving a device: at once (its lease is lost), or letting its running task
+        finish (within ``grace``: a drain; not ``force``: the node stopping). Until the
+        supervisor has let it go, the device is ``_leaving``: not taken again."""
+        if device_id not in self.served:
+            return
+        self.served.discard(device_id)
+        self._unclaimed.discard(device_id)
+        self._leaving.add(device_id)
+        try:
             with contextlib.suppress(GalaxyActorsError):
+                if grace is not None:
+                    await self.supervisor.disconnect(device_id, grace=grace)
                 await self.supervisor.remove_device(device_id, force=force)
+        finally:
+            self._leaving.discard(device_id)
+            self._wanted.set()  # it may be this node's again by now
 
     async def _fence(self) -> None:
         own = self.ownership
+        assert self._nursery is not None
         while True:
             deadline = min(own.next_deadline(), trio.current_time() + own.settings.renew_interval)
             await trio.sleep_until(deadline)
@@ -223,7 +288,8 @@ class Node:
                     own.node,
                     device_id,
                 )
-                await self._drop(device_id, force=True)
+                # All at once: each removal waits for its connection to close.
+                self._nursery.start_soon(self._drop, device_id)
 
     # ------------------------------------------------------------------ consuming
 
@@ -290,31 +356,25 @@ class Node:
         return device_id if device_id is not None else "cap:" + entry.stream.rsplit(":", 1)[1]
 
     def _spawn(self, entry: Entry, device_id: str | None) -> None:
-        assert self._nursery is not None
+        """Run ``entry`` unless a runner holds it already (a claim of this node's own
+        pending entries, or a read that crossed a claim, hands it over twice)."""
+        key = (entry.stream, entry.entry_id)
+        if key in self._running:
+            return
+        assert self._nursery is not None and self._runner is not None
+        self._running.add(key)
         slot = self._slot(entry, device_id)
         self._inflight[slot] = self._inflight.get(slot, 0) + 1
-        self._nursery.start_soon(self._runner, entry, device_id, slot)
+        self._nursery.start_soon(self._run, self._runner, entry, device_id, slot)
 
-    # ------------------------------------------------------------------ one task
-
-    async def _runner(self, entry: Entry, device_id: str | None, slot: str) -> None:
+    async def _run(
+        self, runner: EntryRunner, entry: Entry, device_id: str | None, slot: str
+    ) -> None:
         try:
-            while True:
-                try:
-                    await self._run_entry(entry, device_id)
-                    return
-                except Exception:
-                    # One task's trouble (a supervisor error, a malformed record) must not
-                    # take the node down; it is tried again while the task is ours.
-                    logger.exception(
-                        "node %s: task %s failed here; trying again",
-                        self.ownership.node,
-                        entry.task_id,
-                    )
-                    await trio.sleep(self.settings.retry_interval)
+            await runner.run(entry, device_id)
         finally:
             self._inflight[slot] -= 1
-            self.journal.release(entry.task_id)
+            self._running.discard((entry.stream, entry.entry_id))
 
     def _fence_for(self, device_id: str | None) -> Fence | None:
         if device_id is None:
@@ -324,118 +384,6 @@ class Node:
             return None
         token = f"{self.ownership.node} {held.epoch}"
         return Fence(token, (device_id, token))
-
-    async def _retry(self, call: Callable[[], Awaitable[T]], still: Callable[[], bool]) -> T | None:
-        """``call()`` until Redis answers; None once ``still()`` turns false."""
-        while still():
-            try:
-                return await call()
-            except REDIS_DOWN:
-                await trio.sleep(self.settings.retry_interval)
-        return None
-
-    async def _run_entry(self, entry: Entry, device_id: str | None) -> None:
-        fence = self._fence_for(device_id)
-        if fence is None:
-            return
-
-        def ours() -> bool:
-            return device_id is None or self._fence_for(device_id) == fence
-
-        view = await self._retry(
-            lambda: self.store.take(entry.task_id, fence.owner, fence.lease), ours
-        )
-        if view is None:
-            if ours() and await self._retry(lambda: self.store.fetch(entry.task_id), ours) is None:
-                await self._retry(lambda: self.store.drop_entry(entry), ours)
-            return
-        if view.state == "ended" and view.outcome_json is not None:
-            await self._finish(entry, fence, view.outcome_json, view.device_id, ours)
-            return
-        if view.state == "sent" and view.delivery is Delivery.AT_MOST_ONCE:
-            unknown = OutcomeUnknown(
-                f"task {view.task_id!r} was sent and its node stopped before its end was "
-                "recorded: it may or may not have run, and is not sent again",
-                task_id=view.task_id,
-                device_id=view.device_id,
-            )
-            await self._finish(entry, fence, encode_outcome(unknown), view.device_id, ours)
-            return
-        await self._run_here(entry, view, fence, ours)
-
-    async def _run_here(
-        self, entry: Entry, view: TaskView, fence: Fence, ours: Callable[[], bool]
-    ) -> None:
-        data = json.loads(view.data_json)
-        while ours():
-            self.journal.fences[view.task_id] = fence
-            try:
-                handle = await self.supervisor.submit(
-                    view.description,
-                    data,
-                    device_id=view.device_id,
-                    capabilities=None if view.device_id else view.capabilities,
-                    task_id=view.task_id,
-                    task_timeout=view.timeout,
-                    delivery=view.delivery,
-                    priority=view.priority,
-                )
-            except DuplicateTaskId:
-                return  # already running here (delivered twice)
-            except (DeviceUnavailable, UnknownDevice):
-                if view.device_id is not None:
-                    return  # the device left this node: its next owner claims the entry
-                await trio.sleep(self.settings.retry_interval)
-                await self._retry(
-                    lambda: self.store.requeue(entry, fence.owner, entry.stream), ours
-                )
-                return
-            await handle.wait()
-            outcome = handle.outcome
-            assert outcome is not None
-            sent = view.task_id in self.journal.sent
-            if isinstance(outcome, JournalUnavailable) and not sent:
-                if view.task_id in self.journal.fenced:
-                    return
-                await trio.sleep(self.settings.retry_interval)  # Redis away: try again
-                continue
-            ran_on = handle.device_id
-            if isinstance(outcome, _LEFT) and (ran_on not in self.served):
-                # Cut off because the device left this node, not by the device.
-                # What counts is whether its frame left: a "sent" mark in Redis may precede a
-                # send that never happened (the device was draining), and REQUEUE resets it.
-                if view.device_id is None and not (
-                    handle.sent and view.delivery is Delivery.AT_MOST_ONCE
-                ):
-                    await self._retry(
-                        lambda: self.store.requeue(entry, fence.owner, entry.stream), ours
-                    )
-                    return
-                if view.device_id is not None:
-                    return
-            await self._finish(entry, fence, encode_outcome(outcome), ran_on, ours)
-            return
-
-    async def _finish(
-        self,
-        entry: Entry,
-        fence: Fence,
-        outcome_json: str,
-        device_id: str | None,
-        ours: Callable[[], bool],
-    ) -> None:
-        written = await self._retry(
-            lambda: self.store.finish(
-                entry, fence.owner, fence.lease, outcome_json, device_id, self.settings.retention
-            ),
-            ours,
-        )
-        if written == 0:
-            logger.warning(
-                "node %s: outcome of %s refused: the task is another node's now",
-                self.ownership.node,
-                entry.task_id,
-            )
 
 
 @contextlib.asynccontextmanager
@@ -460,9 +408,20 @@ async def open_node(
             node = Node(
                 store, supervisor, settings, journal, Ownership(settings.name, settings.lease)
             )
+            node._runner = EntryRunner(
+                settings.name,
+                store,
+                supervisor,
+                journal,
+                node._fence_for,
+                node.served.__contains__,
+                settings.retention,
+                settings.retry_interval,
+            )
             async with trio.open_nursery() as nursery:
                 node._nursery = nursery
                 await nursery.start(node._leases)
+                nursery.start_soon(node._take)
                 nursery.start_soon(node._fence)
                 nursery.start_soon(node._consume)
                 nursery.start_soon(node._orphans)

@@ -9,7 +9,7 @@ Writes on behalf of a task check both, so a node that lost a device or a task ca
 from __future__ import annotations
 
 __all__ = [
-    "ENSURE_GROUP",
+    "CLAIM_STREAMS",
     "FINISH",
     "HEARTBEAT",
     "LIVE",
@@ -73,10 +73,50 @@ end
 return out
 """
 
-#: KEYS: stream. Creates the nodes' group (and the stream) unless it exists.
-ENSURE_GROUP = """
-pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], 'nodes', '0', 'MKSTREAM')
-return 1
+#: KEYS: streams. ARGV: consumer, how many of the streams (the first ones) to claim. Makes
+#: each stream's group unless it exists; every pending entry of the claimed streams,
+#: whoever held it, is the consumer's from now on. Returns, per entry claimed, the stream's
+#: position in KEYS, the entry id and its task id (flat). The claimed streams' other
+#: consumers, holding nothing after it, are deleted. One call takes a batch of newly won
+#: devices: their streams are read only after it.
+CLAIM_STREAMS = """
+local out = {}
+local claim = tonumber(ARGV[2])
+for i, stream in ipairs(KEYS) do
+  pcall(redis.call, 'XGROUP', 'CREATE', stream, 'nodes', '0', 'MKSTREAM')
+  if i <= claim then
+    local cursor = '0-0'
+    repeat
+      local reply = redis.call('XAUTOCLAIM', stream, 'nodes', ARGV[1], 0, cursor, 'COUNT', 100)
+      cursor = reply[1]
+      for _, entry in ipairs(reply[2]) do
+        local task = ''
+        local fields = entry[2]
+        if type(fields) == 'table' then
+          for j = 1, #fields, 2 do
+            if fields[j] == 'task' then task = fields[j + 1] end
+          end
+        end
+        out[#out + 1] = i
+        out[#out + 1] = entry[1]
+        out[#out + 1] = task
+      end
+    until cursor == '0-0'
+    -- Every other consumer holds nothing now: forget them (a dead node's name would
+    -- otherwise stay in the group for ever; a live one is made again by its next read).
+    for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', stream, 'nodes')) do
+      local name, pending
+      for j = 1, #consumer, 2 do
+        if consumer[j] == 'name' then name = consumer[j + 1] end
+        if consumer[j] == 'pending' then pending = consumer[j + 1] end
+      end
+      if name ~= ARGV[1] and pending == 0 then
+        redis.call('XGROUP', 'DELCONSUMER', stream, 'nodes', name)
+      end
+    end
+  end
+end
+return out
 """
 
 #: KEYS: task, stream. ARGV: task id, description, device, then field, value pairs.

@@ -216,10 +216,6 @@ class Store:
         fields = await self.client.hgetall(self.keys.task(task_id))
         return TaskView.from_fields(task_id, fields) if fields else None
 
-    async def ensure_group(self, stream: str) -> None:
-        script = self._script(_scripts.ENSURE_GROUP)
-        await script(keys=[stream], args=[])
-
     async def read(
         self, consumer: str, streams: Sequence[str], count: int, block: float
     ) -> list[Entry]:
@@ -239,21 +235,20 @@ class Store:
             for e in entries
         ]
 
-    async def claim_all(self, stream: str, consumer: str) -> list[Entry]:
-        """Every pending entry of ``stream``, whoever held it, is now ``consumer``'s."""
-        claimed: list[Entry] = []
-        cursor = "0-0"
-        while True:
-            reply = await self.client.xautoclaim(stream, GROUP, consumer, 0, cursor, count=100)
-            cursor, entries = str(reply[0]), reply[1]
-            for e in entries:
-                if isinstance(e, str):
-                    continue
-                claimed.append(
-                    Entry(stream, str(e.identifier), str(e.field_values.get("task", "")))
-                )
-            if cursor in ("0-0", "0"):
-                return claimed
+    async def claim_streams(
+        self, consumer: str, claim: Sequence[str], ensure: Sequence[str] = ()
+    ) -> list[Entry]:
+        """Make the groups of ``claim`` and ``ensure`` (streams), and make every pending
+        entry of ``claim``, whoever held it, ``consumer``'s: one round trip for a batch."""
+        streams = [*claim, *ensure]
+        if not streams:
+            return []
+        script = self._script(_scripts.CLAIM_STREAMS)
+        flat: list[Any] = await script(keys=streams, args=[consumer, len(claim)])
+        return [
+            Entry(streams[int(flat[i]) - 1], str(flat[i + 1]), str(flat[i + 2]))
+            for i in range(0, len(flat) - 2, 3)
+        ]
 
     async def claim_from_dead(self, stream: str, consumer: str, live: Sequence[str]) -> list[Entry]:
         """The pending entries of ``stream`` held by consumers not in ``live``."""
@@ -269,6 +264,9 @@ class Store:
                     if not isinstance(e, str):
                         task_id = str(e.field_values.get("task", ""))
                         claimed.append(Entry(stream, str(e.identifier), task_id))
+            if len(pending) < 1000:
+                # It holds nothing now: a dead node's name would otherwise stay for ever.
+                await self.client.xgroup_delconsumer(stream, GROUP, name)
         return claimed
 
     async def take(

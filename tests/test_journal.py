@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from lab import frames_of, memory_lab
 
 from galaxy_actors import (
@@ -262,10 +263,40 @@ async def test_a_write_nobody_waits_for_still_lands(tmp_path: Path) -> None:
     await journal.open()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(journal.run)
-        commit = journal.accept(record("lazy"))
+        await journal.accept(record("lazy")).wait()
+        await trio.sleep(0.1)  # the writer is idle
+        commit = journal.mark_sent("lazy")
         await trio.sleep(0.2)
         assert commit.done and commit.error is None
-        assert rows(path) == {"lazy": "queued"}
+        assert rows(path) == {"lazy": "sent"}
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def test_a_write_whose_waiter_is_cancelled_in_its_commit_still_lands(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time: the two commits below are always "a moment" apart.
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        await trio.sleep(0.1)  # the writer is idle
+        await journal.accept(record("first")).wait()
+        # Another task commits a moment later: its waiter yields once for company, and is
+        # cancelled there, before committing. Its write is the writer's to make.
+        commit = journal.accept(record("second"))
+
+        async def cancelled_waiter() -> None:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await commit.wait()
+
+        nursery.start_soon(cancelled_waiter)
+        await trio.sleep(0.2)
+        assert commit.done and commit.error is None
+        assert rows(path) == {"first": "queued", "second": "queued"}
         nursery.cancel_scope.cancel()
     await journal.aclose()
 

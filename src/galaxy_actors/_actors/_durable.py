@@ -29,8 +29,9 @@ a supervisor without one is unchanged:
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,7 +46,7 @@ from .._sansio._errors import (
     UnknownTask,
 )
 from ._admission import route
-from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord
+from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord, gc_paused
 from ._task import Delivery, TaskHandle
 from ._task_table import TaskTable
 
@@ -59,6 +60,11 @@ __all__ = ["Durability"]
 
 logger = logging.getLogger("galaxy_actors.journal")
 
+_DELIVERY = {str(delivery): delivery for delivery in Delivery}
+# A recovered task waiting for its device: (handle, the device asked for or None if routed
+# by capabilities, those capabilities, whether it had been sent).
+_Orphan = tuple[TaskHandle, str | None, tuple[str, ...], bool]
+
 
 class Durability:
     """One supervisor's use of one journal. Made by the supervisor when given a journal."""
@@ -70,7 +76,7 @@ class Durability:
         # Records of the journaled tasks still in the supervisor (`_live`), for idempotency.
         self._records: dict[str, TaskRecord] = {}
         # Recovered tasks waiting for their device to be added (or for a capable one).
-        self._orphans: list[tuple[TaskHandle, TaskRecord, bool]] = []
+        self._orphans: list[_Orphan] = []
         self._closing = False
         # Released tasks whose outcome is not committed yet: the journal cannot answer for
         # them until it is, so fetching by id finds them here.
@@ -259,14 +265,16 @@ class Durability:
             raise UnknownDevice(record.device_id or "")
         return actor.accept(task)
 
-    def _device_for(self, task: TaskHandle, record: TaskRecord) -> DeviceActor | None:
+    def _device_for(
+        self, task: TaskHandle, device_id: str | None, capabilities: tuple[str, ...]
+    ) -> DeviceActor | None:
         """Where a recovered task goes now; None: no device for it (yet)."""
         sup = self.supervisor
-        if record.device_id is not None:
-            actor = sup._actors.get(record.device_id)
+        if device_id is not None:
+            actor = sup._actors.get(device_id)
             return actor if actor is not None and not actor.removed else None
         try:
-            return route(sup._actors.values(), record.capabilities, record.priority, task.task_id)
+            return route(sup._actors.values(), capabilities, task.priority, task.task_id)
         except GalaxyActorsError:
             return None
 
@@ -361,36 +369,49 @@ class Durability:
 
     # ------------------------------------------------------------------ recovery
 
-    def _recover(self, tasks: tuple[OpenTask, ...]) -> None:
+    def _recover(self, tasks: Sequence[OpenTask]) -> None:
         now = trio.current_time()
         unknown = 0
-        for item in tasks:
-            record = item.record
-            task = TaskHandle(
-                record.task_id,
-                record.description,
-                record.data_json,
-                timeout=record.timeout,
-                delivery=record.delivery,
-                priority=record.priority,
-                submitted_at=now,
-            )
-            task.device_id = record.device_id
-            self._track(task, record)
-            if item.sent and record.delivery is Delivery.AT_MOST_ONCE:
-                unknown += 1
-                task._resolve(
-                    OutcomeUnknown(
-                        f"task {record.task_id!r} was sent to device {record.device_id!r} and "
-                        "the supervisor stopped before its end was recorded: it may or may "
-                        "not have run, and is not sent again",
-                        task_id=record.task_id,
-                        device_id=record.device_id,
-                    ),
-                    now,
+        live = self.supervisor._live
+        orphans = self._orphans
+        with gc_paused():
+            for row in tasks:
+                task_id, description, data_json, device_id, caps, timeout, how, prio, sent = row
+                delivery = _DELIVERY[how]
+                task = TaskHandle(
+                    task_id,
+                    description,
+                    data_json,
+                    timeout=timeout,
+                    delivery=delivery,
+                    priority=prio,
+                    submitted_at=now,
                 )
-            else:
-                self._orphans.append((task, record, item.sent))
+                task.device_id = device_id
+                task._journal = self
+                task._on_released = self._released
+                live[task_id] = task
+                capabilities = () if caps == "[]" else tuple(json.loads(caps))
+                if device_id is None:
+                    # Routed again: its handle will name a device, the request named none.
+                    self._records[task_id] = TaskRecord(
+                        task_id, description, data_json, None, capabilities, timeout,
+                        delivery, prio,
+                    )  # fmt: skip
+                if sent and delivery is Delivery.AT_MOST_ONCE:
+                    unknown += 1
+                    task._resolve(
+                        OutcomeUnknown(
+                            f"task {task_id!r} was sent to device {device_id!r} and the "
+                            "supervisor stopped before its end was recorded: it may or may "
+                            "not have run, and is not sent again",
+                            task_id=task_id,
+                            device_id=device_id,
+                        ),
+                        now,
+                    )
+                else:
+                    orphans.append((task, device_id, capabilities, bool(sent)))
         if tasks:
             logger.warning(
                 "journal: recovered %d open tasks (%d ended OutcomeUnknown)", len(tasks), unknown
@@ -398,22 +419,28 @@ class Durability:
         self._adopt()
 
     def _adopt(self) -> None:
-        waiting: list[tuple[TaskHandle, TaskRecord, bool]] = []
+        waiting: list[_Orphan] = []
+        woken: set[DeviceActor] = set()
         # Queued ones in submission order, then the ones that were on a device, each to the
         # head of its queue (at most one per device was).
-        ordered = [o for o in self._orphans if not o[2]] + [o for o in self._orphans if o[2]]
-        for task, record, sent in ordered:
-            if task.done:
-                continue
-            actor = self._device_for(task, record)
-            if actor is None:
-                waiting.append((task, record, sent))
-                continue
-            task.device_id = actor.device_id
-            if sent:
-                actor.work.requeue(task)
-            else:
-                actor.work.queue(task)
+        orphans = self._orphans
+        ordered = [o for o in orphans if not o[3]] + [o for o in orphans if o[3]]
+        with gc_paused():
+            for orphan in ordered:
+                task, device_id, capabilities, sent = orphan
+                if task.done:
+                    continue
+                actor = self._device_for(task, device_id, capabilities)
+                if actor is None:
+                    waiting.append(orphan)
+                    continue
+                task.device_id = actor.device_id
+                if sent:
+                    actor.work.requeue(task)
+                else:
+                    actor.work.queue(task)
+                woken.add(actor)
+        for actor in woken:
             session = actor.session
             if session is not None:
                 session._wake()  # an idle device's loop looks at its queue again
@@ -422,7 +449,7 @@ class Durability:
     @property
     def waiting(self) -> list[TaskHandle]:
         """Recovered tasks whose device is not registered (yet)."""
-        return [task for task, _, _ in self._orphans]
+        return [orphan[0] for orphan in self._orphans]
 
 
 async def _wake_soon(session: Session) -> None:

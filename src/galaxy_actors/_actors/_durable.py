@@ -326,7 +326,10 @@ class Durability:
         """`TaskHandle._resolve`: record the outcome; the handle's waiters wait for it."""
         if self._closing and isinstance(outcome, TaskCancelled):
             return None  # a graceful stop: the task stays open, to run after the restart
-        return self.journal.mark_ended(task.task_id, outcome)
+        # A caller waiting in `TaskHandle.wait` commits it as soon as it wakes (or, if it is
+        # cancelled first, hands it to the writer): no need to wake the writer too.
+        awaited = task._done.statistics().tasks_waiting > 0
+        return self.journal.mark_ended(task.task_id, outcome, awaited=awaited)
 
     # ------------------------------------------------------------------ devices
 

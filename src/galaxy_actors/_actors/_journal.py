@@ -23,7 +23,7 @@ import contextlib
 import gc
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 import trio
@@ -57,10 +57,10 @@ __all__ = [
 Outcome = ExecutionResult | TaskError
 
 
-@attrs.frozen
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """What was accepted: enough to send the task again after a restart. ``device_id`` is the
-    device asked for (None: routed by ``capabilities``, and routed again on recovery)."""
+    device asked for (None: routed by ``capabilities``, and routed again on recovery). A
+    named tuple: one is made per submitted task."""
 
     task_id: str
     description: str
@@ -203,8 +203,9 @@ class Journal(Protocol):
     def mark_queued(self, task_id: str) -> Commit:
         """A task recorded as sent went back to its queue before its frame was written."""
 
-    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
-        """The task has its one outcome."""
+    def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
+        """The task has its one outcome. ``awaited``: a waiter is about to await the
+        commit (a journal may leave it to that wait to make)."""
 
     def forget(self, task_id: str) -> Commit:
         """The submission was undone before it was sent: no trace of it is kept."""

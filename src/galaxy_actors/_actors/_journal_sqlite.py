@@ -299,9 +299,10 @@ class SqliteJournal:
     def mark_queued(self, task_id: str) -> Commit:
         return self._request(_QUEUED, (task_id,), True)
 
-    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
+    def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
         self._ended_since_compact += 1
-        return self._request(_ENDED, (encode_outcome(outcome), self.wall_clock(), task_id), True)
+        params = (encode_outcome(outcome), self.wall_clock(), task_id)
+        return self._request(_ENDED, params, True, arm=not awaited)
 
     def forget(self, task_id: str) -> Commit:
         return self._request(_FORGET, (task_id,), True)

@@ -161,6 +161,45 @@ async def test_same_id_returns_the_same_task_before_and_after_a_restart(tmp_path
             await lab.supervisor.task("never")
 
 
+async def test_a_known_id_is_answered_after_its_device_is_gone(tmp_path: Path) -> None:
+    async with memory_lab(journal=tmp_path / "j.sqlite3") as lab:
+        await lab.connected("pc")
+        sup = lab.supervisor
+        outcome = await sup.run_task("open", device_id="pc", task_id="once")
+        await sup.remove_device("pc")
+        # The retained outcome, not UnknownDevice: a client retrying its submit learns
+        # what became of the task.
+        again = await sup.submit("open", device_id="pc", task_id="once")
+        assert await again.result() == outcome
+        with pytest.raises(DuplicateTaskId, match="another task"):
+            await sup.submit("close", device_id="pc", task_id="once")
+
+
+async def test_a_known_id_among_concurrent_new_ones_runs_once(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    async with memory_lab(journal=journal) as lab:
+        agent = await lab.connected("pc")
+        sup = lab.supervisor
+        outcome = await sup.run_task("open", device_id="pc", task_id="old")
+        handles: dict[str, Any] = {}
+
+        async def submit(task_id: str) -> None:
+            handles[task_id] = await sup.submit("open", device_id="pc", task_id=task_id)
+
+        before = journal.stats.commits
+        async with trio.open_nursery() as nursery:
+            for task_id in ("new-1", "old", "new-2", "new-3"):
+                nursery.start_soon(submit, task_id)
+        # One commit carried them (the known one wrote nothing), and each got its answer.
+        assert journal.stats.commits - before <= 2
+        assert await handles["old"].result() == outcome
+        for task_id in ("new-1", "new-2", "new-3"):
+            assert (await handles[task_id].result()).ok
+        assert sorted(task_ids_received(agent)) == ["new-1", "new-2", "new-3", "old"]
+        assert rows(path) == dict.fromkeys(["old", "new-1", "new-2", "new-3"], "ended")
+
+
 async def test_a_graceful_stop_keeps_queued_tasks_for_the_next_start(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     async with memory_lab(journal=path, shutdown_grace=0.1) as lab:

@@ -47,6 +47,7 @@ from .._sansio._errors import (
 )
 from ._admission import route
 from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord, gc_paused
+from ._journal_handles import DELIVERY, Orphan, handle_of, record_of_handle
 from ._task import Delivery, TaskHandle
 from ._task_table import TaskTable
 
@@ -60,11 +61,6 @@ __all__ = ["Durability"]
 
 logger = logging.getLogger("galaxy_actors.journal")
 
-_DELIVERY = {str(delivery): delivery for delivery in Delivery}
-# A recovered task waiting for its device: (handle, the device asked for or None if routed
-# by capabilities, those capabilities, whether it had been sent).
-_Orphan = tuple[TaskHandle, str | None, tuple[str, ...], bool]
-
 
 class Durability:
     """One supervisor's use of one journal. Made by the supervisor when given a journal."""
@@ -76,7 +72,7 @@ class Durability:
         # Records of the journaled tasks still in the supervisor (`_live`), for idempotency.
         self._records: dict[str, TaskRecord] = {}
         # Recovered tasks waiting for their device to be added (or for a capable one).
-        self._orphans: list[_Orphan] = []
+        self._orphans: list[Orphan] = []
         self._closing = False
         # Released tasks whose outcome is not committed yet: the journal cannot answer for
         # them until it is, so fetching by id finds them here.
@@ -118,21 +114,31 @@ class Durability:
         sup = self.supervisor
         # Before the journal is read: once the supervisor has closed, so has its journal.
         sup._require_open()
+        # An id the journal holds only (ended, its outcome retained) is found by the accept
+        # itself, which then writes nothing: no read on the way of every new task.
         if task_id is not None:
-            known = await self._known(task_id, description, device_id)
+            known = self._known(task_id, description, device_id)
             if known is not None:
                 return known
-        task, _ = sup._admit(
-            description,
-            data,
-            device_id,
-            capabilities,
-            task_id,
-            timeout,
-            delivery,
-            priority,
-            accept=False,
-        )
+        try:
+            task, _ = sup._admit(
+                description,
+                data,
+                device_id,
+                capabilities,
+                task_id,
+                timeout,
+                delivery,
+                priority,
+                accept=False,
+            )
+        except GalaxyActorsError:
+            # A known id is answered whatever became of its device (or of the queue).
+            if task_id is not None:
+                stored = await self._stored(task_id, description, device_id)
+                if stored is not None:
+                    return stored
+            raise
         record = TaskRecord(
             task.task_id,
             task.description,
@@ -160,6 +166,12 @@ class Durability:
                 task_id=task.task_id,
                 device_id=task.device_id,
             )
+        if commit.existed:
+            self._untrack(task)
+            stored = await self._stored(task.task_id, description, device_id)
+            if stored is None:  # compacted in between: it was known, it is gone
+                raise DuplicateTaskId(task.task_id, "was in the journal a moment ago")
+            return stored
         try:
             session = self._accept(task, record)
             if session is None:
@@ -192,25 +204,29 @@ class Durability:
         session = actor.session
         return session is not None and session.can_send_now()
 
-    async def _known(
-        self, task_id: str, description: str, device_id: str | None
-    ) -> TaskHandle | None:
-        """The task this id already names, for an identical request; None if it is new."""
-        sup = self.supervisor
-        task = sup._live.get(task_id) or self._unsettled(task_id)
+    def _known(self, task_id: str, description: str, device_id: str | None) -> TaskHandle | None:
+        """The task in this supervisor this id names, for an identical request; None if
+        there is none."""
+        task = self.supervisor._live.get(task_id) or self._unsettled(task_id)
         if task is None:
-            stored = await self.journal.fetch(task_id)
-            task = sup._live.get(task_id)  # submitted meanwhile by a concurrent caller
-            if task is None:
-                if stored is None:
-                    return None
-                if not stored.record.same_request(description, device_id):
-                    raise DuplicateTaskId(task_id, "is in the journal for another task")
-                return _handle(stored.record, stored.outcome)
-        record = self._records.get(task_id) or _record_of(task)
+            return None
+        record = self._records.get(task_id) or record_of_handle(task)
         if not record.same_request(description, device_id):
             raise DuplicateTaskId(task_id)
         return task
+
+    async def _stored(
+        self, task_id: str, description: str, device_id: str | None
+    ) -> TaskHandle | None:
+        """The task this id names in the journal (or, after the read, in this supervisor),
+        for an identical request; None if there is none."""
+        stored = await self.journal.fetch(task_id)
+        known = self._known(task_id, description, device_id)  # submitted during the read
+        if known is not None or stored is None:
+            return known
+        if not stored.record.same_request(description, device_id):
+            raise DuplicateTaskId(task_id, "is in the journal for another task")
+        return handle_of(stored.record, stored.outcome)
 
     async def fetch(self, task_id: str) -> TaskHandle:
         """The task with this id: live, or ended with a retained outcome."""
@@ -223,7 +239,7 @@ class Durability:
             return task
         if stored is None:
             raise UnknownTask(task_id)
-        return _handle(stored.record, stored.outcome)
+        return handle_of(stored.record, stored.outcome)
 
     def _track(self, task: TaskHandle, record: TaskRecord) -> None:
         task._journal = self
@@ -380,7 +396,7 @@ class Durability:
         with gc_paused():
             for row in tasks:
                 task_id, description, data_json, device_id, caps, timeout, how, prio, sent = row
-                delivery = _DELIVERY[how]
+                delivery = DELIVERY[how]
                 task = TaskHandle(
                     task_id,
                     description,
@@ -422,7 +438,7 @@ class Durability:
         self._adopt()
 
     def _adopt(self) -> None:
-        waiting: list[_Orphan] = []
+        waiting: list[Orphan] = []
         woken: set[DeviceActor] = set()
         # Queued ones in submission order, then the ones that were on a device, each to the
         # head of its queue (at most one per device was).
@@ -458,38 +474,6 @@ class Durability:
 async def _wake_soon(session: Session) -> None:
     await trio.lowlevel.checkpoint()
     session._wake()
-
-
-def _handle(record: TaskRecord, outcome: Outcome | None) -> TaskHandle:
-    """A handle for a task known only to the journal: with its retained outcome."""
-    task = TaskHandle(
-        record.task_id,
-        record.description,
-        record.data_json,
-        timeout=record.timeout,
-        delivery=record.delivery,
-        priority=record.priority,
-        submitted_at=trio.current_time(),
-    )
-    task.device_id = record.device_id
-    if outcome is not None:
-        task._resolve(outcome, trio.current_time())
-    return task
-
-
-def _record_of(task: TaskHandle) -> TaskRecord:
-    # A live task submitted without a journal record (none: every journaled task has one,
-    # but a settling one has dropped it): compare what the handle says.
-    return TaskRecord(
-        task.task_id,
-        task.description,
-        task.data_json,
-        task.device_id,
-        (),
-        task.timeout,
-        task.delivery,
-        task.priority,
-    )
 
 
 def journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:

@@ -141,9 +141,10 @@ class Commit:
     it failed (``error`` is then set). Failed lazy writes are retried by the journal.
 
     ``drive``: how a waiter makes the commit itself, if the journal can (called only while
-    the commit is not done; it may settle it, or leave it to the journal's writer)."""
+    the commit is not done; it may settle it, or leave it to the journal's writer).
+    ``existed``: an accept that wrote nothing, since the journal held its task id already."""
 
-    __slots__ = ("_drive", "_event", "done", "error")
+    __slots__ = ("_drive", "_event", "done", "error", "existed")
 
     def __init__(self, drive: Callable[[Commit], Awaitable[None]] | None = None) -> None:
         self._drive = drive
@@ -152,6 +153,7 @@ class Commit:
         self._event: trio.Event | None = None
         self.done = False
         self.error: JournalUnavailable | None = None
+        self.existed = False
 
     def settle(self, error: JournalUnavailable | None = None) -> None:
         self.error = error
@@ -193,7 +195,8 @@ class Journal(Protocol):
 
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
         """Append an accepted task. Its commit failing means the task was not accepted,
-        so its caller awaits the commit (a journal may leave it to that wait to make).
+        so its caller awaits the commit (a journal may leave it to that wait to make). If
+        the journal holds its id already it writes nothing, and says so (``existed``).
         ``sent``: and its frame is about to be written (it goes to an idle device at once),
         as `mark_sent` would record, in the same write."""
 

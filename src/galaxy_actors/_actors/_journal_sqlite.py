@@ -38,13 +38,15 @@ or the send, does not happen); outcomes and device registrations are kept and re
 ``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
 counted (`JournalStats`) and clears with the next good commit.
 
-Opening (`open`): `_journal_file.py` (lock file, header, ``quick_check``, schema version).
+Beside it: `_journal_file.py` opens the file (lock file, header, ``quick_check``, schema
+version, reading the open tasks back); `_journal_batch.py` holds the statements and makes a
+batch one transaction; `_journal_upkeep.py` makes checkpoints and compaction's reads and
+deletes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -52,7 +54,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeVar
 
@@ -69,6 +70,7 @@ from ._journal import (
     decode_outcome,
     encode_outcome,
 )
+from ._journal_batch import ACCEPT, DEVICE, ENDED, FETCH, FORGET, QUEUED, SENT, Op, write_batch
 from ._journal_file import SCHEMA_VERSION, connect_checked, create, load, record_of, take_lock
 from ._journal_upkeep import checkpoint, delete_ended, expired
 
@@ -94,31 +96,6 @@ _LAZY_WINDOW: Final = 0.002
 # waiter lets their writes join its commit (one schedule point) rather than committing
 # alone. A single caller's commits come from one task, so it never waits.
 _GROUP_WINDOW: Final = 0.01
-
-# The statements, one string each: a group of the same statement goes to one `executemany`.
-_ACCEPT: Final = (
-    "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities, timeout,"
-    " delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SENT: Final = "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'"
-_QUEUED: Final = "UPDATE tasks SET state = 'queued' WHERE task_id = ? AND state = 'sent'"
-_ENDED: Final = "UPDATE tasks SET state = 'ended', outcome = ?, ended_at = ? WHERE task_id = ?"
-_FORGET: Final = "DELETE FROM tasks WHERE task_id = ? AND state != 'ended'"
-_DEVICE: Final = (
-    "INSERT OR REPLACE INTO devices (device_id, removed, spec, seq) VALUES"
-    " (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM devices))"
-)
-_FETCH: Final = (
-    "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
-    " delivery, priority, state, outcome FROM tasks WHERE task_id = ?"
-)
-
-# A write request: (statement, parameters, its commit, retry). ``retry``: kept and retried
-# after a failed commit (an outcome must not be lost to a full disk); the others fail at
-# once, so their caller does not go ahead. A plain tuple: one is made per write.
-_Op = tuple[str, tuple[Any, ...], Commit, bool]
-_statement = itemgetter(0)
-_params = itemgetter(1)
 
 
 class SqliteJournal:
@@ -158,7 +135,7 @@ class SqliteJournal:
         self._db: sqlite3.Connection | None = None
         self._lock_file: TextIO | None = None
         self._recovery: Recovery | None = None
-        self._pending: list[_Op] = []
+        self._pending: list[Op] = []
         self._retry_at = -math.inf
         # The writer's sleep while nothing is due; a request brings its deadline forward.
         self._idle: trio.CancelScope | None = None
@@ -277,7 +254,7 @@ class SqliteJournal:
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
         caps = record.capabilities
         return self._request(
-            _ACCEPT,
+            ACCEPT,
             (
                 record.task_id,
                 record.description,
@@ -294,24 +271,24 @@ class SqliteJournal:
         )
 
     def mark_sent(self, task_id: str) -> Commit:
-        return self._request(_SENT, (task_id,), False)
+        return self._request(SENT, (task_id,), False)
 
     def mark_queued(self, task_id: str) -> Commit:
-        return self._request(_QUEUED, (task_id,), True)
+        return self._request(QUEUED, (task_id,), True)
 
     def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
         self._ended_since_compact += 1
         params = (encode_outcome(outcome), self.wall_clock(), task_id)
-        return self._request(_ENDED, params, True, arm=not awaited)
+        return self._request(ENDED, params, True, arm=not awaited)
 
     def forget(self, task_id: str) -> Commit:
-        return self._request(_FORGET, (task_id,), True)
+        return self._request(FORGET, (task_id,), True)
 
     def device_added(self, device_id: str, spec: Mapping[str, Any]) -> Commit:
-        return self._request(_DEVICE, (device_id, 0, json.dumps(dict(spec))), True)
+        return self._request(DEVICE, (device_id, 0, json.dumps(dict(spec))), True)
 
     def device_removed(self, device_id: str) -> Commit:
-        return self._request(_DEVICE, (device_id, 1, "{}"), True)
+        return self._request(DEVICE, (device_id, 1, "{}"), True)
 
     async def _on_db(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on the writer's connection: here, or in a worker thread when every
@@ -366,7 +343,7 @@ class SqliteJournal:
             return
         await self._commit(batch)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         error = await self._on_db(self._write, batch)
         stats = self.stats
         if error is None:
@@ -402,30 +379,8 @@ class SqliteJournal:
         for op in batch:
             op[2].settle(failure)
 
-    def _write(self, batch: list[_Op]) -> str | None:
-        db = self._db
-        if db is None:
-            return "the journal is closed"
-        try:
-            if len(batch) == 1:
-                # One statement is a transaction of its own (autocommit): two round trips
-                # into SQLite fewer, on the path of a lone caller.
-                db.execute(batch[0][0], batch[0][1])
-                return None
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # A run of the same statement (the accepts of many submitters) in one call.
-                for sql, ops in itertools.groupby(batch, _statement):
-                    db.executemany(sql, map(_params, ops))
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk does): nothing half-written.
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            return str(exc) or type(exc).__name__
-        return None
+    def _write(self, batch: list[Op]) -> str | None:
+        return write_batch(self._db, batch)
 
     async def _checkpoints(self) -> None:
         while True:
@@ -455,7 +410,7 @@ class SqliteJournal:
     def _fetch(self, task_id: str) -> StoredTask | None:
         db = self._db
         assert db is not None
-        row = db.execute(_FETCH, (task_id,)).fetchone()
+        row = db.execute(FETCH, (task_id,)).fetchone()
         if row is None:
             return None
         outcome = None if row[9] is None else decode_outcome(task_id, row[9])

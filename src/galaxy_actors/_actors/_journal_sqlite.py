@@ -85,7 +85,7 @@ _T = TypeVar("_T")
 # checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
 # event loop's connection does not run.
 _CHECKPOINT_PAGES: Final = 1000
-_PAGES_PER_COMMIT: Final = 3
+_PAGES_PER_COMMIT: Final = 4
 _ROWS_PER_PAGE: Final = 16
 # Compaction deletes at most this many rows per transaction in the event loop's thread.
 _DELETE_CHUNK: Final = 200

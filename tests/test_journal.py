@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from lab import frames_of, memory_lab
 
 from galaxy_actors import (
@@ -160,6 +161,45 @@ async def test_same_id_returns_the_same_task_before_and_after_a_restart(tmp_path
             await lab.supervisor.task("never")
 
 
+async def test_a_known_id_is_answered_after_its_device_is_gone(tmp_path: Path) -> None:
+    async with memory_lab(journal=tmp_path / "j.sqlite3") as lab:
+        await lab.connected("pc")
+        sup = lab.supervisor
+        outcome = await sup.run_task("open", device_id="pc", task_id="once")
+        await sup.remove_device("pc")
+        # The retained outcome, not UnknownDevice: a client retrying its submit learns
+        # what became of the task.
+        again = await sup.submit("open", device_id="pc", task_id="once")
+        assert await again.result() == outcome
+        with pytest.raises(DuplicateTaskId, match="another task"):
+            await sup.submit("close", device_id="pc", task_id="once")
+
+
+async def test_a_known_id_among_concurrent_new_ones_runs_once(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    async with memory_lab(journal=journal) as lab:
+        agent = await lab.connected("pc")
+        sup = lab.supervisor
+        outcome = await sup.run_task("open", device_id="pc", task_id="old")
+        handles: dict[str, Any] = {}
+
+        async def submit(task_id: str) -> None:
+            handles[task_id] = await sup.submit("open", device_id="pc", task_id=task_id)
+
+        before = journal.stats.commits
+        async with trio.open_nursery() as nursery:
+            for task_id in ("new-1", "old", "new-2", "new-3"):
+                nursery.start_soon(submit, task_id)
+        # One commit carried them (the known one wrote nothing), and each got its answer.
+        assert journal.stats.commits - before <= 2
+        assert await handles["old"].result() == outcome
+        for task_id in ("new-1", "new-2", "new-3"):
+            assert (await handles[task_id].result()).ok
+        assert sorted(task_ids_received(agent)) == ["new-1", "new-2", "new-3", "old"]
+        assert rows(path) == dict.fromkeys(["old", "new-1", "new-2", "new-3"], "ended")
+
+
 async def test_a_graceful_stop_keeps_queued_tasks_for_the_next_start(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     async with memory_lab(journal=path, shutdown_grace=0.1) as lab:
@@ -262,10 +302,40 @@ async def test_a_write_nobody_waits_for_still_lands(tmp_path: Path) -> None:
     await journal.open()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(journal.run)
-        commit = journal.accept(record("lazy"))
+        await journal.accept(record("lazy")).wait()
+        await trio.sleep(0.1)  # the writer is idle
+        commit = journal.mark_sent("lazy")
         await trio.sleep(0.2)
         assert commit.done and commit.error is None
-        assert rows(path) == {"lazy": "queued"}
+        assert rows(path) == {"lazy": "sent"}
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def test_a_write_whose_waiter_is_cancelled_in_its_commit_still_lands(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time: the two commits below are always "a moment" apart.
+    path = tmp_path / "j.sqlite3"
+    journal = SqliteJournal(path)
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        await trio.sleep(0.1)  # the writer is idle
+        await journal.accept(record("first")).wait()
+        # Another task commits a moment later: its waiter yields once for company, and is
+        # cancelled there, before committing. Its write is the writer's to make.
+        commit = journal.accept(record("second"))
+
+        async def cancelled_waiter() -> None:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await commit.wait()
+
+        nursery.start_soon(cancelled_waiter)
+        await trio.sleep(0.2)
+        assert commit.done and commit.error is None
+        assert rows(path) == {"first": "queued", "second": "queued"}
         nursery.cancel_scope.cancel()
     await journal.aclose()
 

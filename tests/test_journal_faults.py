@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from lab import memory_lab
+from lab import frames_of, memory_lab
 
 from galaxy_actors import open_supervisor
 from galaxy_actors._actors._journal_sqlite import SCHEMA_VERSION
@@ -99,6 +99,73 @@ async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Pat
     db = sqlite3.connect(older)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
+
+
+# Version 2's tasks table, as files written before version 3 hold it.
+V2_TASKS = """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL, data_json TEXT NOT NULL, device_id TEXT,
+        capabilities TEXT NOT NULL, timeout REAL NOT NULL, delivery TEXT NOT NULL,
+        priority INTEGER NOT NULL, state TEXT NOT NULL, outcome TEXT, ended_at REAL)
+"""
+
+
+def write_v2(path: Path, task_ids: list[str]) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(V2_TASKS)
+    db.execute("CREATE INDEX tasks_ended ON tasks (ended_at) WHERE state = 'ended'")
+    db.execute("CREATE TABLE devices (device_id TEXT PRIMARY KEY, removed INTEGER NOT NULL,"
+               " spec TEXT NOT NULL, seq INTEGER NOT NULL)")  # fmt: skip
+    for task_id in task_ids:
+        db.execute(
+            "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
+            " timeout, delivery, priority, state) VALUES (?, 'do', '{}', 'pc', '[]', 60.0,"
+            " 'at_least_once', 0, 'queued')",
+            (task_id,),
+        )
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+
+
+async def test_a_version_2_file_keeps_its_tasks_and_their_order(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    # Submission order is not the ids' order: recovery must follow the file's.
+    write_v2(path, ["c", "a", "b"])
+    async with memory_lab(journal=path) as lab:
+        agent = await lab.connected("pc")
+        for task_id in ("c", "a", "b"):
+            assert (await (await lab.supervisor.task(task_id)).result()).ok
+        assert (await lab.supervisor.run_task("new", device_id="pc", task_id="d")).ok
+        assert [f.session_id.split("@", 1)[1] for f in frames_of(agent, "task")] == [
+            "c", "a", "b", "d"
+        ]  # fmt: skip
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks'").fetchone()
+    assert "AUTOINCREMENT" not in sql
+    seqs = dict(db.execute("SELECT task_id, seq FROM tasks"))
+    db.close()
+    assert seqs["c"] < seqs["a"] < seqs["b"] < seqs["d"]
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [("delivery", "sometimes"), ("capabilities", "{}"), ("timeout", "soon"), ("state", "gone")],
+)
+async def test_an_open_task_that_would_not_make_a_task_is_refused(
+    tmp_path: Path, column: str, value: str
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    write_v2(path, ["t0", "t1"])
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE tasks SET {column} = ? WHERE task_id = 't1'", (value,))
+    db.commit()
+    db.close()
+    with pytest.raises(JournalCorrupt, match=r"unreadable record.*t1"):
+        async with open_supervisor(journal=path):
+            pass
 
 
 class FullDisk(SqliteJournal):

@@ -29,8 +29,9 @@ a supervisor without one is unchanged:
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,7 +46,8 @@ from .._sansio._errors import (
     UnknownTask,
 )
 from ._admission import route
-from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord
+from ._journal import Commit, Journal, OpenTask, Outcome, Recovery, TaskRecord, gc_paused
+from ._journal_handles import DELIVERY, Orphan, handle_of, record_of_handle
 from ._task import Delivery, TaskHandle
 from ._task_table import TaskTable
 
@@ -70,7 +72,7 @@ class Durability:
         # Records of the journaled tasks still in the supervisor (`_live`), for idempotency.
         self._records: dict[str, TaskRecord] = {}
         # Recovered tasks waiting for their device to be added (or for a capable one).
-        self._orphans: list[tuple[TaskHandle, TaskRecord, bool]] = []
+        self._orphans: list[Orphan] = []
         self._closing = False
         # Released tasks whose outcome is not committed yet: the journal cannot answer for
         # them until it is, so fetching by id finds them here.
@@ -112,21 +114,31 @@ class Durability:
         sup = self.supervisor
         # Before the journal is read: once the supervisor has closed, so has its journal.
         sup._require_open()
+        # An id the journal holds only (ended, its outcome retained) is found by the accept
+        # itself, which then writes nothing: no read on the way of every new task.
         if task_id is not None:
-            known = await self._known(task_id, description, device_id)
+            known = self._known(task_id, description, device_id)
             if known is not None:
                 return known
-        task, _ = sup._admit(
-            description,
-            data,
-            device_id,
-            capabilities,
-            task_id,
-            timeout,
-            delivery,
-            priority,
-            accept=False,
-        )
+        try:
+            task, _ = sup._admit(
+                description,
+                data,
+                device_id,
+                capabilities,
+                task_id,
+                timeout,
+                delivery,
+                priority,
+                accept=False,
+            )
+        except GalaxyActorsError:
+            # A known id is answered whatever became of its device (or of the queue).
+            if task_id is not None:
+                stored = await self._stored(task_id, description, device_id)
+                if stored is not None:
+                    return stored
+            raise
         record = TaskRecord(
             task.task_id,
             task.description,
@@ -154,6 +166,12 @@ class Durability:
                 task_id=task.task_id,
                 device_id=task.device_id,
             )
+        if commit.existed:
+            self._untrack(task)
+            stored = await self._stored(task.task_id, description, device_id)
+            if stored is None:  # compacted in between: it was known, it is gone
+                raise DuplicateTaskId(task.task_id, "was in the journal a moment ago")
+            return stored
         try:
             session = self._accept(task, record)
             if session is None:
@@ -186,25 +204,29 @@ class Durability:
         session = actor.session
         return session is not None and session.can_send_now()
 
-    async def _known(
-        self, task_id: str, description: str, device_id: str | None
-    ) -> TaskHandle | None:
-        """The task this id already names, for an identical request; None if it is new."""
-        sup = self.supervisor
-        task = sup._live.get(task_id) or self._unsettled(task_id)
+    def _known(self, task_id: str, description: str, device_id: str | None) -> TaskHandle | None:
+        """The task in this supervisor this id names, for an identical request; None if
+        there is none."""
+        task = self.supervisor._live.get(task_id) or self._unsettled(task_id)
         if task is None:
-            stored = await self.journal.fetch(task_id)
-            task = sup._live.get(task_id)  # submitted meanwhile by a concurrent caller
-            if task is None:
-                if stored is None:
-                    return None
-                if not stored.record.same_request(description, device_id):
-                    raise DuplicateTaskId(task_id, "is in the journal for another task")
-                return _handle(stored.record, stored.outcome)
-        record = self._records.get(task_id) or _record_of(task)
+            return None
+        record = self._records.get(task_id) or record_of_handle(task)
         if not record.same_request(description, device_id):
             raise DuplicateTaskId(task_id)
         return task
+
+    async def _stored(
+        self, task_id: str, description: str, device_id: str | None
+    ) -> TaskHandle | None:
+        """The task this id names in the journal (or, after the read, in this supervisor),
+        for an identical request; None if there is none."""
+        stored = await self.journal.fetch(task_id)
+        known = self._known(task_id, description, device_id)  # submitted during the read
+        if known is not None or stored is None:
+            return known
+        if not stored.record.same_request(description, device_id):
+            raise DuplicateTaskId(task_id, "is in the journal for another task")
+        return handle_of(stored.record, stored.outcome)
 
     async def fetch(self, task_id: str) -> TaskHandle:
         """The task with this id: live, or ended with a retained outcome."""
@@ -217,7 +239,7 @@ class Durability:
             return task
         if stored is None:
             raise UnknownTask(task_id)
-        return _handle(stored.record, stored.outcome)
+        return handle_of(stored.record, stored.outcome)
 
     def _track(self, task: TaskHandle, record: TaskRecord) -> None:
         task._journal = self
@@ -259,14 +281,16 @@ class Durability:
             raise UnknownDevice(record.device_id or "")
         return actor.accept(task)
 
-    def _device_for(self, task: TaskHandle, record: TaskRecord) -> DeviceActor | None:
+    def _device_for(
+        self, task: TaskHandle, device_id: str | None, capabilities: tuple[str, ...]
+    ) -> DeviceActor | None:
         """Where a recovered task goes now; None: no device for it (yet)."""
         sup = self.supervisor
-        if record.device_id is not None:
-            actor = sup._actors.get(record.device_id)
+        if device_id is not None:
+            actor = sup._actors.get(device_id)
             return actor if actor is not None and not actor.removed else None
         try:
-            return route(sup._actors.values(), record.capabilities, record.priority, task.task_id)
+            return route(sup._actors.values(), capabilities, task.priority, task.task_id)
         except GalaxyActorsError:
             return None
 
@@ -318,7 +342,10 @@ class Durability:
         """`TaskHandle._resolve`: record the outcome; the handle's waiters wait for it."""
         if self._closing and isinstance(outcome, TaskCancelled):
             return None  # a graceful stop: the task stays open, to run after the restart
-        return self.journal.mark_ended(task.task_id, outcome)
+        # A caller waiting in `TaskHandle.wait` commits it as soon as it wakes (or, if it is
+        # cancelled first, hands it to the writer): no need to wake the writer too.
+        awaited = task._done.statistics().tasks_waiting > 0
+        return self.journal.mark_ended(task.task_id, outcome, awaited=awaited)
 
     # ------------------------------------------------------------------ devices
 
@@ -361,36 +388,49 @@ class Durability:
 
     # ------------------------------------------------------------------ recovery
 
-    def _recover(self, tasks: tuple[OpenTask, ...]) -> None:
+    def _recover(self, tasks: Sequence[OpenTask]) -> None:
         now = trio.current_time()
         unknown = 0
-        for item in tasks:
-            record = item.record
-            task = TaskHandle(
-                record.task_id,
-                record.description,
-                record.data_json,
-                timeout=record.timeout,
-                delivery=record.delivery,
-                priority=record.priority,
-                submitted_at=now,
-            )
-            task.device_id = record.device_id
-            self._track(task, record)
-            if item.sent and record.delivery is Delivery.AT_MOST_ONCE:
-                unknown += 1
-                task._resolve(
-                    OutcomeUnknown(
-                        f"task {record.task_id!r} was sent to device {record.device_id!r} and "
-                        "the supervisor stopped before its end was recorded: it may or may "
-                        "not have run, and is not sent again",
-                        task_id=record.task_id,
-                        device_id=record.device_id,
-                    ),
-                    now,
+        live = self.supervisor._live
+        orphans = self._orphans
+        with gc_paused():
+            for row in tasks:
+                task_id, description, data_json, device_id, caps, timeout, how, prio, sent = row
+                delivery = DELIVERY[how]
+                task = TaskHandle(
+                    task_id,
+                    description,
+                    data_json,
+                    timeout=timeout,
+                    delivery=delivery,
+                    priority=prio,
+                    submitted_at=now,
                 )
-            else:
-                self._orphans.append((task, record, item.sent))
+                task.device_id = device_id
+                task._journal = self
+                task._on_released = self._released
+                live[task_id] = task
+                capabilities = () if caps == "[]" else tuple(json.loads(caps))
+                if device_id is None:
+                    # Routed again: its handle will name a device, the request named none.
+                    self._records[task_id] = TaskRecord(
+                        task_id, description, data_json, None, capabilities, timeout,
+                        delivery, prio,
+                    )  # fmt: skip
+                if sent and delivery is Delivery.AT_MOST_ONCE:
+                    unknown += 1
+                    task._resolve(
+                        OutcomeUnknown(
+                            f"task {task_id!r} was sent to device {device_id!r} and the "
+                            "supervisor stopped before its end was recorded: it may or may "
+                            "not have run, and is not sent again",
+                            task_id=task_id,
+                            device_id=device_id,
+                        ),
+                        now,
+                    )
+                else:
+                    orphans.append((task, device_id, capabilities, bool(sent)))
         if tasks:
             logger.warning(
                 "journal: recovered %d open tasks (%d ended OutcomeUnknown)", len(tasks), unknown
@@ -398,22 +438,28 @@ class Durability:
         self._adopt()
 
     def _adopt(self) -> None:
-        waiting: list[tuple[TaskHandle, TaskRecord, bool]] = []
+        waiting: list[Orphan] = []
+        woken: set[DeviceActor] = set()
         # Queued ones in submission order, then the ones that were on a device, each to the
         # head of its queue (at most one per device was).
-        ordered = [o for o in self._orphans if not o[2]] + [o for o in self._orphans if o[2]]
-        for task, record, sent in ordered:
-            if task.done:
-                continue
-            actor = self._device_for(task, record)
-            if actor is None:
-                waiting.append((task, record, sent))
-                continue
-            task.device_id = actor.device_id
-            if sent:
-                actor.work.requeue(task)
-            else:
-                actor.work.queue(task)
+        orphans = self._orphans
+        ordered = [o for o in orphans if not o[3]] + [o for o in orphans if o[3]]
+        with gc_paused():
+            for orphan in ordered:
+                task, device_id, capabilities, sent = orphan
+                if task.done:
+                    continue
+                actor = self._device_for(task, device_id, capabilities)
+                if actor is None:
+                    waiting.append(orphan)
+                    continue
+                task.device_id = actor.device_id
+                if sent:
+                    actor.work.requeue(task)
+                else:
+                    actor.work.queue(task)
+                woken.add(actor)
+        for actor in woken:
             session = actor.session
             if session is not None:
                 session._wake()  # an idle device's loop looks at its queue again
@@ -422,44 +468,12 @@ class Durability:
     @property
     def waiting(self) -> list[TaskHandle]:
         """Recovered tasks whose device is not registered (yet)."""
-        return [task for task, _, _ in self._orphans]
+        return [orphan[0] for orphan in self._orphans]
 
 
 async def _wake_soon(session: Session) -> None:
     await trio.lowlevel.checkpoint()
     session._wake()
-
-
-def _handle(record: TaskRecord, outcome: Outcome | None) -> TaskHandle:
-    """A handle for a task known only to the journal: with its retained outcome."""
-    task = TaskHandle(
-        record.task_id,
-        record.description,
-        record.data_json,
-        timeout=record.timeout,
-        delivery=record.delivery,
-        priority=record.priority,
-        submitted_at=trio.current_time(),
-    )
-    task.device_id = record.device_id
-    if outcome is not None:
-        task._resolve(outcome, trio.current_time())
-    return task
-
-
-def _record_of(task: TaskHandle) -> TaskRecord:
-    # A live task submitted without a journal record (none: every journaled task has one,
-    # but a settling one has dropped it): compare what the handle says.
-    return TaskRecord(
-        task.task_id,
-        task.description,
-        task.data_json,
-        task.device_id,
-        (),
-        task.timeout,
-        task.delivery,
-        task.priority,
-    )
 
 
 def journal_of(journal: Journal | str | os.PathLike[str]) -> Journal:

@@ -19,9 +19,11 @@ are plain values.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 import trio
@@ -49,15 +51,16 @@ __all__ = [
     "TaskRecord",
     "decode_outcome",
     "encode_outcome",
+    "gc_paused",
 ]
 
 Outcome = ExecutionResult | TaskError
 
 
-@attrs.frozen
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """What was accepted: enough to send the task again after a restart. ``device_id`` is the
-    device asked for (None: routed by ``capabilities``, and routed again on recovery)."""
+    device asked for (None: routed by ``capabilities``, and routed again on recovery). A
+    named tuple: one is made per submitted task."""
 
     task_id: str
     description: str
@@ -73,13 +76,12 @@ class TaskRecord:
         return self.description == description and self.device_id == device_id
 
 
-@attrs.frozen
-class OpenTask:
-    """A task without an outcome in the journal. ``sent``: its frame may have reached the
-    device (an at-most-once task then ends `OutcomeUnknown` on recovery)."""
-
-    record: TaskRecord
-    sent: bool
+#: A task without an outcome in the journal, as the row a journal reads: ``(task_id,
+#: description, data_json, device_id, capabilities as a JSON list, timeout, delivery's
+#: value, priority, sent)``. ``sent`` true: its frame may have reached the device (an
+#: at-most-once task then ends `OutcomeUnknown` on recovery). A plain tuple, checked by
+#: the journal: recovery reads 100,000 of them, and an object each was most of its time.
+OpenTask = tuple[str, str, str, str | None, str, float, str, int, int]
 
 
 @attrs.frozen
@@ -95,8 +97,22 @@ class DeviceRecord:
 class Recovery:
     """What a journal holds when a supervisor starts on it. ``tasks`` in submission order."""
 
-    tasks: tuple[OpenTask, ...] = ()
+    tasks: Sequence[OpenTask] = ()
     devices: tuple[DeviceRecord, ...] = ()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a bulk of long-lived objects is made (recovery's
+    rows and handles): each collection walks every object made so far, and they made up
+    three quarters of building 100,000 task handles. Synchronous code only."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @attrs.frozen
@@ -125,32 +141,37 @@ class Commit:
     it failed (``error`` is then set). Failed lazy writes are retried by the journal.
 
     ``drive``: how a waiter makes the commit itself, if the journal can (called only while
-    the commit is not done; it may settle it, or leave it to the journal's writer)."""
+    the commit is not done; it may settle it, or leave it to the journal's writer).
+    ``existed``: an accept that wrote nothing, since the journal held its task id already."""
 
-    __slots__ = ("_drive", "_event", "error")
+    __slots__ = ("_drive", "_event", "done", "error", "existed")
 
     def __init__(self, drive: Callable[[Commit], Awaitable[None]] | None = None) -> None:
-        self._event = trio.Event()
         self._drive = drive
+        # Made only for a waiter that must wait: most commits are settled by their own
+        # waiter's drive, and one is made per write.
+        self._event: trio.Event | None = None
+        self.done = False
         self.error: JournalUnavailable | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
+        self.existed = False
 
     def settle(self, error: JournalUnavailable | None = None) -> None:
         self.error = error
-        self._event.set()
+        self.done = True
+        if self._event is not None:
+            self._event.set()
 
     async def wait(self) -> None:
         """Wait until the commit is done. With a ``drive`` that commits at once this may
         return without a schedule point (the write is the work this call does)."""
-        if self._event.is_set():
+        if self.done:
             return
         if self._drive is not None:
             await self._drive(self)
-            if self._event.is_set():
+            if self.done:
                 return
+        if self._event is None:
+            self._event = trio.Event()
         await self._event.wait()
 
 
@@ -173,7 +194,9 @@ class Journal(Protocol):
         """Release the journal (its lock, its file)."""
 
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
-        """Append an accepted task. Its commit failing means the task was not accepted.
+        """Append an accepted task. Its commit failing means the task was not accepted,
+        so its caller awaits the commit (a journal may leave it to that wait to make). If
+        the journal holds its id already it writes nothing, and says so (``existed``).
         ``sent``: and its frame is about to be written (it goes to an idle device at once),
         as `mark_sent` would record, in the same write."""
 
@@ -183,8 +206,9 @@ class Journal(Protocol):
     def mark_queued(self, task_id: str) -> Commit:
         """A task recorded as sent went back to its queue before its frame was written."""
 
-    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
-        """The task has its one outcome."""
+    def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
+        """The task has its one outcome. ``awaited``: a waiter is about to await the
+        commit (a journal may leave it to that wait to make)."""
 
     def forget(self, task_id: str) -> Commit:
         """The submission was undone before it was sent: no trace of it is kept."""
@@ -219,6 +243,10 @@ _ERRORS: dict[str, type[TaskError]] = {
 }
 
 
+# Made once: `json.dumps` with ``default`` builds an encoder per call.
+_encode = json.JSONEncoder(default=str).encode
+
+
 def encode_outcome(outcome: Outcome) -> str:
     """An outcome as JSON text, for `decode_outcome` in a later process."""
     if isinstance(outcome, ExecutionResult):
@@ -241,7 +269,7 @@ def encode_outcome(outcome: Outcome) -> str:
             "server_error": getattr(outcome, "server_error", None),
         }
     # A result is whatever the server sent in JSON, so it encodes; str() is the safety net.
-    return json.dumps(fields, default=str)
+    return _encode(fields)
 
 
 def decode_outcome(task_id: str, text: str) -> Outcome:

@@ -38,7 +38,10 @@ or the send, does not happen); outcomes and device registrations are kept and re
 ``retry_interval`` seconds, their waiters released meanwhile. The condition is logged,
 counted (`JournalStats`) and clears with the next good commit.
 
-Opening (`open`): `_journal_file.py` (lock file, header, ``quick_check``, schema version).
+Beside it: `_journal_file.py` opens the file (lock file, header, ``quick_check``, schema
+version, reading the open tasks back); `_journal_batch.py` holds the statements and makes a
+batch one transaction; `_journal_upkeep.py` makes checkpoints and compaction's reads and
+deletes.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeVar
 
-import attrs
 import trio
 
 from .._sansio._errors import JournalUnavailable
@@ -68,7 +70,9 @@ from ._journal import (
     decode_outcome,
     encode_outcome,
 )
+from ._journal_batch import ACCEPT, DEVICE, ENDED, FETCH, FORGET, QUEUED, SENT, Op, write_batch
 from ._journal_file import SCHEMA_VERSION, connect_checked, create, load, record_of, take_lock
+from ._journal_upkeep import checkpoint, delete_ended, expired
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
@@ -77,7 +81,7 @@ logger = logging.getLogger("galaxy_actors.journal")
 _T = TypeVar("_T")
 
 # Pages written since the last checkpoint, estimated (a commit writes a few: the table's
-# leaf, its indexes', the sequence's; a big batch one more per so many rows), before the
+# leaf, its indexes'; a big batch one more per so many rows), before the
 # checkpointer copies the WAL back: about SQLite's own automatic checkpoint, which the
 # event loop's connection does not run.
 _CHECKPOINT_PAGES: Final = 1000
@@ -92,16 +96,6 @@ _LAZY_WINDOW: Final = 0.002
 # waiter lets their writes join its commit (one schedule point) rather than committing
 # alone. A single caller's commits come from one task, so it never waits.
 _GROUP_WINDOW: Final = 0.01
-
-
-@attrs.frozen
-class _Op:
-    sql: str
-    params: tuple[Any, ...]
-    commit: Commit
-    # Kept and retried after a failed commit (an outcome must not be lost to a full disk);
-    # the others fail at once, so their caller does not go ahead.
-    retry: bool
 
 
 class SqliteJournal:
@@ -141,7 +135,7 @@ class SqliteJournal:
         self._db: sqlite3.Connection | None = None
         self._lock_file: TextIO | None = None
         self._recovery: Recovery | None = None
-        self._pending: list[_Op] = []
+        self._pending: list[Op] = []
         self._retry_at = -math.inf
         # The writer's sleep while nothing is due; a request brings its deadline forward.
         self._idle: trio.CancelScope | None = None
@@ -206,18 +200,25 @@ class SqliteJournal:
 
     # ------------------------------------------------------------------------ writes
 
-    def _request(self, sql: str, params: tuple[Any, ...], *, retry: bool) -> Commit:
+    def _request(
+        self, sql: str, params: tuple[Any, ...], retry: bool, *, arm: bool = True
+    ) -> Commit:
         # In the event loop's thread, a waiter commits for everyone (`_drive`); otherwise
-        # the writer does, at once.
+        # the writer does, at once. ``arm`` False: the caller awaits the commit at once, so
+        # the writer need not be woken for it (if that wait is cancelled, `_drive` wakes it).
         commit = Commit(self._drive) if self._inline else Commit()
-        self._pending.append(_Op(sql, params, commit, retry))
+        self._pending.append((sql, params, commit, retry))
+        if arm or not self._inline:
+            self._arm()
+        return commit
+
+    def _arm(self) -> None:
+        """Wake the writer after the batch window (once per batch: setting a deadline is
+        not free). A waiter committing meanwhile disarms it (`_drive`)."""
         idle = self._idle
         if idle is not None and idle.deadline == math.inf:
-            # Once per batch (setting a deadline is not free): the writer wakes after the
-            # window, and finds nothing if waiters have committed meanwhile.
             window = _LAZY_WINDOW if self._inline else 0.0
             idle.deadline = max(trio.current_time() + window, self._retry_at)
-        return commit
 
     async def _drive(self, commit: Commit) -> None:
         """Make the commit now, in the waiting task, with everything pending. When other
@@ -228,74 +229,66 @@ class SqliteJournal:
         now = trio.current_time()
         crowded = self._last_by is not me and now - self._last_at < _GROUP_WINDOW
         self._last_by, self._last_at = me, now
-        if crowded:
-            await trio.lowlevel.checkpoint()
-            if commit.done:
-                return
-        await self._commit_pending()
+        try:
+            if crowded:
+                await trio.lowlevel.checkpoint()
+                if commit.done:
+                    return
+            await self._commit_pending()
+        except BaseException:
+            # Cancelled before committing: what is pending (this write too) is the
+            # writer's now.
+            if self._pending:
+                self._arm()
+            raise
+        idle = self._idle
+        if idle is not None and not self._pending and idle.deadline != math.inf:
+            # Nothing left for the writer: a wake-up that finds nothing costs a pass of
+            # the event loop and a cancellation, several times this.
+            idle.deadline = math.inf
         if self._checkpoint_due.is_set():
             # A caller committing in a loop that never waits otherwise would starve the
             # checkpointer, and the WAL file would grow: let it start.
             await trio.lowlevel.checkpoint()
 
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:
+        caps = record.capabilities
         return self._request(
-            "INSERT INTO tasks (task_id, description, data_json, device_id, capabilities,"
-            " timeout, delivery, priority, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ACCEPT,
             (
                 record.task_id,
                 record.description,
                 record.data_json,
                 record.device_id,
-                json.dumps(record.capabilities) if record.capabilities else "[]",
+                json.dumps(caps) if caps else "[]",
                 record.timeout,
-                str(record.delivery),
+                record.delivery.value,
                 record.priority,
                 "sent" if sent else "queued",
             ),
-            retry=False,
+            False,
+            arm=False,
         )
 
     def mark_sent(self, task_id: str) -> Commit:
-        return self._request(
-            "UPDATE tasks SET state = 'sent' WHERE task_id = ? AND state = 'queued'",
-            (task_id,),
-            retry=False,
-        )
+        return self._request(SENT, (task_id,), False)
 
     def mark_queued(self, task_id: str) -> Commit:
-        return self._request(
-            "UPDATE tasks SET state = 'queued' WHERE task_id = ? AND state = 'sent'",
-            (task_id,),
-            retry=True,
-        )
+        return self._request(QUEUED, (task_id,), True)
 
-    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
+    def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
         self._ended_since_compact += 1
-        return self._request(
-            "UPDATE tasks SET state = 'ended', outcome = ?, ended_at = ? WHERE task_id = ?",
-            (encode_outcome(outcome), self.wall_clock(), task_id),
-            retry=True,
-        )
+        params = (encode_outcome(outcome), self.wall_clock(), task_id)
+        return self._request(ENDED, params, True, arm=not awaited)
 
     def forget(self, task_id: str) -> Commit:
-        return self._request(
-            "DELETE FROM tasks WHERE task_id = ? AND state != 'ended'", (task_id,), retry=True
-        )
+        return self._request(FORGET, (task_id,), True)
 
     def device_added(self, device_id: str, spec: Mapping[str, Any]) -> Commit:
-        return self._device(device_id, False, spec)
+        return self._request(DEVICE, (device_id, 0, json.dumps(dict(spec))), True)
 
     def device_removed(self, device_id: str) -> Commit:
-        return self._device(device_id, True, {})
-
-    def _device(self, device_id: str, removed: bool, spec: Mapping[str, Any]) -> Commit:
-        return self._request(
-            "INSERT OR REPLACE INTO devices (device_id, removed, spec, seq) VALUES"
-            " (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM devices))",
-            (device_id, int(removed), json.dumps(dict(spec))),
-            retry=True,
-        )
+        return self._request(DEVICE, (device_id, 1, "{}"), True)
 
     async def _on_db(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on the writer's connection: here, or in a worker thread when every
@@ -329,6 +322,7 @@ class SqliteJournal:
         finally:
             # Shutdown (or a cancelled supervisor): what is pending is written, and a due
             # compaction made, boundedly.
+            self._idle = None
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 5.0):
                 while self._pending and not self.stats.degraded and self._db is not None:
                     await self._commit_pending()
@@ -349,7 +343,7 @@ class SqliteJournal:
             return
         await self._commit(batch)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         error = await self._on_db(self._write, batch)
         stats = self.stats
         if error is None:
@@ -363,7 +357,7 @@ class SqliteJournal:
                 stats.degraded = False
                 logger.warning("journal %s: writing again", self.path)
             for op in batch:
-                op.commit.settle()
+                op[2].settle()
             return
         stats.failed_commits += 1
         if not stats.degraded:
@@ -377,36 +371,16 @@ class SqliteJournal:
         failure = JournalUnavailable(
             f"journal {self.path}: cannot write: {error}", task_id="", device_id=None
         )
-        kept = [op for op in batch if op.retry]
+        kept = [op for op in batch if op[3]]
         self._pending[:0] = kept
         self._retry_at = trio.current_time() + self.retry_interval
+        if kept and self._idle is not None:
+            self._idle.deadline = self._retry_at
         for op in batch:
-            op.commit.settle(failure)
+            op[2].settle(failure)
 
-    def _write(self, batch: list[_Op]) -> str | None:
-        db = self._db
-        if db is None:
-            return "the journal is closed"
-        try:
-            if len(batch) == 1:
-                # One statement is a transaction of its own (autocommit): two round trips
-                # into SQLite fewer, on the path of a lone caller.
-                op = batch[0]
-                db.execute(op.sql, op.params)
-                return None
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for op in batch:
-                    db.execute(op.sql, op.params)
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk does): nothing half-written.
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            return str(exc) or type(exc).__name__
-        return None
+    def _write(self, batch: list[Op]) -> str | None:
+        return write_batch(self._db, batch)
 
     async def _checkpoints(self) -> None:
         while True:
@@ -418,37 +392,25 @@ class SqliteJournal:
             # that copied every frame, with no commit since, lets the next commit start
             # the WAL file over: under a steady load one that races the writer never does,
             # and the file grows without bound.
-            await self._in_thread(self._checkpoint)
+            await self._in_thread(checkpoint, self._side, self.path)
             self._held = trio.Event()
             try:
-                await self._in_thread(self._checkpoint)
+                await self._in_thread(checkpoint, self._side, self.path)
             finally:
                 held, self._held = self._held, None
                 held.set()
 
-    def _checkpoint(self) -> None:
-        side = self._side
-        if side is None:
-            return
-        try:
-            # PASSIVE: never waits for the writer, nor makes it wait.
-            side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            logger.warning("journal %s: checkpoint failed: %s", self.path, exc)
-
     # ------------------------------------------------------------------------ reads
 
     async def fetch(self, task_id: str) -> StoredTask | None:
-        return await self._on_db(self._fetch, task_id)
+        if self._inline:
+            return self._fetch(task_id)  # an indexed read: less than a thread's round trip
+        return await self._in_thread(self._fetch, task_id)
 
     def _fetch(self, task_id: str) -> StoredTask | None:
         db = self._db
         assert db is not None
-        row = db.execute(
-            "SELECT task_id, description, data_json, device_id, capabilities, timeout,"
-            " delivery, priority, state, outcome FROM tasks WHERE task_id = ?",
-            (task_id,),
-        ).fetchone()
+        row = db.execute(FETCH, (task_id,)).fetchone()
         if row is None:
             return None
         outcome = None if row[9] is None else decode_outcome(task_id, row[9])
@@ -456,57 +418,23 @@ class SqliteJournal:
 
     async def compact(self) -> int:
         self._ended_since_compact = 0
+        before = self.wall_clock() - self.keep_seconds
         if self._inline:
             # Finding them scans up to ``keep_count`` index entries: in a worker thread, on
             # the side connection (a WAL reader does not hold up the writer). Deleting them
             # by key is quick, in chunks between which the event loop runs.
-            seqs = await self._in_thread(self._expired, self._side)
+            seqs = await self._in_thread(self._expired_on, self._side, before)
             dropped = 0
             for start in range(0, len(seqs), _DELETE_CHUNK):
-                dropped += self._delete(seqs[start : start + _DELETE_CHUNK])
+                dropped += delete_ended(self._db, self.path, seqs[start : start + _DELETE_CHUNK])
                 await trio.lowlevel.checkpoint()
         else:
-            dropped = await self._on_db(self._compact)
+            dropped = await self._in_thread(self._compact, before)
         self.stats.compacted += dropped
         return dropped
 
-    def _compact(self) -> int:
-        return self._delete(self._expired(self._db))
+    def _expired_on(self, db: sqlite3.Connection | None, before: float) -> list[int]:
+        return expired(db, self.path, before=before, keep_count=self.keep_count)
 
-    def _expired(self, db: sqlite3.Connection | None) -> list[int]:
-        """The ended tasks past the retention, by age or by count."""
-        if db is None:
-            return []
-        try:
-            old = db.execute(
-                "SELECT seq FROM tasks WHERE state = 'ended' AND ended_at < ?",
-                (self.wall_clock() - self.keep_seconds,),
-            ).fetchall()
-            extra = db.execute(
-                "SELECT seq FROM tasks WHERE state = 'ended'"
-                " ORDER BY ended_at DESC, seq DESC LIMIT -1 OFFSET ?",
-                (self.keep_count,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            logger.warning("journal %s: compaction failed: %s", self.path, exc)
-            return []
-        return sorted({row[0] for row in old} | {row[0] for row in extra})
-
-    def _delete(self, seqs: list[int]) -> int:
-        db = self._db
-        if db is None or not seqs:
-            return 0
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            before = db.total_changes
-            db.executemany(
-                "DELETE FROM tasks WHERE seq = ? AND state = 'ended'", [(seq,) for seq in seqs]
-            )
-            dropped = db.total_changes - before
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            logger.warning("journal %s: compaction failed: %s", self.path, exc)
-            return 0
-        return dropped
+    def _compact(self, before: float) -> int:
+        return delete_ended(self._db, self.path, self._expired_on(self._db, before))

@@ -112,7 +112,7 @@ class NodeJournal:
         # worst an at-most-once task ending `OutcomeUnknown`; never one that runs twice.
         return _done()
 
-    def mark_ended(self, task_id: str, outcome: Outcome) -> Commit:
+    def mark_ended(self, task_id: str, outcome: Outcome, *, awaited: bool = False) -> Commit:
         return _done()  # the node's runner writes it, with the acknowledgement
 
     def forget(self, task_id: str) -> Commit:

@@ -89,7 +89,7 @@ class DirectTransport:
         "_parts",
         "_receiving",
         "_reply_timeout",
-        "_safe",
+        "_safe_stream",
         "_size",
         "_stream",
         "_ws",
@@ -106,7 +106,7 @@ class DirectTransport:
     ) -> None:
         self._ws = ws
         self._stream = stream
-        self._safe = safe
+        self._safe_stream = safe
         self._max_size = max_message_size
         # Bounds a shielded reply (pong, close) over a stream that is not frame-safe.
         self._reply_timeout = reply_timeout
@@ -123,9 +123,9 @@ class DirectTransport:
         self._receiving = False
 
     def frame_safe_sends(self, send_timeout: float) -> bool:
-        if self._safe is None:
+        if self._safe_stream is None:
             return False
-        self._safe.send_timeout = send_timeout
+        self._safe_stream.send_timeout = send_timeout
         return True
 
     # ------------------------------------------------------------------------ receiving
@@ -239,7 +239,7 @@ class DirectTransport:
         await self._write(data)
 
     async def _write_replies(self) -> None:
-        if self._safe is not None:
+        if self._safe_stream is not None:
             await self._write(b"")
             return
         # A cancelled write over TLS may have sent part of a record: shielded, bounded.
@@ -266,14 +266,14 @@ class DirectTransport:
             try:
                 await self._stream.send_all(data)
             except trio.Cancelled:
-                if self._safe is None:
+                if self._safe_stream is None:
                     # Perhaps half a frame out: nothing after it can be read.
                     self._lost()
                 else:
                     self._out = owed + self._out
                 raise
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                stalled = self._safe.stalled if self._safe is not None else None
+                stalled = self._safe_stream.stalled if self._safe_stream is not None else None
                 self._lost()
                 if stalled:
                     raise TransportClosed(stalled) from None

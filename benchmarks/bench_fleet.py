@@ -64,6 +64,7 @@ from _common import (
 )
 
 from galaxy_actors import DeviceStatus, RestartPolicy, Supervisor, open_supervisor
+from galaxy_actors._transports._transport import DEFAULT_WEBSOCKET, WEBSOCKET_CLIENTS
 from galaxy_actors.events import ConnectionFailed, StatusChanged
 from galaxy_actors.transport import WebSocketConnector
 
@@ -159,6 +160,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--idle-profile", action="store_true", help="cProfile the idle window")
     parser.add_argument("--tracemalloc-size", type=int, default=0, help="0: skip")
+    parser.add_argument(
+        "--websocket",
+        choices=WEBSOCKET_CLIENTS,
+        default=DEFAULT_WEBSOCKET,
+        help="our side's WebSocket client (WebSocketConnector's websocket=)",
+    )
     parser.add_argument("--name", default="fleet", help="results/<name>.json")
     parser.add_argument("--worker-timeout", type=float, default=300.0)
     # Worker mode (run by the orchestrator in a fresh process).
@@ -259,7 +266,7 @@ async def ours_worker(args: argparse.Namespace) -> dict[str, Any]:
     async with open_supervisor(
         task_name=args.tag,
         heartbeat_interval=args.heartbeat,
-        connector=WebSocketConnector(),
+        connector=WebSocketConnector(websocket=args.websocket),
         policy=policy,
         **limit,
     ) as sup:
@@ -374,6 +381,8 @@ def worker_argv(
         str(limit),
         "--worker-timeout",
         str(timeout),
+        "--websocket",
+        args.websocket,
     ]
     for key, value in extra.items():
         flag = "--" + key.replace("_", "-")

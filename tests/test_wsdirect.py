@@ -28,7 +28,8 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 
-from galaxy_actors import FailureReason
+from galaxy_actors import ConfigurationError, FailureReason
+from galaxy_actors._process._config import ConfigError, parse_config
 from galaxy_actors._transports._websocket import close_name
 from galaxy_actors._transports._wsdirect import DirectTransport
 from galaxy_actors.transport import ConnectError, TransportClosed, WebSocketConnector
@@ -404,3 +405,24 @@ def test_close_codes_are_named_as_wsproto_names_them() -> None:
         "PRIVATE_RESERVED",
         "INVALID_CODE",
     ]
+
+
+# --------------------------------------------------------------------------- choosing it
+
+_CONFIG = (
+    '[supervisor]\n{line}\n[[devices]]\ndevice_id = "pc"\nserver_url = "ws://127.0.0.1:1/ws"\n'
+)
+
+
+@pytest.mark.parametrize("client", ["direct", "trio-websocket"])
+def test_the_configuration_file_chooses_the_client(client: str) -> None:
+    config = parse_config(_CONFIG.format(line=f'websocket = "{client}"'))
+    connector = config.supervisor.supervisor_options()["connector"]
+    assert isinstance(connector, WebSocketConnector) and connector.websocket == client
+
+
+def test_an_unknown_client_is_refused_where_it_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"supervisor\.websocket: must be one of"):
+        parse_config(_CONFIG.format(line='websocket = "aiohttp"'))
+    with pytest.raises(ConfigurationError, match="websocket must be 'direct' or"):
+        WebSocketConnector(websocket="aiohttp")  # type: ignore[arg-type]

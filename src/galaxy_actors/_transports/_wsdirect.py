@@ -140,7 +140,9 @@ class DirectTransport:
         try:
             while True:
                 if self._out:
-                    await self._write_replies()
+                    # A failure is recorded in _closed, raised after the queued messages.
+                    with contextlib.suppress(TransportClosed):
+                        await self._write_replies()
                 if messages:
                     return messages.popleft()
                 if self._closed is not None:

@@ -2,14 +2,16 @@
 
 A `Transport` sends and receives whole frames and closes with a close frame. A `Connector`
 opens one, as an async context manager that owns whatever background task the transport
-needs (trio-websocket's reader), so the connection and everything it started live and die
-inside the Session that opened it.
+needs (trio-websocket's reader, if that client is chosen), so the connection and everything
+it started live and die inside the Session that opened it.
 
-Two implementations: `WebSocketConnector` here (trio-websocket, for real agent servers) and
-`MemoryNetwork` in `_memory` (in-memory, for tests on ``MockClock``: no sockets, exact
+`WebSocketConnector` here opens real ``ws://`` and ``wss://`` connections with one of two
+clients: the direct one (`_wsdirect`, the default: wsproto driven by the Session's own
+receive, no task per connection) or trio-websocket's (`WebSocketTransport` below).
+`MemoryNetwork` in `_memory` is in-memory, for tests on ``MockClock`` (no sockets, exact
 virtual time).
 Errors are translated at this edge into `TransportClosed` and `ConnectError`, so nothing
-above it knows trio-websocket's exception types, and nothing crosses a nursery as an
+above it knows a WebSocket library's exception types, and nothing crosses a nursery as an
 exception group.
 """
 
@@ -72,7 +74,7 @@ logger = logging.getLogger("galaxy_actors.transport")
 
 WebSocketClient = Literal["direct", "trio-websocket"]
 WEBSOCKET_CLIENTS: tuple[WebSocketClient, ...] = ("direct", "trio-websocket")
-DEFAULT_WEBSOCKET: WebSocketClient = "trio-websocket"
+DEFAULT_WEBSOCKET: WebSocketClient = "direct"
 
 
 class Transport(Protocol):

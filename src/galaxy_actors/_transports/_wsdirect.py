@@ -87,6 +87,7 @@ class DirectTransport:
         "_messages",
         "_out",
         "_parts",
+        "_reader",
         "_receiving",
         "_reply_timeout",
         "_safe_stream",
@@ -100,12 +101,16 @@ class DirectTransport:
         ws: WSConnection,
         stream: trio.abc.Stream,
         *,
+        reader: trio.abc.ReceiveStream,
         safe: FrameSafeStream | None,
         max_message_size: int,
         reply_timeout: float,
     ) -> None:
         self._ws = ws
         self._stream = stream
+        # What receive reads: the TCP stream under a FrameSafeStream (which only changes
+        # how a send is written), so a read goes through no wrapper.
+        self._reader = reader
         self._safe_stream = safe
         self._max_size = max_message_size
         # Bounds a shielded reply (pong, close) over a stream that is not frame-safe.
@@ -148,7 +153,7 @@ class DirectTransport:
                 if self._closed is not None:
                     raise self._closed
                 try:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    data = await self._reader.receive_some(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if data:
@@ -295,7 +300,7 @@ class DirectTransport:
             await self._write(b"")
             # A task still parked in receive will see the reply; a second reader may not.
             while self._ws.state is _LOCAL_CLOSING and not self._receiving:
-                data = await self._stream.receive_some(RECEIVE_BYTES)
+                data = await self._reader.receive_some(RECEIVE_BYTES)
                 if not data:
                     break
                 self._ws.receive_data(_as_bytes(data))
@@ -341,6 +346,7 @@ async def open_direct(
                     io = safe = FrameSafeStream(tcp)
                 transport = await _handshake(
                     io,
+                    stream,
                     safe,
                     host_header,
                     resource,
@@ -368,6 +374,7 @@ async def open_direct(
 
 async def _handshake(
     stream: trio.abc.Stream,
+    reader: trio.abc.ReceiveStream,
     safe: FrameSafeStream | None,
     host_header: str,
     resource: str,
@@ -383,7 +390,7 @@ async def _handshake(
     try:
         await stream.send_all(ws.send(Request(host=host_header, target=resource)))
         while True:
-            data = await stream.receive_some(RECEIVE_BYTES)
+            data = await reader.receive_some(RECEIVE_BYTES)
             if not data:
                 raise opening_failure(_first_line(head), secure)
             if len(head) < _HEAD_LIMIT:
@@ -401,6 +408,7 @@ async def _handshake(
                     transport = DirectTransport(
                         ws,
                         stream,
+                        reader=reader,
                         safe=safe,
                         max_message_size=max_message_size,
                         reply_timeout=reply_timeout,

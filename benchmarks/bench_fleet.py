@@ -63,7 +63,7 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import DeviceStatus, RestartPolicy, Supervisor, open_supervisor
+from galaxy_actors import DeviceStatus, RestartPolicy, Settings, Supervisor, open_supervisor
 from galaxy_actors._transports._transport import DEFAULT_WEBSOCKET, WEBSOCKET_CLIENTS
 from galaxy_actors.events import ConnectionFailed, StatusChanged
 from galaxy_actors.transport import WebSocketConnector
@@ -397,6 +397,12 @@ def limit_name(limit: int) -> str:
     return str(limit) if limit else "no limit"
 
 
+def ours_limit_name(args: argparse.Namespace) -> str:
+    # --ours-limit 0 leaves open_supervisor's default, which is a limit (Settings).
+    default = Settings().max_concurrent_connections
+    return str(args.ours_limit) if args.ours_limit else f"default {limit_name(default or 0)}"
+
+
 def run_side(
     agent: AgentProcess,
     args: argparse.Namespace,
@@ -483,7 +489,7 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
         calibration = {}
         args.bare_limit.update(dict.fromkeys(sides[1:], args.bare_limits[0]))
     limits = {
-        side: limit_name(args.ours_limit if side == "ours" else args.bare_limit.get(side, 0))
+        side: ours_limit_name(args) if side == "ours" else limit_name(args.bare_limit.get(side, 0))
         for side in sides
     }
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
@@ -547,7 +553,7 @@ def idle(
         "window": window,
         "bare_side": "bare-same",
         "concurrent_handshakes": {
-            "ours": limit_name(args.ours_limit),
+            "ours": ours_limit_name(args),
             "bare": limit_name(args.bare_limit.get("bare-same", 0)),
         },
     }

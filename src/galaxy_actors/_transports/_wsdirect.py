@@ -253,7 +253,7 @@ class DirectTransport:
         limit = self._reply_timeout
         with trio.CancelScope(shield=True, deadline=trio.current_time() + limit) as scope:
             await self._write(b"")
-        if scope.cancelled_caught:
+        if scope.cancelled_caught and self._closed is None:
             self._closed = TransportClosed(f"send stalled for {limit:g} s")
 
     async def _write(self, data: bytes) -> None:

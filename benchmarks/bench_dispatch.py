@@ -47,6 +47,7 @@ from _common import (
 )
 
 from galaxy_actors import DeviceManager
+from galaxy_actors._transports._transport import DEFAULT_WEBSOCKET, WEBSOCKET_CLIENTS
 from galaxy_actors.transport import WebSocketConnector
 
 DESCRIPTION = "Open Excel"
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-tasks", type=int, default=3000, help="tasks profiled")
     parser.add_argument(
         "--heartbeat", type=float, default=30.0, help="our heartbeat interval (s); 30 = default"
+    )
+    parser.add_argument(
+        "--websocket",
+        choices=WEBSOCKET_CLIENTS,
+        default=DEFAULT_WEBSOCKET,
+        help="our side's WebSocket client (WebSocketConnector's websocket=)",
     )
     parser.add_argument("--name", default="dispatch", help="results/<name>.json")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run")
@@ -237,7 +244,7 @@ async def run(args: argparse.Namespace, agent: AgentProcess) -> dict[str, Any]:
             DeviceManager(
                 task_name="ours",
                 heartbeat_interval=args.heartbeat,
-                connector=WebSocketConnector(),
+                connector=WebSocketConnector(websocket=args.websocket),
                 max_concurrent_connections=64,
             ) as manager,
             trio.open_nursery() as nursery,

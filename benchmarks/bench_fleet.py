@@ -63,7 +63,8 @@ from _common import (
     write_json,
 )
 
-from galaxy_actors import DeviceStatus, RestartPolicy, Supervisor, open_supervisor
+from galaxy_actors import DeviceStatus, RestartPolicy, Settings, Supervisor, open_supervisor
+from galaxy_actors._transports._transport import DEFAULT_WEBSOCKET, WEBSOCKET_CLIENTS
 from galaxy_actors.events import ConnectionFailed, StatusChanged
 from galaxy_actors.transport import WebSocketConnector
 
@@ -159,6 +160,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--idle-profile", action="store_true", help="cProfile the idle window")
     parser.add_argument("--tracemalloc-size", type=int, default=0, help="0: skip")
+    parser.add_argument(
+        "--websocket",
+        choices=WEBSOCKET_CLIENTS,
+        default=DEFAULT_WEBSOCKET,
+        help="our side's WebSocket client (WebSocketConnector's websocket=)",
+    )
     parser.add_argument("--name", default="fleet", help="results/<name>.json")
     parser.add_argument("--worker-timeout", type=float, default=300.0)
     # Worker mode (run by the orchestrator in a fresh process).
@@ -259,7 +266,7 @@ async def ours_worker(args: argparse.Namespace) -> dict[str, Any]:
     async with open_supervisor(
         task_name=args.tag,
         heartbeat_interval=args.heartbeat,
-        connector=WebSocketConnector(),
+        connector=WebSocketConnector(websocket=args.websocket),
         policy=policy,
         **limit,
     ) as sup:
@@ -374,6 +381,8 @@ def worker_argv(
         str(limit),
         "--worker-timeout",
         str(timeout),
+        "--websocket",
+        args.websocket,
     ]
     for key, value in extra.items():
         flag = "--" + key.replace("_", "-")
@@ -386,6 +395,12 @@ def worker_argv(
 
 def limit_name(limit: int) -> str:
     return str(limit) if limit else "no limit"
+
+
+def ours_limit_name(args: argparse.Namespace) -> str:
+    # --ours-limit 0 leaves open_supervisor's default, which is a limit (Settings).
+    default = Settings().max_concurrent_connections
+    return str(args.ours_limit) if args.ours_limit else f"default {limit_name(default or 0)}"
 
 
 def run_side(
@@ -474,7 +489,7 @@ def scale(args: argparse.Namespace, agent: AgentProcess, n: int, rounds: int) ->
         calibration = {}
         args.bare_limit.update(dict.fromkeys(sides[1:], args.bare_limits[0]))
     limits = {
-        side: limit_name(args.ours_limit if side == "ours" else args.bare_limit.get(side, 0))
+        side: ours_limit_name(args) if side == "ours" else limit_name(args.bare_limit.get(side, 0))
         for side in sides
     }
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
@@ -538,7 +553,7 @@ def idle(
         "window": window,
         "bare_side": "bare-same",
         "concurrent_handshakes": {
-            "ours": limit_name(args.ours_limit),
+            "ours": ours_limit_name(args),
             "bare": limit_name(args.bare_limit.get("bare-same", 0)),
         },
     }

@@ -23,10 +23,18 @@ from galaxy_actors import (
     TaskRejected,
     open_supervisor,
 )
+from galaxy_actors._transports._transport import WEBSOCKET_CLIENTS, WebSocketClient
 from galaxy_actors.testing import SimulatedAgent, default_device_info
 from galaxy_actors.transport import WebSocketConnector
 
 LIMIT = 10  # seconds: generous on a loaded 2-core machine, and every test ends far sooner
+
+
+@pytest.fixture(params=WEBSOCKET_CLIENTS)
+def websocket(request: pytest.FixtureRequest) -> WebSocketClient:
+    """Every test here runs against both WebSocket clients."""
+    client: WebSocketClient = request.param
+    return client
 
 
 @asynccontextmanager
@@ -38,11 +46,15 @@ async def serving(**agent_options: Any) -> AsyncIterator[tuple[SimulatedAgent, s
         nursery.cancel_scope.cancel()
 
 
-async def test_device_manager_over_loopback_runs_tasks_and_returns_results() -> None:
+async def test_device_manager_over_loopback_runs_tasks_and_returns_results(
+    websocket: WebSocketClient,
+) -> None:
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["office_pc"], task_duration=0.05) as (agent, url),
-            DeviceManager(task_name="e2e") as manager,
+            DeviceManager(
+                task_name="e2e", connector=WebSocketConnector(websocket=websocket)
+            ) as manager,
         ):
             assert await manager.register_device(
                 "office_pc", url, "Windows", capabilities=["office"], metadata={"floor": 3}
@@ -75,11 +87,15 @@ async def test_device_manager_over_loopback_runs_tasks_and_returns_results() -> 
         assert agent.open_connections == 0
 
 
-async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchanged() -> None:
+async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchanged(
+    websocket: WebSocketClient,
+) -> None:
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"], token="s3cret") as (_, url),
-            open_supervisor(task_name="e2e") as sup,
+            open_supervisor(
+                task_name="e2e", connector=WebSocketConnector(websocket=websocket)
+            ) as sup,
         ):
             sup.add_device("denied", url, "Linux", connect=False)
             sup.add_device("allowed", url + "?token=s3cret", "Linux", connect=False)
@@ -94,24 +110,30 @@ async def test_refused_handshake_names_http_403_and_token_in_url_is_used_unchang
             assert "Target device 'allowed' is not connected" in failure
 
 
-async def test_connection_refused_is_connect_failed() -> None:
+async def test_connection_refused_is_connect_failed(websocket: WebSocketClient) -> None:
     with trio.fail_after(LIMIT):
         # Bind a port, then close it: nothing listens there any more.
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         await listeners[0].aclose()
-        async with open_supervisor(task_name="e2e") as sup:
+        async with open_supervisor(
+            task_name="e2e", connector=WebSocketConnector(websocket=websocket)
+        ) as sup:
             sup.add_device("pc", f"ws://127.0.0.1:{port}/ws", "Linux", connect=False)
             assert await sup.connect("pc") is False
             assert (sup.snapshot("pc").last_failure or "").startswith("connect_failed")
 
 
-async def test_dropped_connection_reconnects_and_the_queue_survives() -> None:
+async def test_dropped_connection_reconnects_and_the_queue_survives(
+    websocket: WebSocketClient,
+) -> None:
     policy = RestartPolicy(reconnect_delay=0.05)
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"], task_duration=0.2) as (agent, url),
-            open_supervisor(task_name="e2e", policy=policy) as sup,
+            open_supervisor(
+                task_name="e2e", policy=policy, connector=WebSocketConnector(websocket=websocket)
+            ) as sup,
         ):
             sup.add_device("pc", url, "Linux", connect=False)
             assert await sup.connect("pc")
@@ -127,7 +149,7 @@ async def test_dropped_connection_reconnects_and_the_queue_survives() -> None:
             assert sup.snapshot("pc").connection_attempts == 0
 
 
-async def test_heartbeat_silence_is_detected_over_sockets() -> None:
+async def test_heartbeat_silence_is_detected_over_sockets(websocket: WebSocketClient) -> None:
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"]) as (agent, url),
@@ -136,6 +158,7 @@ async def test_heartbeat_silence_is_detected_over_sockets() -> None:
                 heartbeat_interval=0.1,
                 heartbeat_timeout=0.1,
                 policy=RestartPolicy(reconnect_delay=0.05),
+                connector=WebSocketConnector(websocket=websocket),
             ) as sup,
         ):
             sup.add_device("pc", url, "Linux", connect=False)
@@ -149,11 +172,13 @@ async def test_heartbeat_silence_is_detected_over_sockets() -> None:
                 await sup.wait_for_status("pc", DeviceStatus.IDLE)
 
 
-async def test_refused_task_and_malformed_frames_over_sockets() -> None:
+async def test_refused_task_and_malformed_frames_over_sockets(websocket: WebSocketClient) -> None:
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"], reject_tasks="no capacity") as (agent, url),
-            open_supervisor(task_name="e2e") as sup,
+            open_supervisor(
+                task_name="e2e", connector=WebSocketConnector(websocket=websocket)
+            ) as sup,
         ):
             sup.add_device("pc", url, "Linux", connect=False)
             assert await sup.connect("pc")
@@ -165,8 +190,10 @@ async def test_refused_task_and_malformed_frames_over_sockets() -> None:
             assert sup.stats("pc").protocol_errors == 1
 
 
-async def test_oversized_frame_closes_with_1009_and_fails_the_session() -> None:
-    connector = WebSocketConnector(max_frame_size=4096)
+async def test_oversized_frame_closes_with_1009_and_fails_the_session(
+    websocket: WebSocketClient,
+) -> None:
+    connector = WebSocketConnector(max_frame_size=4096, websocket=websocket)
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"]) as (agent, url),
@@ -187,11 +214,13 @@ async def test_oversized_frame_closes_with_1009_and_fails_the_session() -> None:
             await sup.wait_for_status("pc", DeviceStatus.IDLE)
 
 
-async def test_closing_handshake_completes_after_a_rejected_registration() -> None:
+async def test_closing_handshake_completes_after_a_rejected_registration(
+    websocket: WebSocketClient,
+) -> None:
     # With a 30 s close bound, a connect that returns within 5 s proves the close frames
     # were exchanged: our reader kept running while we closed. A real server forgets our
     # client_id only once it sees that close, so a retry is not refused as a duplicate.
-    connector = WebSocketConnector(close_timeout=30)
+    connector = WebSocketConnector(close_timeout=30, websocket=websocket)
     with trio.fail_after(5):
         async with (
             serving(devices=["pc"], reject_registration="server full") as (agent, url),
@@ -204,8 +233,10 @@ async def test_closing_handshake_completes_after_a_rejected_registration() -> No
             assert await sup.connect("pc") is True
 
 
-async def test_connector_block_exceptions_come_out_unwrapped_and_close_is_quick() -> None:
-    connector = WebSocketConnector(close_timeout=30)
+async def test_connector_block_exceptions_come_out_unwrapped_and_close_is_quick(
+    websocket: WebSocketClient,
+) -> None:
+    connector = WebSocketConnector(close_timeout=30, websocket=websocket)
     with trio.fail_after(5):
         async with serving(devices=["pc"]) as (agent, url):
             with pytest.raises(KeyError):
@@ -221,11 +252,15 @@ async def test_connector_block_exceptions_come_out_unwrapped_and_close_is_quick(
             assert agent.connections_accepted == 2
 
 
-async def test_stop_accepting_refuses_new_work_and_lets_submitted_tasks_finish() -> None:
+async def test_stop_accepting_refuses_new_work_and_lets_submitted_tasks_finish(
+    websocket: WebSocketClient,
+) -> None:
     with trio.fail_after(LIMIT):
         async with (
             serving(devices=["pc"], task_duration=0.1) as (_, url),
-            open_supervisor(task_name="e2e") as sup,
+            open_supervisor(
+                task_name="e2e", connector=WebSocketConnector(websocket=websocket)
+            ) as sup,
         ):
             sup.add_device("pc", url, "Linux", connect=False)
             assert await sup.connect("pc")

@@ -30,7 +30,13 @@ from galaxy_actors._sansio._aip import (
     decode_server,
 )
 from galaxy_actors._transports._stream import FrameSafeStream
-from galaxy_actors._transports._transport import CLOSE_ABNORMAL, WebSocketTransport
+from galaxy_actors._transports._transport import (
+    CLOSE_ABNORMAL,
+    WEBSOCKET_CLIENTS,
+    WebSocketClient,
+    WebSocketTransport,
+)
+from galaxy_actors._transports._wsdirect import DirectTransport
 from galaxy_actors.aip import encode_server
 from galaxy_actors.events import ConnectionFailed
 from galaxy_actors.testing import MemoryNetwork, SimulatedAgent
@@ -257,14 +263,23 @@ def test_a_broken_peer_is_an_error_not_sigpipe_in_a_host_with_the_default_handle
 FRAMES = FrameBuilder("frame-safe", "pc")
 
 
+@pytest.fixture(params=WEBSOCKET_CLIENTS)
+def websocket(request: pytest.FixtureRequest) -> WebSocketClient:
+    """The ws:// tests run against both WebSocket clients: they keep the same promises."""
+    client: WebSocketClient = request.param
+    return client
+
+
 @asynccontextmanager
-async def ws_connection() -> AsyncIterator[tuple[SimulatedAgent, WebSocketTransport]]:
+async def ws_connection(
+    websocket: WebSocketClient,
+) -> AsyncIterator[tuple[SimulatedAgent, WebSocketTransport | DirectTransport]]:
     agent = SimulatedAgent(devices=["pc"])
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(agent.serve_websocket)
-            async with WebSocketConnector().open(url) as transport:
-                assert isinstance(transport, WebSocketTransport)
+            async with WebSocketConnector(websocket=websocket).open(url) as transport:
+                assert isinstance(transport, WebSocketTransport | DirectTransport)
                 yield agent, transport
             nursery.cancel_scope.cancel()
 
@@ -273,8 +288,10 @@ def registrations(agent: SimulatedAgent) -> int:
     return sum(1 for f in agent.received if f.message is not None and f.message.type == "register")
 
 
-async def test_a_ws_connection_is_frame_safe_and_its_frames_arrive_whole() -> None:
-    async with ws_connection() as (agent, transport):
+async def test_a_ws_connection_is_frame_safe_and_its_frames_arrive_whole(
+    websocket: WebSocketClient,
+) -> None:
+    async with ws_connection(websocket) as (agent, transport):
         assert transport.frame_safe_sends(5.0)
         await transport.send(FRAMES.register())
         answer = decode_server(await transport.receive())
@@ -282,8 +299,10 @@ async def test_a_ws_connection_is_frame_safe_and_its_frames_arrive_whole() -> No
         assert registrations(agent) == 1
 
 
-async def test_a_cancelled_ws_send_sends_nothing_and_the_connection_goes_on() -> None:
-    async with ws_connection() as (agent, transport):
+async def test_a_cancelled_ws_send_sends_nothing_and_the_connection_goes_on(
+    websocket: WebSocketClient,
+) -> None:
+    async with ws_connection(websocket) as (agent, transport):
         with trio.CancelScope() as scope:
             scope.cancel()
             await transport.send(FRAMES.register())
@@ -294,8 +313,10 @@ async def test_a_cancelled_ws_send_sends_nothing_and_the_connection_goes_on() ->
         assert registrations(agent) == 1
 
 
-async def test_a_broken_socket_fails_the_send_and_closes_the_connection() -> None:
-    async with ws_connection() as (_, transport):
+async def test_a_broken_socket_fails_the_send_and_closes_the_connection(
+    websocket: WebSocketClient,
+) -> None:
+    async with ws_connection(websocket) as (_, transport):
         stream = transport._safe_stream
         assert stream is not None
         stream.socket.close()

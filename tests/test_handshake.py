@@ -21,6 +21,7 @@ import trio
 from galaxy_actors import FailureReason, open_supervisor
 from galaxy_actors._sansio._aip import FrameBuilder
 from galaxy_actors._sansio._engine import AIPConnection
+from galaxy_actors._transports._transport import WEBSOCKET_CLIENTS, WebSocketClient
 from galaxy_actors.events import RestartScheduled, RestartsStopped
 from galaxy_actors.testing import SimulatedAgent
 from galaxy_actors.transport import ConnectError, TransportClosed, WebSocketConnector
@@ -30,6 +31,13 @@ CONNECT_TIMEOUT = 5.0  # what a hidden failure would cost
 AT_ONCE = 1.0
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+@pytest.fixture(params=WEBSOCKET_CLIENTS)
+def websocket(request: pytest.FixtureRequest) -> WebSocketClient:
+    """Every test here runs against both WebSocket clients: they keep the same promises."""
+    client: WebSocketClient = request.param
+    return client
 
 
 @asynccontextmanager
@@ -65,8 +73,8 @@ def answer(head: bytes) -> Handler:
     return handler
 
 
-async def connect_error(url: str) -> tuple[ConnectError, float]:
-    connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT)
+async def connect_error(url: str, websocket: WebSocketClient) -> tuple[ConnectError, float]:
+    connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT, websocket=websocket)
     start = trio.current_time()
     with pytest.raises(ConnectError) as caught:
         async with connector.open(url):
@@ -78,19 +86,23 @@ async def connect_error(url: str) -> tuple[ConnectError, float]:
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-async def test_a_peer_that_accepts_and_closes_is_reported_at_once(scheme: str) -> None:
+async def test_a_peer_that_accepts_and_closes_is_reported_at_once(
+    scheme: str, websocket: WebSocketClient
+) -> None:
     with trio.fail_after(LIMIT):
         async with tcp_server(accept_and_close) as port:
-            failure, took = await connect_error(f"{scheme}://127.0.0.1:{port}/ws")
+            failure, took = await connect_error(f"{scheme}://127.0.0.1:{port}/ws", websocket)
     assert took < AT_ONCE, took
     assert failure.reason is FailureReason.HANDSHAKE_FAILED
     assert "closed the connection during the" in str(failure)
 
 
-async def test_a_peer_that_closes_after_reading_the_request_is_reported_at_once() -> None:
+async def test_a_peer_that_closes_after_reading_the_request_is_reported_at_once(
+    websocket: WebSocketClient,
+) -> None:
     with trio.fail_after(LIMIT):
         async with tcp_server(answer(b"")) as port:
-            failure, took = await connect_error(f"ws://127.0.0.1:{port}/ws")
+            failure, took = await connect_error(f"ws://127.0.0.1:{port}/ws", websocket)
     assert took < AT_ONCE, took
     assert failure.reason is FailureReason.HANDSHAKE_FAILED
     assert str(failure) == "the peer closed the connection during the opening handshake"
@@ -105,30 +117,35 @@ async def test_a_peer_that_closes_after_reading_the_request_is_reported_at_once(
         b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\nno token",
     ],
 )
-async def test_401_and_403_are_unauthorized_at_once(head: bytes) -> None:
+async def test_401_and_403_are_unauthorized_at_once(
+    head: bytes, websocket: WebSocketClient
+) -> None:
     with trio.fail_after(LIMIT):
         async with tcp_server(answer(head)) as port:
-            failure, took = await connect_error(f"ws://127.0.0.1:{port}/ws")
+            failure, took = await connect_error(f"ws://127.0.0.1:{port}/ws", websocket)
     assert took < AT_ONCE, took
     status = int(head.split()[1])
     assert failure.reason is FailureReason.UNAUTHORIZED and failure.status_code == status
     assert str(failure) == f"handshake rejected: HTTP {status}"
 
 
-async def test_other_refusals_stay_connect_failed() -> None:
+async def test_other_refusals_stay_connect_failed(websocket: WebSocketClient) -> None:
     with trio.fail_after(LIMIT):
         head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
         async with tcp_server(answer(head)) as port:
-            failure, _ = await connect_error(f"ws://127.0.0.1:{port}/ws")
+            failure, _ = await connect_error(f"ws://127.0.0.1:{port}/ws", websocket)
     assert failure.reason is FailureReason.CONNECT_FAILED and failure.status_code == 503
 
 
-async def test_a_wrong_token_gives_up_at_once_under_the_default_policy() -> None:
+async def test_a_wrong_token_gives_up_at_once_under_the_default_policy(
+    websocket: WebSocketClient,
+) -> None:
     agent = SimulatedAgent(devices=["pc"], token="s3cret")
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(agent.serve_websocket)
-            async with open_supervisor(task_name="hs") as sup:
+            connector = WebSocketConnector(websocket=websocket)
+            async with open_supervisor(task_name="hs", connector=connector) as sup:
                 sup.add_device("pc", url + "?token=wrong", "Linux", connect=False)
                 with sup.subscribe() as events:
                     assert await sup.connect("pc") is False
@@ -187,8 +204,12 @@ def websocket_then(data: bytes) -> Handler:
     return handler
 
 
-async def closed_by(data: bytes, max_frame_size: int = 4096) -> TransportClosed:
-    connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT, max_frame_size=max_frame_size)
+async def closed_by(
+    data: bytes, websocket: WebSocketClient, max_frame_size: int = 4096
+) -> TransportClosed:
+    connector = WebSocketConnector(
+        connect_timeout=CONNECT_TIMEOUT, max_frame_size=max_frame_size, websocket=websocket
+    )
     with trio.fail_after(LIMIT):
         async with (
             tcp_server(websocket_then(data)) as port,
@@ -215,15 +236,17 @@ def reason_for(closed: TransportClosed) -> FailureReason:
     return dead.reason
 
 
-async def test_a_peer_closing_with_1009_is_not_our_size_limit() -> None:
-    closed = await closed_by(close_frame(1009, b"your frame is too big"))
+async def test_a_peer_closing_with_1009_is_not_our_size_limit(websocket: WebSocketClient) -> None:
+    closed = await closed_by(close_frame(1009, b"your frame is too big"), websocket)
     assert closed.code == 1009 and closed.by_peer is True
     assert "by the peer" in str(closed) and "your frame is too big" in str(closed)
     assert reason_for(closed) is FailureReason.CONNECTION_CLOSED
 
 
-async def test_a_frame_over_our_limit_is_our_1009_and_a_protocol_error() -> None:
-    closed = await closed_by(frame(0x1, b"x" * 5000), max_frame_size=4096)
+async def test_a_frame_over_our_limit_is_our_1009_and_a_protocol_error(
+    websocket: WebSocketClient,
+) -> None:
+    closed = await closed_by(frame(0x1, b"x" * 5000), websocket, max_frame_size=4096)
     assert closed.code == 1009 and closed.by_peer is False
     assert "by us" in str(closed)
     assert reason_for(closed) is FailureReason.PROTOCOL_ERROR
@@ -234,14 +257,18 @@ async def test_a_frame_over_our_limit_is_our_1009_and_a_protocol_error() -> None
     [frame(0x1, b"ab\xff\xfe"), close_frame(1007)],
     ids=["invalid-utf8-from-the-peer", "peer-closes-with-1007"],
 )
-async def test_1007_is_a_protocol_error_whoever_sent_it(data: bytes) -> None:
-    closed = await closed_by(data)
+async def test_1007_is_a_protocol_error_whoever_sent_it(
+    data: bytes, websocket: WebSocketClient
+) -> None:
+    closed = await closed_by(data, websocket)
     assert closed.code == 1007
     assert reason_for(closed) is FailureReason.PROTOCOL_ERROR
 
 
-async def test_other_codes_are_a_closed_connection_with_the_code() -> None:
-    closed = await closed_by(close_frame(4000, b"maintenance"))
+async def test_other_codes_are_a_closed_connection_with_the_code(
+    websocket: WebSocketClient,
+) -> None:
+    closed = await closed_by(close_frame(4000, b"maintenance"), websocket)
     assert closed.code == 4000 and closed.by_peer is True
     assert "code 4000" in str(closed) and "maintenance" in str(closed)
     assert reason_for(closed) is FailureReason.CONNECTION_CLOSED

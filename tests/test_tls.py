@@ -19,12 +19,20 @@ import trustme
 
 from galaxy_actors import ConfigurationError, FailureReason, open_supervisor
 from galaxy_actors._process._config import ConfigError, load_config, parse_config
+from galaxy_actors._transports._transport import WEBSOCKET_CLIENTS, WebSocketClient
 from galaxy_actors.testing import SimulatedAgent
 from galaxy_actors.transport import ConnectError, WebSocketConnector
 
 LIMIT = 10
 CONNECT_TIMEOUT = 5.0
 AT_ONCE = 1.0
+
+
+@pytest.fixture(params=WEBSOCKET_CLIENTS)
+def websocket(request: pytest.FixtureRequest) -> WebSocketClient:
+    """The connect tests run against both WebSocket clients: they keep the same promises."""
+    client: WebSocketClient = request.param
+    return client
 
 
 @pytest.fixture
@@ -70,27 +78,35 @@ async def connects(connector: WebSocketConnector, url: str) -> tuple[bool, str, 
         return ok, sup.snapshot("pc").last_failure or "", took
 
 
-async def test_a_verified_connect_with_ca_file(ca: trustme.CA, ca_file: Path) -> None:
+async def test_a_verified_connect_with_ca_file(
+    ca: trustme.CA, ca_file: Path, websocket: WebSocketClient
+) -> None:
     with trio.fail_after(LIMIT):
         async with serving(server_context(ca)) as (agent, url):
-            ok, failure, _ = await connects(WebSocketConnector(ca_file=ca_file), url)
+            ok, failure, _ = await connects(
+                WebSocketConnector(ca_file=ca_file, websocket=websocket), url
+            )
     assert ok, failure
     assert agent.registrations == 1
 
 
-async def test_a_verified_connect_with_an_ssl_context(ca: trustme.CA) -> None:
+async def test_a_verified_connect_with_an_ssl_context(
+    ca: trustme.CA, websocket: WebSocketClient
+) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     with trio.fail_after(LIMIT):
         async with serving(server_context(ca)) as (_, url):
-            ok, failure, _ = await connects(WebSocketConnector(ssl_context=context), url)
+            ok, failure, _ = await connects(
+                WebSocketConnector(ssl_context=context, websocket=websocket), url
+            )
     assert ok, failure
 
 
 async def test_verification_is_on_by_default_and_fails_at_once_as_tls_failed(
-    ca: trustme.CA,
+    ca: trustme.CA, websocket: WebSocketClient
 ) -> None:
-    connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT)
+    connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT, websocket=websocket)
     with trio.fail_after(LIMIT):
         async with serving(server_context(ca)) as (agent, url):
             ok, failure, took = await connects(connector, url)
@@ -99,10 +115,14 @@ async def test_verification_is_on_by_default_and_fails_at_once_as_tls_failed(
     assert failure.startswith("tls_failed: CERTIFICATE_VERIFY_FAILED: "), failure
 
 
-async def test_a_certificate_for_another_host_is_tls_failed(ca: trustme.CA, ca_file: Path) -> None:
+async def test_a_certificate_for_another_host_is_tls_failed(
+    ca: trustme.CA, ca_file: Path, websocket: WebSocketClient
+) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("agent.example").configure_cert(context)
-    connector = WebSocketConnector(ca_file=ca_file, connect_timeout=CONNECT_TIMEOUT)
+    connector = WebSocketConnector(
+        ca_file=ca_file, connect_timeout=CONNECT_TIMEOUT, websocket=websocket
+    )
     with trio.fail_after(LIMIT):
         async with serving(context) as (_, url):
             with pytest.raises(ConnectError) as caught:
@@ -113,9 +133,9 @@ async def test_a_certificate_for_another_host_is_tls_failed(ca: trustme.CA, ca_f
 
 
 async def test_insecure_skip_verify_connects_and_warns_at_every_connect(
-    ca: trustme.CA, caplog: pytest.LogCaptureFixture
+    ca: trustme.CA, caplog: pytest.LogCaptureFixture, websocket: WebSocketClient
 ) -> None:
-    connector = WebSocketConnector(insecure_skip_verify=True)
+    connector = WebSocketConnector(insecure_skip_verify=True, websocket=websocket)
     caplog.set_level(logging.WARNING, logger="galaxy_actors.transport")
     with trio.fail_after(LIMIT):
         async with serving(server_context(ca)) as (_, url):
@@ -130,14 +150,18 @@ async def test_insecure_skip_verify_connects_and_warns_at_every_connect(
 
 
 async def test_a_client_certificate_the_server_requires(
-    ca: trustme.CA, ca_file: Path, tmp_path: Path
+    ca: trustme.CA, ca_file: Path, tmp_path: Path, websocket: WebSocketClient
 ) -> None:
     client = ca.issue_cert("device-fleet@example.org")
     cert, key = tmp_path / "client.pem", tmp_path / "client.key"
     client.cert_chain_pems[0].write_to_path(cert)
     client.private_key_pem.write_to_path(key)
-    with_cert = WebSocketConnector(ca_file=ca_file, client_cert=cert, client_key=key)
-    without = WebSocketConnector(ca_file=ca_file, connect_timeout=CONNECT_TIMEOUT)
+    with_cert = WebSocketConnector(
+        ca_file=ca_file, client_cert=cert, client_key=key, websocket=websocket
+    )
+    without = WebSocketConnector(
+        ca_file=ca_file, connect_timeout=CONNECT_TIMEOUT, websocket=websocket
+    )
     with trio.fail_after(LIMIT):
         async with serving(server_context(ca, require_client_cert=True)) as (agent, url):
             ok, failure, _ = await connects(with_cert, url)

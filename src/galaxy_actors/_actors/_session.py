@@ -12,8 +12,9 @@ actor resolves when the loop delivers the TASK_END.
 
 A Session runs in its device actor's task, inside a cancel scope that is the Session's life:
 any failure records the engine's `ConnectionDead` and cancels that scope, so the whole
-connection (trio-websocket's reader included, which lives in the connector's nursery inside
-the scope) dies as a unit and nothing half-dead survives it.
+connection dies as a unit and nothing half-dead survives it (trio-websocket's reader too,
+when that client is chosen: it lives in the connector's nursery inside the scope; the
+default direct client has no task, its reading is this loop's ``receive``).
 """
 
 from __future__ import annotations

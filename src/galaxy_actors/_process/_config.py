@@ -18,7 +18,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 
@@ -26,7 +26,13 @@ from .._actors._settings import Settings
 from .._sansio._errors import ConfigurationError
 from .._sansio._policy import Jitter, RestartPolicy
 from .._sansio._redact import redact
-from .._transports._transport import WebSocketConnector, validate_server_url
+from .._transports._transport import (
+    DEFAULT_WEBSOCKET,
+    WEBSOCKET_CLIENTS,
+    WebSocketClient,
+    WebSocketConnector,
+    validate_server_url,
+)
 from ._config_cluster import ClusterConfig, read_cluster
 from ._config_journal import JournalConfig, read_journal
 from ._config_values import ValueReader, describe
@@ -107,6 +113,7 @@ class SupervisorConfig:
     connect_timeout: float = 10.0
     close_timeout: float = 2.0
     max_frame_size: int = _MAX_FRAME_SIZE
+    websocket: WebSocketClient = DEFAULT_WEBSOCKET
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     tls: TLSConfig = attrs.field(factory=TLSConfig)
 
@@ -119,6 +126,7 @@ class SupervisorConfig:
                 connect_timeout=self.connect_timeout,
                 close_timeout=self.close_timeout,
                 max_frame_size=self.max_frame_size,
+                websocket=self.websocket,
                 **self.tls.connector_options(),
             ),
         }
@@ -246,7 +254,7 @@ _TOP_KEYS: Final = (
     "cluster",
 )
 _SETTINGS_KEYS: Final = tuple(attrs.fields_dict(Settings))
-_CONNECTOR_KEYS: Final = ("connect_timeout", "close_timeout", "max_frame_size")
+_CONNECTOR_KEYS: Final = ("connect_timeout", "close_timeout", "max_frame_size", "websocket")
 _SUPERVISOR_KEYS: Final = _SETTINGS_KEYS + _CONNECTOR_KEYS
 # The TOML types a `Settings` field accepts, by its annotation.
 _TOML_KINDS: Final[dict[str, tuple[type, ...]]] = {
@@ -315,6 +323,9 @@ class _Reader(ValueReader):
             close_timeout=self.seconds(t, "close_timeout", p, d.close_timeout),
             max_frame_size=self.integer(t, "max_frame_size", p, d.max_frame_size, 1024)
             or d.max_frame_size,
+            websocket=cast(
+                WebSocketClient, self.choice(t, "websocket", p, WEBSOCKET_CLIENTS, d.websocket)
+            ),
         )
 
     def settings(self, t: dict[str, Any], p: str, settings: Settings) -> Settings:

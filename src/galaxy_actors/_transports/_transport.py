@@ -2,14 +2,16 @@
 
 A `Transport` sends and receives whole frames and closes with a close frame. A `Connector`
 opens one, as an async context manager that owns whatever background task the transport
-needs (trio-websocket's reader), so the connection and everything it started live and die
-inside the Session that opened it.
+needs (trio-websocket's reader, if that client is chosen), so the connection and everything
+it started live and die inside the Session that opened it.
 
-Two implementations: `WebSocketConnector` here (trio-websocket, for real agent servers) and
-`MemoryNetwork` in `_memory` (in-memory, for tests on ``MockClock``: no sockets, exact
+`WebSocketConnector` here opens real ``ws://`` and ``wss://`` connections with one of two
+clients: the direct one (`_wsdirect`, the default: wsproto driven by the Session's own
+receive, no task per connection) or trio-websocket's (`WebSocketTransport` below).
+`MemoryNetwork` in `_memory` is in-memory, for tests on ``MockClock`` (no sockets, exact
 virtual time).
 Errors are translated at this edge into `TransportClosed` and `ConnectError`, so nothing
-above it knows trio-websocket's exception types, and nothing crosses a nursery as an
+above it knows a WebSocket library's exception types, and nothing crosses a nursery as an
 exception group.
 """
 
@@ -21,7 +23,7 @@ import math
 import os
 import ssl
 from collections.abc import AsyncIterator
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -29,32 +31,50 @@ import trio
 import trio_websocket
 
 from .._sansio._errors import ConfigurationError, ConnectError, InvalidServerURL, TransportClosed
-from .._sansio._policy import FailureReason
 from ._stream import FrameSafeStream, OpeningWatch
-from ._tls import client_context, describe_tls_error
+from ._tls import client_context
+from ._websocket import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INVALID_DATA,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    DEFAULT_MAX_FRAME_SIZE,
+    closed_error,
+    opening_failure,
+    oversize_text,
+    start_tls,
+    tls_failure,
+)
+from ._wsdirect import open_direct
 
 # ConnectError and TransportClosed live in _errors; they stay listed here while _session.py
 # still imports them from this module.
 __all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "WEBSOCKET_CLIENTS",
     "ConnectError",
     "Connector",
     "FrameSafeTransport",
     "Transport",
     "TransportClosed",
+    "WebSocketClient",
     "WebSocketConnector",
     "validate_server_url",
 ]
 
-# Close codes of RFC 6455 that mean something to a session.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_ABNORMAL = 1006  # never sent: what a peer sees when the socket dies without a close
-CLOSE_INVALID_DATA = 1007  # e.g. a text frame that is not UTF-8
-CLOSE_MESSAGE_TOO_BIG = 1009
-DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
-
 logger = logging.getLogger("galaxy_actors.transport")
+
+WebSocketClient = Literal["direct", "trio-websocket"]
+WEBSOCKET_CLIENTS: tuple[WebSocketClient, ...] = ("direct", "trio-websocket")
+DEFAULT_WEBSOCKET: WebSocketClient = "direct"
 
 
 class Transport(Protocol):
@@ -177,10 +197,7 @@ class WebSocketTransport:
                 "connection closed", None, by_peer=False if self._closing else None
             )
         code, text = int(reason.code), reason.reason
-        by_peer = self._close_origin(code, text)
-        who = {True: "by the peer", False: "by us", None: "without a close frame"}[by_peer]
-        detail = f"code {code} {reason.name}" + (f": {text}" if text else "")
-        return TransportClosed(f"connection closed {who} ({detail})", code, by_peer=by_peer)
+        return closed_error(code, text, self._close_origin(code, text))
 
     def _close_origin(self, code: int, text: str | None) -> bool | None:
         """Who closed with ``code``, from trio-websocket's public `CloseReason` alone.
@@ -201,20 +218,26 @@ class WebSocketTransport:
             and limit is not None
             and watch is not None
             and watch.received > limit
-            and text == f"Exceeded maximum message size: {limit} bytes"
+            and text == oversize_text(limit)
         )
 
 
 @attrs.frozen
 class WebSocketConnector:
-    """Opens trio-websocket connections.
+    """Opens WebSocket client connections.
 
     Arguments:
         connect_timeout: bound on TCP connect plus the opening handshake (TLS included).
         close_timeout: bound on the closing handshake; the socket is closed after it
             whatever the peer does.
-        max_frame_size: a larger inbound frame closes the connection (code 1009).
-        message_queue_size: frames trio-websocket buffers before it stops reading.
+        max_frame_size: a larger inbound message closes the connection (code 1009).
+        message_queue_size: frames trio-websocket buffers before it stops reading (its
+            client only).
+        websocket: which client speaks WebSocket. ``"direct"``: wsproto driven by the
+            Session's own receive, no task per connection (`_wsdirect`); one scheduler
+            pass less per frame received. ``"trio-websocket"``: trio-websocket's client,
+            with its reader task. Both keep the same promises and report failures in the
+            same words.
 
     TLS, for ``wss://`` URLs (a ``ws://`` URL ignores them); the server's certificate is
     always verified unless ``insecure_skip_verify`` says otherwise:
@@ -240,6 +263,7 @@ class WebSocketConnector:
     client_cert: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=True)
     client_key: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=True)
     insecure_skip_verify: bool = attrs.field(default=False, kw_only=True)
+    websocket: WebSocketClient = attrs.field(default=DEFAULT_WEBSOCKET, kw_only=True)
     # The context every wss:// connection shares, built once (`_tls`); empty until needed
     # when no option asks for one, so a ws:// fleet never loads the system's CA store.
     _contexts: dict[str, ssl.SSLContext] = attrs.field(
@@ -247,6 +271,9 @@ class WebSocketConnector:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.websocket not in WEBSOCKET_CLIENTS:
+            choices = " or ".join(repr(c) for c in WEBSOCKET_CLIENTS)
+            raise ConfigurationError(f"websocket must be {choices}, got {self.websocket!r}")
         if not isinstance(self.insecure_skip_verify, bool):
             raise ConfigurationError(
                 f"insecure_skip_verify must be True or False, got {self.insecure_skip_verify!r}"
@@ -295,6 +322,19 @@ class WebSocketConnector:
                 host,
                 port,
             )
+        if self.websocket == "direct":
+            async with open_direct(
+                host,
+                port,
+                resource,
+                host_header=host_header,
+                ssl_context=self._tls_context() if secure else None,
+                connect_timeout=self.connect_timeout,
+                close_timeout=self.close_timeout,
+                max_message_size=self.max_frame_size,
+            ) as transport:
+                yield transport
+            return
         failure: ConnectError | None = None
         body_error: BaseException | None = None
         # We open and own the TCP (and TLS) stream: trio-websocket's aclose() skips closing
@@ -311,7 +351,8 @@ class WebSocketConnector:
                         stream = await trio.open_tcp_stream(host, port)
                         inner: trio.abc.Stream
                         if secure:
-                            stream = inner = await self._start_tls(stream, host)
+                            context = self._tls_context()
+                            stream = inner = await start_tls(stream, context, host)
                         else:
                             inner = safe = FrameSafeStream(stream)
                         # A failure it sees ends the attempt at once, not at the timeout.
@@ -373,30 +414,6 @@ class WebSocketConnector:
         if failure is not None:
             raise failure
 
-    async def _start_tls(
-        self, tcp: trio.SocketStream, host: str
-    ) -> trio.SSLStream[trio.SocketStream]:
-        """The TLS handshake, done here rather than on trio-websocket's first write: there a
-        failure would end its reader quietly and leave the connect to its timeout."""
-        tls = trio.SSLStream(tcp, self._tls_context(), server_hostname=host, https_compatible=True)
-        try:
-            await tls.do_handshake()
-        except trio.BrokenResourceError as exc:
-            raise _tls_failure(exc, "during the TLS handshake") from None
-        return tls
-
-
-def _tls_failure(exc: trio.BrokenResourceError, when: str) -> ConnectError:
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLError) and not isinstance(
-        cause, ssl.SSLEOFError | ssl.SSLZeroReturnError
-    ):
-        return ConnectError(describe_tls_error(cause), reason=FailureReason.TLS_FAILED)
-    how = "closed" if isinstance(cause, ssl.SSLError) or cause is None else f"broke ({cause})"
-    return ConnectError(
-        f"the peer {how} the connection {when}", reason=FailureReason.HANDSHAKE_FAILED
-    )
-
 
 def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -> ConnectError:
     """Why an attempt ended with no connection and no exception: what the watch saw, or the
@@ -404,26 +421,8 @@ def _opening_failure(watch: OpeningWatch | None, secure: bool, timeout: float) -
     if watch is None or not (watch.ended or watch.error):
         return ConnectError(f"no handshake within {timeout:g} s")
     if watch.error is not None:
-        return _tls_failure(watch.error, "during the opening handshake")
-    line = watch.status_line
-    status = _status_of(line)
-    if status is not None and status != 101:
-        # Refused in words, then closed before trio-websocket could read the whole answer.
-        return ConnectError.rejected(status)
-    detail = "the peer closed the connection during the opening handshake"
-    if secure and not line:
-        # What a server that requires a client certificate does under TLS 1.3 when it
-        # gets none: the client's handshake has already succeeded by then.
-        detail += " (after TLS; does the server require a client certificate?)"
-    return ConnectError(detail, reason=FailureReason.HANDSHAKE_FAILED)
-
-
-def _status_of(line: str) -> int | None:
-    version, _, rest = line.partition(" ")
-    code = rest[:3]
-    if version.startswith("HTTP/") and code.isdigit():
-        return int(code)
-    return None
+        return tls_failure(watch.error, "during the opening handshake")
+    return opening_failure(watch.status_line, secure)
 
 
 # Leaving from a cancelled scope, trio-websocket's reader is being cancelled too and will not

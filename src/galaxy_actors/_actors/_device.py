@@ -19,7 +19,7 @@ Statuses change only through `set_status`, which checks the transition table in
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -51,15 +51,6 @@ if TYPE_CHECKING:
     from ._registry import AgentProfile
 
 logger = logging.getLogger("galaxy_actors.device")
-
-
-_STAT_OF_KIND: Final = {
-    BadFrameKind.PROTOCOL_ERROR: "protocol_errors",
-    BadFrameKind.ERROR_FRAME: "error_frames",
-    BadFrameKind.CROSS_DEVICE: "cross_device_frames",
-    BadFrameKind.UNKNOWN_TASK: "unknown_task_frames",
-    BadFrameKind.UNEXPECTED: "unexpected_frames",
-}
 
 
 class Owner(Protocol):
@@ -470,8 +461,7 @@ class DeviceActor:
     def bad_frame(self, kind: BadFrameKind, detail: str) -> None:
         """Count, publish and log (rate limited per device and kind) one bad frame. The
         counter and the events are exact; the log says how many lines it held back."""
-        name = _STAT_OF_KIND[kind]
-        setattr(self.stats, name, getattr(self.stats, name) + 1)
+        self.stats.count_bad_frame(kind)
         self.owner.warnings.log(
             logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING,
             (self.device_id, kind),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .._sansio._engine_events import ConnectionDead, TaskEnded, TaskRefused
+from .._sansio._engine_events import BadFrameKind, ConnectionDead, TaskEnded, TaskRefused
 from .._sansio._errors import (
     DeviceDisconnected,
     TaskCancelled,
@@ -45,6 +45,19 @@ class DeviceStats:
     error_frames: int = 0
     unknown_task_frames: int = 0
     cross_device_frames: int = 0
+
+    def count_bad_frame(self, kind: BadFrameKind) -> None:
+        """One more bad frame of this kind."""
+        if kind is BadFrameKind.PROTOCOL_ERROR:
+            self.protocol_errors += 1
+        elif kind is BadFrameKind.ERROR_FRAME:
+            self.error_frames += 1
+        elif kind is BadFrameKind.CROSS_DEVICE:
+            self.cross_device_frames += 1
+        elif kind is BadFrameKind.UNKNOWN_TASK:
+            self.unknown_task_frames += 1
+        else:
+            self.unexpected_frames += 1
 
 
 class Workload:

@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ours-limit",
         type=int,
         default=0,
-        help="our max_concurrent_connections (0: open_supervisor's default, None)",
+        help="our max_concurrent_connections (0: open_supervisor's default, 64; -1: no limit)",
     )
     parser.add_argument(
         "--bare-limits",
@@ -262,7 +262,9 @@ async def ours_worker(args: argparse.Namespace) -> dict[str, Any]:
     policy = RestartPolicy(reconnect_delay=1.0, max_retries=1000, max_delay=5.0, jitter="full")
     timeout = args.worker_timeout
     out: dict[str, Any] = {}
-    limit: dict[str, Any] = {"max_concurrent_connections": args.limit} if args.limit else {}
+    limit: dict[str, Any] = {}
+    if args.limit:
+        limit["max_concurrent_connections"] = None if args.limit < 0 else args.limit
     async with open_supervisor(
         task_name=args.tag,
         heartbeat_interval=args.heartbeat,
@@ -394,13 +396,15 @@ def worker_argv(
 
 
 def limit_name(limit: int) -> str:
-    return str(limit) if limit else "no limit"
+    return str(limit) if limit > 0 else "no limit"
 
 
 def ours_limit_name(args: argparse.Namespace) -> str:
     # --ours-limit 0 leaves open_supervisor's default, which is a limit (Settings).
     default = Settings().max_concurrent_connections
-    return str(args.ours_limit) if args.ours_limit else f"default {limit_name(default or 0)}"
+    if args.ours_limit:
+        return limit_name(args.ours_limit)
+    return f"default {limit_name(default or 0)}"
 
 
 def run_side(

@@ -117,6 +117,8 @@ QUICK: dict[str, list[str]] = {
         "1000",
         "--latency-tasks",
         "100",
+        "--floor-tasks",
+        "300",
         "--recovery-tasks",
         "20000",
         "--recovery-rounds",

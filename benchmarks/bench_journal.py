@@ -19,6 +19,10 @@
    re-queue). Target: < 5 s.
 4. File size under a steady load with retention (``keep_count``): the database and its WAL
    after each block of tasks; bounded if it stops growing once retention applies.
+5. ``--breakdown`` (not in ``make bench``): where the latency goes. Sequential ``run_task``
+   with no journal, with the journal's writes made no-ops (its machinery alone) and with
+   SQLite, in alternating order: latency, the process's CPU per task, and each SQLite write
+   timed where it is made.
 
 The agent runs in another process (``agent_server.py``) and answers at once.
 ``.venv/bin/python benchmarks/bench_journal.py --rounds 3 --tasks 1000`` is a quick look.
@@ -80,17 +84,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size-blocks", type=int, default=8, help="blocks of the size run")
     parser.add_argument("--size-block-tasks", type=int, default=1000)
     parser.add_argument("--keep-count", type=int, default=1500, help="retention, size run")
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the latency breakdown, this many rounds (1,000 tasks a side)",
+    )
     parser.add_argument("--name", default="journal", help="results/<name>.json")
     return parser.parse_args(argv)
 
 
-def supervisor(journal: Path | None) -> Any:
+class TimedJournal(SqliteJournal):
+    """`SqliteJournal` whose writes are timed where they are made (``writes``: seconds of
+    wall time and of this thread's CPU, each), or made no-ops (``noop``: the machinery alone,
+    nothing reaches SQLite)."""
+
+    def __init__(self, path: Path, *, noop: bool = False) -> None:
+        super().__init__(path, keep_count=10**9)
+        self.noop = noop
+        self.writes: list[tuple[float, float]] = []
+
+    def _write(self, batch: Any) -> str | None:
+        if self.noop:
+            return None
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return super()._write(batch)
+        finally:
+            self.writes.append((time.perf_counter() - wall, time.thread_time() - cpu))
+
+
+def supervisor(journal: Path | SqliteJournal | None) -> Any:
     """The two sides differ by the journal only."""
-    return open_supervisor(
-        task_name="bench",
-        connector=WebSocketConnector(),
-        journal=None if journal is None else SqliteJournal(journal, keep_count=10**9),
-    )
+    if isinstance(journal, Path):
+        journal = SqliteJournal(journal, keep_count=10**9)
+    return open_supervisor(task_name="bench", connector=WebSocketConnector(), journal=journal)
 
 
 async def connect_all(sup: Supervisor, url: str, devices: int) -> None:
@@ -130,17 +159,86 @@ async def throughput_side(
     return n / (submitted - start), n / (ended - start)
 
 
-async def latency_side(url: str, n: int, journal: Path | None, tag: str) -> list[float]:
+async def latency_side(
+    url: str, n: int, journal: Path | SqliteJournal | None, tag: str, cpu: list[float] | None = None
+) -> list[float]:
+    """Seconds of each of ``n`` sequential `run_task`; ``cpu`` gets the process's CPU
+    seconds per task over them."""
     async with supervisor(journal) as sup:
         await connect_all(sup, url, 1)
         for i in range(20):  # warm-up
             await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-w{i}")
         times = []
+        cpu_start = time.process_time()
         for i in range(n):
             start = time.perf_counter()
             await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-{i}")
             times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append((time.process_time() - cpu_start) / n)
     return times
+
+
+async def breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Latency with no journal, a no-op one and SQLite, in alternating order."""
+    sides = ("none", "noop", "sqlite")
+    lat: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    writes: list[tuple[float, float]] = []
+    for r in range(args.breakdown):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            journal = None
+            if side != "none":
+                journal = TimedJournal(work / f"bd-{side}-{r}.sqlite3", noop=side == "noop")
+            times = await latency_side(args.agent_url, 1000, journal, f"{side}{r}", cpu[side])
+            lat[side].append(percentile(times, 50))
+            if isinstance(journal, TimedJournal):
+                writes.extend(journal.writes)
+        print(
+            "  round {}/{}: latency {} µs; CPU per task {} µs (none / noop / sqlite)".format(
+                r + 1,
+                args.breakdown,
+                " / ".join(f"{lat[side][-1] * 1e6:.0f}" for side in sides),
+                " / ".join(f"{cpu[side][-1] * 1e6:.0f}" for side in sides),
+            ),
+            flush=True,
+        )
+    return {
+        "latency_us": {side: summary([t * 1e6 for t in lat[side]]) for side in sides},
+        "cpu_us": {side: summary([c * 1e6 for c in cpu[side]]) for side in sides},
+        "noop_ratio": ratio_summary(lat["noop"], lat["none"]),
+        "sqlite_ratio": ratio_summary(lat["sqlite"], lat["none"]),
+        "write_wall_us": summary([w * 1e6 for w, _ in writes]),
+        "write_cpu_us": summary([c * 1e6 for _, c in writes]),
+    }
+
+
+def report_breakdown(results: dict[str, Any]) -> None:
+    lat, cpu = results["latency_us"], results["cpu_us"]
+    rows = [
+        [
+            name,
+            f"{lat[side]['median']:.0f}",
+            fmt_ratio(results[f"{side}_ratio"]) if side != "none" else "1",
+            f"{cpu[side]['median']:.0f}",
+            f"+{cpu[side]['median'] - cpu['none']['median']:.0f}" if side != "none" else "",
+        ]
+        for side, name in (
+            ("none", "no journal"),
+            ("noop", "journal, writes made no-ops (its machinery)"),
+            ("sqlite", "journal, SQLite"),
+        )
+    ]
+    print_table(
+        "Where run_task's latency goes (ratio: median [quartiles] of rounds, against none)",
+        ["journal", "latency µs", "ratio", "CPU µs/task", "added"],
+        rows,
+    )
+    wall, cpu_w = results["write_wall_us"], results["write_cpu_us"]
+    print(
+        f"one SQLite write where it is made: {wall['median']:.0f} µs wall, "
+        f"{cpu_w['median']:.0f} µs CPU of its thread (median of {wall['n']:.0f})"
+    )
 
 
 def sqlite_floor(path: Path, n: int) -> float:
@@ -290,6 +388,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "agent_url"}}
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
         work = Path(tmp)
+        if args.breakdown:
+            print("latency breakdown", flush=True)
+            results["breakdown"] = await breakdown(args, work)
+            return results
         print("throughput and latency, paired rounds", flush=True)
         results.update(await paired(args, args.agent_url, work))
         write_json(args.name, results, quiet=True)
@@ -380,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     with AgentProcess() as agent:
         args.agent_url = agent.url
         results = trio.run(run, args)
-    report(results)
+    if args.breakdown:
+        report_breakdown(results["breakdown"])
+    else:
+        report(results)
     write_json(args.name, results)
     return 0
 

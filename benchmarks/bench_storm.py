@@ -47,6 +47,7 @@ from _common import (
 from _png import LineChart, render, write_png
 
 from galaxy_actors import DeviceStatus, RestartPolicy, TaskHandle, open_supervisor
+from galaxy_actors._transports._transport import DEFAULT_WEBSOCKET, WEBSOCKET_CLIENTS
 from galaxy_actors.events import ConnectionFailed, RestartScheduled, StatusChanged, TaskEnded
 from galaxy_actors.transport import Transport, WebSocketConnector
 
@@ -82,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bin", type=float, default=0.25, help="histogram bin (s)")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on each phase (s)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare floor")
+    parser.add_argument(
+        "--websocket",
+        choices=WEBSOCKET_CLIENTS,
+        default=DEFAULT_WEBSOCKET,
+        help="our side's WebSocket client (WebSocketConnector's websocket=)",
+    )
     parser.add_argument("--plot", default=str(RESULTS / "storm.png"), help="PNG path")
     parser.add_argument("--name", default="storm", help="results/<name>.json")
     return parser.parse_args(argv)
@@ -125,7 +132,7 @@ async def sample_limiter(limiter: trio.CapacityLimiter | None, out: list[int]) -
 async def storm_ours(
     args: argparse.Namespace, agent: AgentProcess, n: int, jitter: str
 ) -> dict[str, Any]:
-    connector = CountingConnector()
+    connector = CountingConnector(WebSocketConnector(websocket=args.websocket))
     policy = RestartPolicy(
         reconnect_delay=args.reconnect_delay,
         max_retries=100_000,

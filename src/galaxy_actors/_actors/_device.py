@@ -44,7 +44,7 @@ from ._session import Session
 from ._settings import Settings
 from ._task import ExecutionResult, TaskHandle
 from ._throttle import Throttled
-from ._workload import DeviceStats, Workload
+from ._workload import DeviceStats, Workload, count_bad_frame
 
 if TYPE_CHECKING:
     from .._transports._transport import Connector
@@ -461,7 +461,7 @@ class DeviceActor:
     def bad_frame(self, kind: BadFrameKind, detail: str) -> None:
         """Count, publish and log (rate limited per device and kind) one bad frame. The
         counter and the events are exact; the log says how many lines it held back."""
-        self.stats.count_bad_frame(kind)
+        count_bad_frame(self.stats, kind)
         self.owner.warnings.log(
             logging.ERROR if kind is BadFrameKind.CROSS_DEVICE else logging.WARNING,
             (self.device_id, kind),

@@ -28,7 +28,7 @@ from ._events import TaskEnded as TaskEndedEvent
 from ._mailbox import Mailbox
 from ._task import Delivery, ExecutionResult, ResultStatus, TaskHandle
 
-__all__ = ["DeviceStats", "Workload"]
+__all__ = ["DeviceStats", "Workload", "count_bad_frame"]
 
 
 @attrs.define
@@ -46,18 +46,20 @@ class DeviceStats:
     unknown_task_frames: int = 0
     cross_device_frames: int = 0
 
-    def count_bad_frame(self, kind: BadFrameKind) -> None:
-        """One more bad frame of this kind."""
-        if kind is BadFrameKind.PROTOCOL_ERROR:
-            self.protocol_errors += 1
-        elif kind is BadFrameKind.ERROR_FRAME:
-            self.error_frames += 1
-        elif kind is BadFrameKind.CROSS_DEVICE:
-            self.cross_device_frames += 1
-        elif kind is BadFrameKind.UNKNOWN_TASK:
-            self.unknown_task_frames += 1
-        else:
-            self.unexpected_frames += 1
+
+def count_bad_frame(stats: DeviceStats, kind: BadFrameKind) -> None:
+    """One more bad frame of this kind in ``stats`` (not a method: `DeviceStats` is public,
+    and counting is the device's business)."""
+    if kind is BadFrameKind.PROTOCOL_ERROR:
+        stats.protocol_errors += 1
+    elif kind is BadFrameKind.ERROR_FRAME:
+        stats.error_frames += 1
+    elif kind is BadFrameKind.CROSS_DEVICE:
+        stats.cross_device_frames += 1
+    elif kind is BadFrameKind.UNKNOWN_TASK:
+        stats.unknown_task_frames += 1
+    else:
+        stats.unexpected_frames += 1
 
 
 class Workload:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -139,11 +141,11 @@ class Caller:
 
 
 @asynccontextmanager
-async def gated_lab(gate: Gate, *, frame_safe: bool) -> AsyncIterator[Lab]:
+async def gated_lab(gate: Gate, *, frame_safe: bool, **options: Any) -> AsyncIterator[Lab]:
     def wrap(connector: MemoryConnector) -> GatedConnector:
         return GatedConnector(connector, gate, frame_safe)
 
-    async with memory_lab(wrap_connector=wrap) as lab:
+    async with memory_lab(wrap_connector=wrap, **options) as lab:
         await lab.connected("pc", task_duration=1.0)
         yield lab
 
@@ -251,6 +253,26 @@ async def test_a_caller_cancelled_during_its_direct_send_then_removed_leaves_no_
         assert caller.outcome is None  # `submit` raised Cancelled: no handle, no error
         with pytest.raises(UnknownTask):
             await sup.task("held")
+        await still_works(lab, ending)
+
+
+@pytest.mark.parametrize("ending", ["remove-force", "disconnect-force"])
+async def test_a_journaled_direct_send_outlived_by_its_connection_ends_once(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, ending: str
+) -> None:
+    # The journal's submit path sends through the same `_send_now`; the outcome is stored.
+    gate = Gate("held")
+    async with gated_lab(gate, frame_safe=True, journal=tmp_path / "journal.sqlite") as lab:
+        sup = lab.supervisor
+        caller = Caller("submit")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller.run, sup)
+            await gate.entered.wait()
+            await ENDINGS[ending](sup)
+            gate.release.set()
+        assert isinstance(caller.outcome, TaskCancelled), caller.outcome
+        stored = await sup.task("held")
+        assert isinstance(stored.outcome, TaskCancelled)
         await still_works(lab, ending)
 
 

@@ -58,7 +58,8 @@ class GatedTransport:
     frame_safe: bool
 
     def frame_safe_sends(self, send_timeout: float) -> bool:
-        # Not frame-safe: the Session shields the send and bounds it by send_timeout.
+        # Both ways a Session sends: unguarded, or (False) shielded and bounded by
+        # send_timeout, which turns the held send into a `send stalled` failure.
         return self.frame_safe
 
     async def send(self, frame: str) -> None:

@@ -58,8 +58,8 @@ class Session:
         "_send_timeout",
         "dead",
         "engine",
+        "finished",
         "host",
-        "intentional",
         "scope",
         "stop_deadline",
         "stopping",
@@ -83,8 +83,11 @@ class Session:
         # How the connection ended against our will; None while it lives, or if it ended
         # on purpose (`stop`).
         self.dead: ConnectionDead | None = None
-        # Ended on purpose before it was serving: a failure after that is not reported.
-        self.intentional = False
+        # Closed on purpose, or its run is over: a failure after that is not reported. A
+        # submitter's send still under way then fails only because we closed the
+        # connection under it, and the actor has moved on (DISCONNECTED, removed, or on a
+        # new Session): that failure is neither the device's nor this actor's to hear.
+        self.finished = False
         self.stopping = False
         self.stop_deadline = math.inf
         self._recv_scope: trio.CancelScope | None = None
@@ -97,19 +100,23 @@ class Session:
         self._end(self.engine.fail(reason, detail, trio.current_time()))
 
     def _end(self, dead: ConnectionDead) -> None:
-        if self.dead is None and not self.intentional:
+        if self.dead is None and not self.finished:
             self.dead = dead
             self.host.on_event(dead)
         self.scope.cancel()
+
+    def _close(self) -> None:
+        """Closed on purpose: the engine ignores what follows, and we report none of it."""
+        self.finished = True
+        self.engine.close()
 
     def stop(self, grace: float) -> None:
         """End the Session on purpose: at once if no task runs, else once it ends or after
         ``grace`` seconds, whichever is first. No queued task is sent any more."""
         if not self.engine.serving:
             if self.dead is None:
-                self.intentional = True
                 self.stopping = True
-                self.engine.close()
+                self._close()
             self.scope.cancel()
             return
         self.stopping = True
@@ -153,13 +160,17 @@ class Session:
                     with inner:
                         if not inner.cancel_called:  # stopped while it opened: send nothing
                             await self._send(self.engine.start(trio.current_time()))
-                            await self._serve()
-                            self.engine.close()
+                            await self._serve()  # returns only once stopped
+                            # Before the connector closes the connection, which fails any
+                            # send still under way in a submitter's task.
+                            self._close()
             except ConnectError as exc:
                 # The connector names the reason: tls_failed, unauthorized, connect_failed...
                 self.fail(exc.reason, str(exc))
             finally:
                 self._release_limiter()
+                # Cancelled from outside (a shutdown past its bound) lands here too.
+                self.finished = True
 
     def _release_limiter(self) -> None:
         limiter, self._limiter = self._limiter, None

@@ -323,7 +323,8 @@ class AIPConnection:
         if self.dead is not None:
             return self.dead
         if self.phase is Phase.CLOSED:
-            # Closed on purpose first: this ending is reported, not recorded.
+            # Closed on purpose first: this ending is returned, not recorded (a Session
+            # reports nothing after its close on purpose).
             return ConnectionDead(reason, detail, now)
         return self._die(reason, detail, now)
 

@@ -7,6 +7,7 @@ abandoned; the process-level kill is in test_journal_process.py.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -26,6 +27,7 @@ from galaxy_actors import (
     UnknownTask,
 )
 from galaxy_actors._actors._journal import TaskRecord
+from galaxy_actors._actors._journal_file import WAL_SIZE_LIMIT
 from galaxy_actors.journal import SqliteJournal
 
 
@@ -336,6 +338,35 @@ async def test_a_write_whose_waiter_is_cancelled_in_its_commit_still_lands(
         await trio.sleep(0.2)
         assert commit.done and commit.error is None
         assert rows(path) == {"first": "queued", "second": "queued"}
+        nursery.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def test_the_wal_file_shrinks_back_after_a_burst(tmp_path: Path) -> None:
+    # One burst (a recovery re-queueing, a flood of submissions in one group commit) makes
+    # the WAL file large; SQLite reuses a WAL file from its start but never shrinks it, so
+    # without a size limit an operator would find it at its peak for the process's life.
+    path = tmp_path / "j.sqlite3"
+    wal = Path(f"{path}-wal")
+    journal = SqliteJournal(path)
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        data = json.dumps({"blob": "x" * 2000})  # tasks with some data: a few MiB quickly
+        burst = [journal.accept(record(f"b{i}")._replace(data_json=data)) for i in range(12_000)]
+        await burst[-1].wait()
+        assert all(commit.done and commit.error is None for commit in burst)
+        peak = file_size(wal)
+        assert peak > 2 * WAL_SIZE_LIMIT  # the burst made it large
+        # Steady single commits: once a checkpoint has copied everything back, the next
+        # commit starts the WAL over, and the file is cut back to the limit.
+        for i in range(20_000):
+            await journal.accept(record(f"t{i}")).wait()
+            if file_size(wal) <= WAL_SIZE_LIMIT:
+                break
+            if i % 100 == 99:
+                await trio.sleep(0.01)  # the checkpointer's thread takes its turn
+        assert file_size(wal) <= WAL_SIZE_LIMIT, (peak, file_size(wal))
         nursery.cancel_scope.cancel()
     await journal.aclose()
 

@@ -27,9 +27,22 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SCHEMA_VERSION", "connect_checked", "create", "load", "record_of", "take_lock"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "WAL_SIZE_LIMIT",
+    "connect_checked",
+    "create",
+    "load",
+    "record_of",
+    "take_lock",
+]
 
 logger = logging.getLogger("galaxy_actors.journal")
+
+# What the WAL file is cut back to when SQLite starts it over (``journal_size_limit``): a
+# burst leaves it large, and SQLite reuses a WAL file but never shrinks it. Above one
+# checkpoint interval's worth of pages (about 4 MiB), so a steady load never truncates.
+WAL_SIZE_LIMIT: Final = 8 * 2**20
 
 # Each entry brings a file from version n-1 to n; a new file runs them all.
 _MIGRATIONS: Final[tuple[str, ...]] = (
@@ -173,6 +186,7 @@ def connect_checked(path: Path, synchronous: str, *, autocheckpoint: bool) -> sq
             raise _fail(path, JournalCorrupt, "an SQLite database, but not a task journal")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if not autocheckpoint:
             db.execute("PRAGMA wal_autocheckpoint=0")
         if version < SCHEMA_VERSION:

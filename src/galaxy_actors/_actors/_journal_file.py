@@ -41,7 +41,7 @@ logger = logging.getLogger("galaxy_actors.journal")
 
 # What the WAL file is cut back to when SQLite starts it over (``journal_size_limit``): a
 # burst leaves it large, and SQLite reuses a WAL file but never shrinks it. Above one
-# checkpoint interval's worth of pages (about 4 MiB), so a steady load never truncates.
+# checkpoint interval's worth of pages (about 4 MiB): a steady load seldom truncates.
 WAL_SIZE_LIMIT: Final = 8 * 2**20
 
 # Each entry brings a file from version n-1 to n; a new file runs them all.

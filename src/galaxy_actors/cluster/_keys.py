@@ -10,6 +10,7 @@ The layout, for fleet ``F`` (``<id>`` is a device id, task id, capability or nod
 | key | type | holds |
 | --- | --- | --- |
 | ``ga:{F}:devices`` | hash | device id -> its definition (JSON) |
+| ``ga:{F}:devices:version`` | string | a fresh token written with every change of the definitions |
 | ``ga:{F}:nodes`` | sorted set | node name -> when its membership expires (server ms) |
 | ``ga:{F}:incarnation`` | hash | node name -> how many times it joined |
 | ``ga:{F}:lease:<id>`` | string, expiring | the device's owner, ``"<node> <epoch>"`` |
@@ -50,6 +51,10 @@ class FleetKeys:
     @property
     def devices(self) -> str:
         return f"{self._base}:devices"
+
+    @property
+    def devices_version(self) -> str:
+        return f"{self._base}:devices:version"
 
     @property
     def nodes(self) -> str:

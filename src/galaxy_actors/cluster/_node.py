@@ -89,6 +89,8 @@ class Node:
     #: Streams made ready (groups, pending entries claimed) per round trip.
     claim_batch: int = 100
     _specs: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    # The token of the definitions in ``_specs`` (`Store.devices_since`); None: read again.
+    _specs_token: str | None = None
     # Served devices whose streams are not ready yet (groups, claim of pending entries).
     _unclaimed: set[str] = attrs.field(factory=set)
     # Devices being removed from the supervisor (their connection closing).
@@ -137,7 +139,9 @@ class Node:
         beat = await self.store.heartbeat(own.node, lease.lease_ttl)
         own.joined(sent, fresh=beat.fresh)
         self.incarnation = beat.incarnation
-        self._specs = await self.store.devices()
+        token, specs = await self.store.devices_since(self._specs_token)
+        if specs is not None:
+            self._specs, self._specs_token = specs, token
         plan = own.plan(trio.current_time(), beat.live, self._specs)
         assert self._nursery is not None
         for device_id in plan.drain:

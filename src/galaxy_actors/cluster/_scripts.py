@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "CLAIM_STREAMS",
+    "DEFINE",
+    "DEFINITIONS",
     "FINISH",
     "HEARTBEAT",
     "LIVE",
@@ -19,6 +21,31 @@ __all__ = [
     "SUBMIT",
     "TAKE",
 ]
+
+#: KEYS: devices, devices version. ARGV: device, definition (JSON, or '' to remove it), a
+#: fresh token. Writes the definition and the token together: a reader that saw the token
+#: saw the definitions as they were when it was written. Returns 1 if anything changed.
+DEFINE = """
+local changed
+if ARGV[2] == '' then
+  changed = redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  changed = 1
+end
+if changed > 0 then redis.call('SET', KEYS[2], ARGV[3]) end
+return changed
+"""
+
+#: KEYS: devices, devices version. ARGV: the token the caller holds ('' for none). Returns
+#: {token} when it is still current, else {token or '', the definitions (HGETALL)}. A fleet
+#: with no token (defined before there was one, or Redis restarted empty) is read each time.
+DEFINITIONS = """
+local token = redis.call('GET', KEYS[2])
+if token and token == ARGV[1] then return {token} end
+return {token or '', redis.call('HGETALL', KEYS[1])}
+"""
 
 #: KEYS: nodes, incarnation. ARGV: node, ttl_ms. Returns {fresh, incarnation, live nodes}.
 HEARTBEAT = """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -128,15 +129,35 @@ class Store:
 
     async def define_device(self, device_id: str, spec: Mapping[str, Any]) -> None:
         """Store a device's definition (`Supervisor.add_device`'s arguments) for the nodes."""
-        text = json.dumps(dict(spec), sort_keys=True)
-        await self.client.hset(self.keys.devices, {device_id: text})
+        await self._define(device_id, json.dumps(dict(spec), sort_keys=True))
 
     async def undefine_device(self, device_id: str) -> bool:
-        return bool(await self.client.hdel(self.keys.devices, [device_id]))
+        return await self._define(device_id, "")
+
+    async def _define(self, device_id: str, text: str) -> bool:
+        # A fresh token with every change, never a counter: a Redis restored from an older
+        # snapshot could count back up to a number a node holds, for other definitions.
+        script = self._script(_scripts.DEFINE)
+        keys = [self.keys.devices, self.keys.devices_version]
+        return bool(await script(keys=keys, args=[device_id, text, uuid.uuid4().hex]))
 
     async def devices(self) -> dict[str, dict[str, Any]]:
         raw = await self.client.hgetall(self.keys.devices)
         return {device_id: json.loads(text) for device_id, text in raw.items()}
+
+    async def devices_since(
+        self, token: str | None
+    ) -> tuple[str | None, dict[str, dict[str, Any]] | None]:
+        """The definitions if they changed since ``token`` was read, with their token; None
+        for them when they did not. A node's every round asks: an unchanged fleet costs
+        one short reply, not every definition again."""
+        script = self._script(_scripts.DEFINITIONS)
+        keys = [self.keys.devices, self.keys.devices_version]
+        reply: list[Any] = await script(keys=keys, args=[token or ""])
+        if len(reply) == 1:
+            return token, None
+        current, flat = str(reply[0]) or None, reply[1]
+        return current, {str(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     # ------------------------------------------------------------------ membership, leases
 

@@ -10,6 +10,7 @@ ended under it. It knows nothing of connections or statuses.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import attrs
 import trio
@@ -47,19 +48,22 @@ class DeviceStats:
     cross_device_frames: int = 0
 
 
+# The counter of each kind: every kind has one (a new kind without one is a KeyError here,
+# not a frame silently counted under another name).
+_STAT_OF_KIND: Final = {
+    BadFrameKind.PROTOCOL_ERROR: "protocol_errors",
+    BadFrameKind.ERROR_FRAME: "error_frames",
+    BadFrameKind.CROSS_DEVICE: "cross_device_frames",
+    BadFrameKind.UNKNOWN_TASK: "unknown_task_frames",
+    BadFrameKind.UNEXPECTED: "unexpected_frames",
+}
+
+
 def count_bad_frame(stats: DeviceStats, kind: BadFrameKind) -> None:
     """One more bad frame of this kind in ``stats`` (not a method: `DeviceStats` is public,
     and counting is the device's business)."""
-    if kind is BadFrameKind.PROTOCOL_ERROR:
-        stats.protocol_errors += 1
-    elif kind is BadFrameKind.ERROR_FRAME:
-        stats.error_frames += 1
-    elif kind is BadFrameKind.CROSS_DEVICE:
-        stats.cross_device_frames += 1
-    elif kind is BadFrameKind.UNKNOWN_TASK:
-        stats.unknown_task_frames += 1
-    else:
-        stats.unexpected_frames += 1
+    name = _STAT_OF_KIND[kind]
+    setattr(stats, name, getattr(stats, name) + 1)
 
 
 class Workload:

@@ -57,6 +57,7 @@ from galaxy_actors import Supervisor, open_supervisor
 from galaxy_actors._actors._journal import TaskRecord
 from galaxy_actors._actors._journal_batch import ACCEPT, ENDED
 from galaxy_actors._actors._journal_file import connect_checked, create
+from galaxy_actors._actors._journal_sqlite import _CHECKPOINT_PAGES, _PAGES_PER_COMMIT
 from galaxy_actors._actors._task import Delivery
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.transport import WebSocketConnector
@@ -250,6 +251,9 @@ def sqlite_floor(path: Path, n: int) -> float:
     db = connect_checked(path, "normal", autocheckpoint=False)
     outcome = '{"status": "completed", "result": {"ok": true}, "error": null}'
     clock = time.perf_counter
+    # As often as the journal checkpoints: every _CHECKPOINT_PAGES counted pages, which it
+    # counts as _PAGES_PER_COMMIT for a commit of one write; two commits a pair.
+    pairs_per_checkpoint = _CHECKPOINT_PAGES // _PAGES_PER_COMMIT // 2
     pairs = []
     try:
         for i in range(n):
@@ -258,7 +262,7 @@ def sqlite_floor(path: Path, n: int) -> float:
             db.execute(ACCEPT, (*row, 1000.0, "at_most_once", 0, "sent"))
             db.execute(ENDED, (outcome, time.time(), f"f-{i}"))
             pairs.append(clock() - start)
-            if i % 125 == 124:  # the journal checkpoints every 250 commits, off this path
+            if i % pairs_per_checkpoint == pairs_per_checkpoint - 1:  # off this path
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     except sqlite3.Error as exc:
         raise SystemExit(f"SQLite floor: {exc}") from None

@@ -285,7 +285,7 @@ async def test_racing_for_an_idle_device_the_loser_is_queued_again_on_disk(
 
 async def test_concurrent_submits_share_a_commit(tmp_path: Path) -> None:
     journal = SqliteJournal(tmp_path / "j.sqlite3")
-    async with memory_lab(journal=journal) as lab:
+    async with memory_lab(journal=journal, shutdown_grace=0.1) as lab:
         await lab.connected("pc", task_duration=100.0)
         before = journal.stats.commits
         async with trio.open_nursery() as nursery:
@@ -395,3 +395,34 @@ async def test_the_wal_is_copied_back_and_stays_bounded_under_a_steady_load(
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     await journal.aclose()
+
+
+async def test_submitters_in_a_loop_keep_sharing_commits(tmp_path: Path) -> None:
+    # The task that commits for the others goes on to its next submit before they do: it
+    # must wait for their company too, not commit each of its own alone.
+    journal = SqliteJournal(tmp_path / "j.sqlite3")
+    async with memory_lab(journal=journal, shutdown_grace=0.1) as lab:
+        await lab.connected("pc", task_duration=100.0)
+        before = journal.stats.commits
+
+        async def submitter(s: int) -> None:
+            for i in range(10):
+                await lab.supervisor.submit("x", device_id="pc", task_id=f"t{s}-{i}")
+
+        async with trio.open_nursery() as nursery:
+            for s in range(20):
+                nursery.start_soon(submitter, s)
+        assert len(rows(tmp_path / "j.sqlite3")) == 200
+        # About one commit per round of the twenty (ten rounds), not one per submit of
+        # whichever task committed last (forty, before).
+        assert journal.stats.commits - before <= 25
+
+
+async def test_a_journaled_submit_is_a_checkpoint_as_without_a_journal(tmp_path: Path) -> None:
+    # Cancellable and a schedule point, as Trio's own calls are: a lone caller's commit
+    # is made at once, and must not let its loop of submits starve the other tasks.
+    async with memory_lab(journal=tmp_path / "j.sqlite3", shutdown_grace=0.1) as lab:
+        await lab.connected("pc", task_duration=100.0)
+        for i in range(3):  # sent at once, then queued
+            with trio.testing.assert_checkpoints():
+                await lab.supervisor.submit("x", device_id="pc", task_id=f"t{i}")

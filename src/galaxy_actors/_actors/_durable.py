@@ -119,6 +119,7 @@ class Durability:
         if task_id is not None:
             known = self._known(task_id, description, device_id)
             if known is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return known
         try:
             task, _ = sup._admit(
@@ -189,6 +190,11 @@ class Durability:
             self.journal.forget(task.task_id)
             self._untrack(task)
             raise
+        if not commit.waited:
+            # A lone caller's commit is made at once, with no schedule point: this is the
+            # one a submit makes (as without a journal), and a loop of submits lets the
+            # other tasks run. Not one more: a commit shared with others waited already.
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return task
 
     def _sends_at_once(self, task: TaskHandle) -> bool:

@@ -142,9 +142,10 @@ class Commit:
 
     ``drive``: how a waiter makes the commit itself, if the journal can (called only while
     the commit is not done; it may settle it, or leave it to the journal's writer).
-    ``existed``: an accept that wrote nothing, since the journal held its task id already."""
+    ``existed``: an accept that wrote nothing, since the journal held its task id already.
+    ``waited``: `wait` went through a schedule point (let other tasks run)."""
 
-    __slots__ = ("_drive", "_event", "done", "error", "existed")
+    __slots__ = ("_drive", "_event", "done", "error", "existed", "waited")
 
     def __init__(self, drive: Callable[[Commit], Awaitable[None]] | None = None) -> None:
         self._drive = drive
@@ -154,6 +155,7 @@ class Commit:
         self.done = False
         self.error: JournalUnavailable | None = None
         self.existed = False
+        self.waited = False
 
     def settle(self, error: JournalUnavailable | None = None) -> None:
         self.error = error
@@ -172,6 +174,7 @@ class Commit:
                 return
         if self._event is None:
             self._event = trio.Event()
+        self.waited = True
         await self._event.wait()
 
 

@@ -92,9 +92,9 @@ _DELETE_CHUNK: Final = 200
 # How long a write nobody waits for (an at-least-once "sent", an outcome nobody awaits yet)
 # may wait for company: a waiter's own commit takes it along sooner.
 _LAZY_WINDOW: Final = 0.002
-# Another task made or awaited a commit this recently: others are writing too, and a
-# waiter lets their writes join its commit (one schedule point) rather than committing
-# alone. A single caller's commits come from one task, so it never waits.
+# Two tasks made or awaited commits this recently: others are writing too, and a waiter
+# lets their writes join its commit (one schedule point) rather than committing alone. A
+# single caller's commits come from one task, so it never waits.
 _GROUP_WINDOW: Final = 0.01
 
 
@@ -139,9 +139,11 @@ class SqliteJournal:
         self._retry_at = -math.inf
         # The writer's sleep while nothing is due; a request brings its deadline forward.
         self._idle: trio.CancelScope | None = None
-        # The last task that made or awaited a commit, and when (`_drive`).
+        # The last task that made or awaited a commit, and when; and when two tasks last
+        # did so within the group window of each other (`_drive`).
         self._last_by: trio.lowlevel.Task | None = None
         self._last_at = -math.inf
+        self._shared_at = -math.inf
         self._ended_since_compact = 0
         # One thread at a time touches the files: a batch or a read in a worker thread
         # (``synchronous="full"``), a checkpoint, opening and closing.
@@ -227,10 +229,15 @@ class SqliteJournal:
         commit). A lone caller commits at once, adding no pass of the event loop."""
         me = trio.lowlevel.current_task()
         now = trio.current_time()
-        crowded = self._last_by is not me and now - self._last_at < _GROUP_WINDOW
+        if self._last_by is not me and now - self._last_at < _GROUP_WINDOW:
+            self._shared_at = now
+        # Not only "another task was last": the task that has just committed for a crowd
+        # goes on to its next write first, and must still wait for the others' company.
+        crowded = now - self._shared_at < _GROUP_WINDOW
         self._last_by, self._last_at = me, now
         try:
             if crowded:
+                commit.waited = True
                 await trio.lowlevel.checkpoint()
                 if commit.done:
                     return
@@ -249,6 +256,7 @@ class SqliteJournal:
         if self._checkpoint_due.is_set():
             # A caller committing in a loop that never waits otherwise would starve the
             # checkpointer, and the WAL file would grow: let it start.
+            commit.waited = True
             await trio.lowlevel.checkpoint()
 
     def accept(self, record: TaskRecord, *, sent: bool = False) -> Commit:

@@ -426,3 +426,30 @@ async def test_a_journaled_submit_is_a_checkpoint_as_without_a_journal(tmp_path:
         for i in range(3):  # sent at once, then queued
             with trio.testing.assert_checkpoints():
                 await lab.supervisor.submit("x", device_id="pc", task_id=f"t{i}")
+
+
+async def test_a_crowd_held_back_by_a_checkpoint_shares_one_commit(tmp_path: Path) -> None:
+    # While the checkpointer finishes a checkpoint, commits wait. Released, the first
+    # waiter commits everyone's writes; the others must not each commit again whatever
+    # was added since (one write each).
+    journal = SqliteJournal(tmp_path / "j.sqlite3")
+    async with memory_lab(journal=journal, shutdown_grace=0.1) as lab:
+        await lab.connected("pc", task_duration=100.0)
+        await lab.supervisor.submit("x", device_id="pc", task_id="running")
+        held = journal._held = trio.Event()
+        before = journal.stats.commits
+
+        async def submitter(s: int) -> None:
+            for i in range(3):
+                await lab.supervisor.submit("x", device_id="pc", task_id=f"t{s}-{i}")
+
+        async with trio.open_nursery() as nursery:
+            for s in range(20):
+                nursery.start_soon(submitter, s)
+            await trio.testing.wait_all_tasks_blocked()
+            assert journal.stats.commits == before
+            journal._held = None
+            held.set()
+        assert len(rows(tmp_path / "j.sqlite3")) == 61
+        # A commit a round of the twenty, about: not twenty after the first.
+        assert journal.stats.commits - before <= 6

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from lab import memory_lab
 
 from galaxy_actors import Delivery, OutcomeUnknown, TaskHandle, UnknownTask
-from galaxy_actors._actors._journal import decode_outcome
+from galaxy_actors._actors._journal import Commit, decode_outcome
 from galaxy_actors.journal import SqliteJournal
 from galaxy_actors.testing import SimulatedAgent
 
@@ -65,9 +65,9 @@ class SteadyJournal(SqliteJournal):
     (a task's whole timeout) as readily as none. A task that checkpoints meanwhile keeps the
     clock where it is, as if the disk were instant."""
 
-    async def _commit_pending(self) -> None:
+    async def _commit_pending(self, waiter: Commit | None = None) -> None:
         async with _clock_held():
-            await super()._commit_pending()
+            await super()._commit_pending(waiter)
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         # Opening, closing, checkpoints, compaction's reads: all the worker-thread work.
@@ -107,13 +107,13 @@ class DyingJournal(SteadyJournal):
             await self.died.wait()
             raise Killed
 
-    async def _commit_pending(self) -> None:
+    async def _commit_pending(self, waiter: Commit | None = None) -> None:
         if not self.dying and self._pending and self.stats.commits >= self.kill_after:
             await self.kill()
         if self.dying:
             self._pending = []  # never written, never settled: the process is gone
             return
-        await super()._commit_pending()
+        await super()._commit_pending(waiter)
 
     async def kill(self) -> None:
         """Die now: copy what is on disk (no write is in progress: commits are made in the

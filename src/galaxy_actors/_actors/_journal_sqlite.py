@@ -241,7 +241,7 @@ class SqliteJournal:
                 await trio.lowlevel.checkpoint()
                 if commit.done:
                     return
-            await self._commit_pending()
+            await self._commit_pending(commit)
         except BaseException:
             # Cancelled before committing: what is pending (this write too) is the
             # writer's now.
@@ -343,9 +343,16 @@ class SqliteJournal:
         window = _LAZY_WINDOW if self._inline else 0.0
         return max(trio.current_time() + window, self._retry_at)
 
-    async def _commit_pending(self) -> None:
+    async def _commit_pending(self, waiter: Commit | None = None) -> None:
+        """Commit what is pending, once no checkpoint holds commits back. A ``waiter``
+        whose write a commit made meanwhile commits nothing: a crowd held back by the
+        checkpoint would otherwise follow the first one's commit with one each."""
         while self._held is not None:
+            if waiter is not None:
+                waiter.waited = True
             await self._held.wait()
+        if waiter is not None and waiter.done:
+            return
         batch, self._pending = self._pending, []
         if not batch:
             return

@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=7, help="paired rounds per figure")
+    parser.add_argument("--rounds", type=int, default=15, help="paired rounds per figure")
     parser.add_argument("--devices", type=int, default=20, help="devices for throughput")
     parser.add_argument("--submitters", type=int, default=200, help="concurrent submitters")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per side per round")

@@ -23,6 +23,7 @@ from galaxy_actors import (
     DuplicateTaskId,
     ExecutionResult,
     OutcomeUnknown,
+    Supervisor,
     SupervisorClosed,
     UnknownTask,
 )
@@ -283,19 +284,39 @@ async def test_racing_for_an_idle_device_the_loser_is_queued_again_on_disk(
         assert task_ids_received(agent) == [winner, loser]
 
 
-async def test_concurrent_submits_share_a_commit(tmp_path: Path) -> None:
+def submit_in_loops(nursery: trio.Nursery, sup: Supervisor, *, submitters: int, each: int) -> None:
+    """Start ``submitters`` tasks, each submitting ``each`` tasks to "pc" one after another."""
+
+    async def submitter(s: int) -> None:
+        for i in range(each):
+            await sup.submit("x", device_id="pc", task_id=f"t{s}-{i}")
+
+    for s in range(submitters):
+        nursery.start_soon(submitter, s)
+
+
+@pytest.mark.parametrize(
+    ("submitters", "each", "most"),
+    [
+        # Fifty submits at once, each on disk when it returns: far fewer commits.
+        (50, 1, 5),
+        # Twenty submitting in a loop: about one commit a round (eleven). The task that
+        # committed for the others goes on to its next submit before they do, and must
+        # still wait for their company (it used to commit its own alone: twenty commits).
+        (20, 10, 14),
+    ],
+)
+async def test_concurrent_submits_share_commits(
+    tmp_path: Path, submitters: int, each: int, most: int
+) -> None:
     journal = SqliteJournal(tmp_path / "j.sqlite3")
     async with memory_lab(journal=journal, shutdown_grace=0.1) as lab:
         await lab.connected("pc", task_duration=100.0)
         before = journal.stats.commits
         async with trio.open_nursery() as nursery:
-            for i in range(50):
-                nursery.start_soon(
-                    lambda i=i: lab.supervisor.submit("x", device_id="pc", task_id=f"t{i}")
-                )
-        # Fifty submits returned, each on disk; far fewer commits carried them.
-        assert len(rows(tmp_path / "j.sqlite3")) == 50
-        assert journal.stats.commits - before <= 5
+            submit_in_loops(nursery, lab.supervisor, submitters=submitters, each=each)
+        assert len(rows(tmp_path / "j.sqlite3")) == submitters * each
+        assert journal.stats.commits - before <= most
 
 
 async def test_a_write_nobody_waits_for_still_lands(tmp_path: Path) -> None:
@@ -397,27 +418,6 @@ async def test_the_wal_is_copied_back_and_stays_bounded_under_a_steady_load(
     await journal.aclose()
 
 
-async def test_submitters_in_a_loop_keep_sharing_commits(tmp_path: Path) -> None:
-    # The task that commits for the others goes on to its next submit before they do: it
-    # must wait for their company too, not commit each of its own alone.
-    journal = SqliteJournal(tmp_path / "j.sqlite3")
-    async with memory_lab(journal=journal, shutdown_grace=0.1) as lab:
-        await lab.connected("pc", task_duration=100.0)
-        before = journal.stats.commits
-
-        async def submitter(s: int) -> None:
-            for i in range(10):
-                await lab.supervisor.submit("x", device_id="pc", task_id=f"t{s}-{i}")
-
-        async with trio.open_nursery() as nursery:
-            for s in range(20):
-                nursery.start_soon(submitter, s)
-        assert len(rows(tmp_path / "j.sqlite3")) == 200
-        # About one commit per round of the twenty (ten rounds), not one per submit of
-        # whichever task committed last (forty, before).
-        assert journal.stats.commits - before <= 25
-
-
 async def test_a_journaled_submit_is_a_checkpoint_as_without_a_journal(tmp_path: Path) -> None:
     # Cancellable and a schedule point, as Trio's own calls are: a lone caller's commit
     # is made at once, and must not let its loop of submits starve the other tasks.
@@ -438,14 +438,8 @@ async def test_a_crowd_held_back_by_a_checkpoint_shares_one_commit(tmp_path: Pat
         await lab.supervisor.submit("x", device_id="pc", task_id="running")
         held = journal._held = trio.Event()
         before = journal.stats.commits
-
-        async def submitter(s: int) -> None:
-            for i in range(3):
-                await lab.supervisor.submit("x", device_id="pc", task_id=f"t{s}-{i}")
-
         async with trio.open_nursery() as nursery:
-            for s in range(20):
-                nursery.start_soon(submitter, s)
+            submit_in_loops(nursery, lab.supervisor, submitters=20, each=3)
             await trio.testing.wait_all_tasks_blocked()
             assert journal.stats.commits == before
             journal._held = None

@@ -24,10 +24,10 @@
    after each block of tasks; bounded if it stops growing once retention applies.
 5. ``--breakdown`` (not in ``make bench``): where the cost goes. Throughput (as in 1) and
    sequential ``run_task`` (1,000 a side) with no journal, with the journal's writes made
-   no-ops (its machinery alone), with each commit one ``write()`` to a plain file (the
-   cheapest durable write there is, `AppendJournal`: not a journal, nothing reads it back)
-   and with SQLite, in alternating order: submits/s, latency, the process's CPU per task,
-   and each SQLite write timed where it is made.
+   no-ops (its machinery alone), with each commit one ``write()`` to a plain file of its
+   records in JSON (`AppendJournal`: not a journal, nothing reads it back) and with SQLite,
+   in alternating order: submits/s, latency, the process's CPU per task, and each SQLite
+   write timed where it is made.
 
 The agent runs in another process (``agent_server.py``) and answers at once.
 ``.venv/bin/python benchmarks/bench_journal.py --rounds 3 --tasks 1000`` is a quick look.
@@ -125,10 +125,11 @@ class TimedJournal(SqliteJournal):
 
 
 class AppendJournal(SqliteJournal):
-    """The cheapest durable write there is, in place of SQLite's: each commit is one
-    ``write()`` of its records, length-prefixed, to a plain file. Not a journal (nothing
+    """The simplest durable write, in place of SQLite's: each commit is one ``write()`` of
+    its records, each JSON and length-prefixed, to a plain file. Not a journal (nothing
     reads it back); it answers what the journal's targets would measure on a store whose
-    commit costs no more than that, with the same machinery around it."""
+    commit costs about that, with the same machinery around it. Its JSON per record costs
+    about what SQLite's row does in a batch: its submits/s say so."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, keep_count=10**9)

@@ -29,7 +29,9 @@
    in alternating order: submits/s, latency, the process's CPU per task, and each SQLite
    write timed where it is made.
 
-The agent runs in another process (``agent_server.py``) and answers at once.
+The agent runs in another process (``agent_server.py``) and answers at once: the hardest
+case for a ratio. ``--task-ms N``: it takes N ms over each task of the latency runs, as an
+agent doing work does.
 ``.venv/bin/python benchmarks/bench_journal.py --rounds 3 --tasks 1000`` is a quick look.
 """
 
@@ -83,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--submitters", type=int, default=200, help="concurrent submitters")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per side per round")
     parser.add_argument("--latency-tasks", type=int, default=300, help="sequential, per side")
+    parser.add_argument(
+        "--task-ms",
+        type=float,
+        default=0.0,
+        help="how long the agent takes over each task of the latency runs (default: answers "
+        "at once, the hardest case for the target)",
+    )
     parser.add_argument(
         "--floor-tasks", type=int, default=2000, help="SQLite-only write pairs, per round"
     )
@@ -197,19 +206,24 @@ async def throughput_side(
 
 
 async def latency_side(
-    url: str, n: int, journal: Path | SqliteJournal | None, tag: str, cpu: list[float] | None = None
+    url: str,
+    n: int,
+    journal: Path | SqliteJournal | None,
+    tag: str,
+    cpu: list[float] | None = None,
+    data: dict[str, Any] = DATA,
 ) -> list[float]:
-    """Seconds of each of ``n`` sequential `run_task`; ``cpu`` gets the process's CPU
-    seconds per task over them."""
+    """Seconds of each of ``n`` sequential `run_task` of ``data``; ``cpu`` gets the
+    process's CPU seconds per task over them."""
     async with supervisor(journal) as sup:
         await connect_all(sup, url, 1)
         for i in range(20):  # warm-up
-            await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-w{i}")
+            await sup.run_task("x", data, device_id="d-0", task_id=f"{tag}-w{i}")
         times = []
         cpu_start = time.process_time()
         for i in range(n):
             start = time.perf_counter()
-            await sup.run_task("x", DATA, device_id="d-0", task_id=f"{tag}-{i}")
+            await sup.run_task("x", data, device_id="d-0", task_id=f"{tag}-{i}")
             times.append(time.perf_counter() - start)
         if cpu is not None:
             cpu.append((time.process_time() - cpu_start) / n)
@@ -336,6 +350,7 @@ async def paired(args: argparse.Namespace, url: str, work: Path) -> dict[str, An
     lat_all = {"with": [], "without": []}  # type: dict[str, list[float]]
     floor: list[float] = []  # seconds of SQLite's two writes, a round's median
     in_situ: list[float] = []  # the same, timed where the journal makes them
+    latency_data = {**DATA, "sim_duration": args.task_ms / 1000} if args.task_ms else DATA
     for r in range(args.rounds):
         # Alternate which side goes first, so a drift of the machine favours neither.
         for side in ("with", "without") if r % 2 == 0 else ("without", "with"):
@@ -346,7 +361,9 @@ async def paired(args: argparse.Namespace, url: str, work: Path) -> dict[str, An
             timed = None
             if side == "with":
                 timed = TimedJournal(work / f"lat-{r}.sqlite3", cpu=False)
-            times = await latency_side(args.agent_url, args.latency_tasks, timed, f"{side}{r}")
+            times = await latency_side(
+                args.agent_url, args.latency_tasks, timed, f"{side}{r}", data=latency_data
+            )
             lat[side].append(percentile(times, 50))
             lat_all[side].extend(times)
             if timed is not None:
@@ -498,7 +515,7 @@ def report(results: dict[str, Any]) -> None:
             "",
         ],
         [
-            "run_task latency median (µs)",
+            "run_task latency median (µs)" + _task_ms(results),
             f"{lat['with']['median']:.0f}",
             f"{lat['without']['median']:.0f}",
             fmt_ratio(results["latency_ratio"]),
@@ -532,6 +549,11 @@ def report(results: dict[str, Any]) -> None:
             for b in size["blocks"]
         ],
     )
+
+
+def _task_ms(results: dict[str, Any]) -> str:
+    ms = results["args"].get("task_ms", 0.0)
+    return f", tasks of {ms:g} ms" if ms else ""
 
 
 def _floor_row(results: dict[str, Any], how: str, writes: str, ratio: str) -> list[str]:

@@ -74,6 +74,7 @@ TARGET_THROUGHPUT = 0.8
 TARGET_LATENCY = 1.10
 TARGET_RECOVERY_S = 5.0
 DATA: dict[str, Any] = {"file": "report.xlsx", "sheet": 1}
+WARM_UP = 20  # run_task calls before a latency side's timed ones
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -217,7 +218,7 @@ async def latency_side(
     process's CPU seconds per task over them."""
     async with supervisor(journal) as sup:
         await connect_all(sup, url, 1)
-        for i in range(20):  # warm-up
+        for i in range(WARM_UP):
             await sup.run_task("x", data, device_id="d-0", task_id=f"{tag}-w{i}")
         times = []
         cpu_start = time.process_time()
@@ -368,7 +369,7 @@ async def paired(args: argparse.Namespace, url: str, work: Path) -> dict[str, An
             lat_all[side].extend(times)
             if timed is not None:
                 # Two writes a task (its accept as sent, its outcome), warm-up's left out.
-                write_times = [w for w, _ in timed.writes[40:]]
+                write_times = [w for w, _ in timed.writes[2 * WARM_UP :]]
                 in_situ.append(2 * percentile(write_times, 50))
         floor.append(sqlite_floor(work / f"floor-{r}.sqlite3", args.floor_tasks))
         print(
